@@ -1,0 +1,283 @@
+"""The job schema: one validated `JobConfig` per training run.
+
+Every field carries the metadata the parameter panel needs (title, help, bounds,
+group, advanced flag, widget hint), so the UI is generated from this file alone.
+Field paths are dotted: ``network.rank``, ``training.batch_size``.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 2
+
+ModelFamily = Literal["auto", "text", "sd1", "sd2", "sdxl"]
+Optimizer = Literal["AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion8bit", "Adafactor"]
+Scheduler = Literal[
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
+]
+MixedPrecision = Literal["no", "fp16", "bf16"]
+DataFormat = Literal["auto", "images", "prompt_response", "alpaca", "messages", "text"]
+
+
+def field(
+    default: Any = ...,
+    *,
+    title: str,
+    help: str,
+    group: str,
+    advanced: bool = False,
+    widget: str | None = None,
+    local_path: bool = False,
+    applies_to: str = "all",
+    **bounds: Any,
+) -> Any:
+    """A pydantic Field carrying the UI metadata.
+
+    widget: 'dir', 'file', 'path' (file or folder or Hub id), 'lines' (one item a line)
+    local_path: the value is a path on this machine; left out of shared presets.
+    applies_to: 'all', 'text' or 'image': which job kind uses the field.
+    """
+    extra = {"group": group, "advanced": advanced, "applies_to": applies_to}
+    if widget:
+        extra["widget"] = widget
+    if local_path:
+        extra["local_path"] = True
+    factory = bounds.pop("default_factory", None)
+    if factory is not None:
+        return Field(default_factory=factory, title=title, description=help,
+                     json_schema_extra=extra, **bounds)
+    return Field(default, title=title, description=help, json_schema_extra=extra, **bounds)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    path: str = field(
+        "", title="Base model", group="Model", widget="path", local_path=True,
+        help="A local model folder, a single-file checkpoint (.safetensors) or a Hugging Face Hub id "
+             "such as 'Qwen/Qwen2.5-0.5B'. Hub ids must already be in your local cache.")
+    family: ModelFamily = field(
+        "auto", title="Model family", group="Model",
+        help="'auto' detects it from the model files. Text models are causal language models; "
+             "sd1 / sd2 / sdxl are Stable Diffusion generations.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = field(
+        "auto", title="Weights dtype", group="Model", advanced=True,
+        help="Precision the frozen base weights are loaded in. 'auto' follows mixed precision.")
+    load_in_4bit: bool = field(
+        False, title="Load base in 4-bit (QLoRA)", group="Model", applies_to="text",
+        help="Quantise the frozen base model to 4-bit NF4 with bitsandbytes. Needs an NVIDIA GPU.")
+    load_in_8bit: bool = field(
+        False, title="Load base in 8-bit", group="Model", advanced=True, applies_to="text",
+        help="Quantise the frozen base model to 8-bit with bitsandbytes. Needs an NVIDIA GPU.")
+    prediction_type: Literal["auto", "epsilon", "v_prediction"] = field(
+        "auto", title="Prediction type", group="Model", advanced=True, applies_to="image",
+        help="What the UNet predicts. 'auto' reads it from the model (SD 2.x 768 models use v-prediction).")
+    allow_pickle: bool = field(
+        False, title="Allow pickle checkpoints", group="Model", advanced=True,
+        help="Allow loading .ckpt / .pt / .bin files. Pickle files can run code when loaded: "
+             "only enable this for files you trust.")
+
+
+class DatasetConfig(Section):
+    path: str = field(
+        "", title="Dataset", group="Dataset", widget="path", local_path=True,
+        help="Images: a folder of images with caption files (kohya 'N_name' sub-folders give N repeats). "
+             "Text: a .jsonl / .json file or a folder of them.")
+    format: DataFormat = field(
+        "auto", title="Data format", group="Dataset",
+        help="'auto' detects it. Text: prompt/response, alpaca (instruction/input/output), "
+             "messages (chat turns) or plain text.")
+    caption_extension: str = field(
+        ".txt", title="Caption extension", group="Dataset", applies_to="image",
+        help="Extension of the caption file beside each image.", min_length=1, max_length=16)
+    repeats: int = field(
+        1, title="Repeats", group="Dataset", applies_to="image",
+        help="How often each image is seen per epoch, for folders without an 'N_' prefix.", ge=1, le=1000)
+    resolution: int = field(
+        512, title="Resolution", group="Dataset", applies_to="image",
+        help="Training resolution in pixels (the side of the square area). 512 for SD 1.x, 768 for SD 2.x, "
+             "1024 for SDXL.", ge=64, le=4096)
+    enable_bucket: bool = field(
+        True, title="Aspect-ratio bucketing", group="Dataset", applies_to="image",
+        help="Group images by aspect ratio instead of cropping everything square.")
+    min_bucket_reso: int = field(
+        256, title="Min bucket side", group="Dataset", advanced=True, applies_to="image",
+        help="Smallest side a bucket may have.", ge=64, le=4096)
+    max_bucket_reso: int = field(
+        1024, title="Max bucket side", group="Dataset", advanced=True, applies_to="image",
+        help="Largest side a bucket may have.", ge=64, le=8192)
+    bucket_reso_steps: int = field(
+        64, title="Bucket step", group="Dataset", advanced=True, applies_to="image",
+        help="Bucket sides are multiples of this.", ge=8, le=256)
+    random_crop: bool = field(
+        False, title="Random crop", group="Dataset", advanced=True, applies_to="image",
+        help="Crop at a random position instead of the centre.")
+    flip_aug: bool = field(
+        False, title="Horizontal flip", group="Dataset", applies_to="image",
+        help="Randomly mirror images. Do not use for asymmetric subjects or text.")
+    shuffle_caption: bool = field(
+        False, title="Shuffle caption tags", group="Dataset", applies_to="image",
+        help="Shuffle the comma-separated tags of each caption every step.")
+    keep_tokens: int = field(
+        0, title="Keep first N tags", group="Dataset", applies_to="image",
+        help="With shuffling, the first N tags stay in place (e.g. your trigger word).", ge=0, le=255)
+    caption_dropout_rate: float = field(
+        0.0, title="Caption dropout", group="Dataset", advanced=True, applies_to="image",
+        help="Fraction of steps trained with an empty caption.", ge=0.0, le=1.0)
+    cache_latents: bool = field(
+        True, title="Cache latents", group="Dataset", applies_to="image",
+        help="Encode images with the VAE once and reuse the latents (disables random crop and flip).")
+    cache_latents_to_disk: bool = field(
+        False, title="Cache latents to disk", group="Dataset", advanced=True, applies_to="image",
+        help="Keep the latent cache on disk beside the run instead of in memory.")
+    max_seq_length: int = field(
+        1024, title="Max sequence length", group="Dataset", applies_to="text",
+        help="Records longer than this many tokens are truncated.", ge=16, le=1_048_576)
+    chat_template: str = field(
+        "auto", title="Chat template", group="Dataset", advanced=True, applies_to="text",
+        help="'auto' uses the model's own chat template and a plain 'User:/Assistant:' fallback when it "
+             "has none; 'none' always uses the fallback.", min_length=1)
+    train_on_responses_only: bool = field(
+        True, title="Loss on responses only", group="Dataset", applies_to="text",
+        help="Compute the loss only on the assistant's answers, not on the prompts.")
+
+
+class NetworkConfig(Section):
+    rank: int = field(
+        16, title="Rank (network dim)", group="Network",
+        help="Size of the LoRA matrices. Higher learns more detail and uses more memory; "
+             "4-32 is typical.", ge=1, le=1024)
+    alpha: float = field(
+        16.0, title="Alpha", group="Network",
+        help="Scales the LoRA update by alpha / rank. Equal to rank or half of it is usual.",
+        gt=0.0, le=4096.0)
+    dropout: float = field(
+        0.0, title="LoRA dropout", group="Network", advanced=True,
+        help="Dropout on the LoRA path.", ge=0.0, lt=1.0)
+    target_modules: list[str] = field(
+        default_factory=list, title="Target modules", group="Network", advanced=True, widget="lines",
+        help="Names of the layers that get a LoRA (e.g. q_proj, v_proj, to_k). Empty uses the "
+             "family's defaults.")
+    train_text_encoder: bool = field(
+        False, title="Train text encoder", group="Network", applies_to="image",
+        help="Also put LoRA layers in the text encoder(s). Stronger effect, more memory.")
+
+
+class OptimizerConfig(Section):
+    optimizer: Optimizer = field(
+        "AdamW", title="Optimizer", group="Optimizer",
+        help="AdamW is the safe default; the 8-bit variants save memory and need an NVIDIA GPU "
+             "(bitsandbytes).")
+    learning_rate: float = field(
+        1e-4, title="Learning rate", group="Optimizer",
+        help="Step size of the optimizer. 1e-4 for most LoRAs.", gt=0.0, le=1.0)
+    unet_lr: float | None = field(
+        None, title="UNet learning rate", group="Optimizer", advanced=True, applies_to="image",
+        help="Separate learning rate for the UNet; empty uses the learning rate.", gt=0.0, le=1.0)
+    text_encoder_lr: float | None = field(
+        None, title="Text encoder learning rate", group="Optimizer", advanced=True, applies_to="image",
+        help="Separate learning rate for the text encoder(s); empty uses the learning rate.",
+        gt=0.0, le=1.0)
+    weight_decay: float = field(
+        0.01, title="Weight decay", group="Optimizer", advanced=True,
+        help="Decoupled weight decay.", ge=0.0, le=1.0)
+    lr_scheduler: Scheduler = field(
+        "constant", title="LR scheduler", group="Optimizer",
+        help="How the learning rate changes over the run.")
+    lr_warmup_steps: int = field(
+        0, title="Warmup steps", group="Optimizer",
+        help="Optimizer steps over which the learning rate rises from 0.", ge=0, le=1_000_000)
+    max_grad_norm: float = field(
+        1.0, title="Max gradient norm", group="Optimizer", advanced=True,
+        help="Gradients are clipped to this norm; 0 disables clipping.", ge=0.0, le=1000.0)
+
+
+class TrainingConfig(Section):
+    epochs: int = field(
+        1, title="Epochs", group="Training",
+        help="Passes over the dataset (ignored when max steps is set).", ge=1, le=10_000)
+    max_steps: int = field(
+        0, title="Max steps", group="Training",
+        help="Stop after this many optimizer steps; 0 uses epochs.", ge=0, le=10_000_000)
+    batch_size: int = field(
+        1, title="Batch size", group="Training",
+        help="Samples per step on each GPU. Lower it first when you run out of memory.", ge=1, le=1024)
+    gradient_accumulation_steps: int = field(
+        1, title="Gradient accumulation", group="Training",
+        help="Steps whose gradients are summed before one optimizer step: a larger effective batch "
+             "without more memory.", ge=1, le=1024)
+    mixed_precision: MixedPrecision = field(
+        "no", title="Mixed precision", group="Training",
+        help="bf16 on RTX 30xx and newer, fp16 on older cards, 'no' on CPU.")
+    gradient_checkpointing: bool = field(
+        False, title="Gradient checkpointing", group="Training",
+        help="Recompute activations in the backward pass: much less memory, about 20-30% slower.")
+    seed: int = field(
+        42, title="Seed", group="Training", advanced=True,
+        help="Random seed; the same seed gives the same run.", ge=0, le=2**32 - 1)
+    noise_offset: float = field(
+        0.0, title="Noise offset", group="Training", advanced=True, applies_to="image",
+        help="Adds a small constant to the noise so the model learns very dark and bright images. "
+             "0.05-0.1 is typical.", ge=0.0, le=1.0)
+    min_snr_gamma: float = field(
+        0.0, title="Min-SNR gamma", group="Training", advanced=True, applies_to="image",
+        help="Min-SNR loss weighting; 5 is the paper's value, 0 disables it.", ge=0.0, le=100.0)
+    processes: int = field(
+        1, title="GPUs", group="Training", advanced=True,
+        help="Number of GPUs (processes) to train on, through accelerate.", ge=1, le=64)
+
+
+class OutputConfig(Section):
+    output_name: str = field(
+        "my_lora", title="Output name", group="Output",
+        help="Name of the run and of the exported file.", min_length=1, max_length=120,
+        pattern=r"^[^/\\:*?\"<>|]+$")
+    output_dir: str = field(
+        "runs", title="Runs folder", group="Output", widget="dir", local_path=True,
+        help="Folder the run directories are created in.")
+    save_every_n_steps: int = field(
+        0, title="Save every N steps", group="Output",
+        help="Write a resumable checkpoint every N optimizer steps; 0 only at the end.", ge=0,
+        le=10_000_000)
+    sample_every_n_steps: int = field(
+        0, title="Sample every N steps", group="Output",
+        help="Generate samples from the prompts every N optimizer steps; 0 never.", ge=0,
+        le=10_000_000)
+    sample_prompts: list[str] = field(
+        default_factory=list, title="Sample prompts", group="Output", widget="lines",
+        help="One prompt a line, used for samples during training.")
+    sample_steps: int = field(
+        20, title="Sample inference steps", group="Output", advanced=True, applies_to="image",
+        help="Denoising steps per sample image.", ge=1, le=200)
+    sample_max_new_tokens: int = field(
+        48, title="Sample length (tokens)", group="Output", advanced=True, applies_to="text",
+        help="New tokens generated per text sample.", ge=1, le=4096)
+
+
+class JobConfig(Section):
+    schema_version: int = Field(SCHEMA_VERSION, title="Schema version")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @property
+    def kind(self) -> Literal["text", "image", "unknown"]:
+        """'text' or 'image' from the declared family; 'unknown' while it is 'auto'."""
+        family = self.model.family
+        if family == "auto":
+            return "unknown"
+        return "text" if family == "text" else "image"
+
+
+SECTIONS: dict[str, type[Section]] = {
+    name: info.annotation  # type: ignore[misc]
+    for name, info in JobConfig.model_fields.items()
+    if name != "schema_version"
+}

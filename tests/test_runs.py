@@ -1,0 +1,71 @@
+import json
+import multiprocessing
+import os
+import time
+
+from lora_studio.config import JobConfig
+from lora_studio.config.jobfile import read_job_toml, write_job_toml
+from lora_studio.fsutil import atomic_write_text
+from lora_studio.runs.events import EventWriter, decode, event, read_events
+from lora_studio.runs.layout import list_runs, new_run_dir
+
+
+def test_run_dir_layout_and_status(tmp_path):
+    out = tmp_path / "runs ü"
+    run = new_run_dir(out, "demo", now=0)
+    twin = new_run_dir(out, "demo", now=0)
+    assert run.root != twin.root
+    for sub in ("checkpoints", "samples", "final", "exports"):
+        assert (run.root / sub).is_dir()
+    job = JobConfig()
+    job.network.rank = 4
+    write_job_toml(job, run.job_toml)
+    assert read_job_toml(run.job_toml)[0].network.rank == 4
+    assert run.status() == "new"
+    with EventWriter(run.events) as emit:
+        emit(event("started", total_steps=3))
+        emit(event("progress", step=1, total=3, loss=1.5))
+        emit(event("finished", status="cancelled", checkpoint="x"))
+    assert run.status() == "cancelled"
+    assert [r.root for r in list_runs(out)] == [run.root]  # twin has no job.toml
+
+
+def test_events_skip_junk_and_cut_lines(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"type":"log","message":"a"}\nnot json\n{"type":"bogus"}\n{"type":"progr',
+                    encoding="utf-8")
+    assert [e["type"] for e in read_events(path)] == ["log"]
+    assert decode('{"type": "error", "kind": "oom"}')["kind"] == "oom"
+
+
+def test_checkpoint_needs_complete_marker(tmp_path):
+    run = new_run_dir(tmp_path, "r")
+    (run.checkpoints / "step-000010").mkdir()
+    (run.checkpoints / "step-000005").mkdir()
+    (run.checkpoints / "step-000005" / "COMPLETE").touch()
+    assert run.latest_checkpoint().name == "step-000005"
+
+
+def _writer(path):
+    i = 0
+    while True:
+        i += 1
+        atomic_write_text(path, f"version {i}\n" + "x" * 200_000)
+
+
+def test_atomic_write_survives_kill(tmp_path):
+    path = tmp_path / "cap tion.txt"
+    atomic_write_text(path, "version 0\n" + "x" * 200_000)
+    proc = multiprocessing.get_context("spawn").Process(target=_writer, args=(path,))
+    proc.start()
+    time.sleep(1.0)
+    proc.kill()
+    proc.join()
+    text = path.read_text()
+    assert text.startswith("version ") and text.endswith("x" * 100) and len(text) > 200_000
+
+
+def test_atomic_write_keeps_crlf(tmp_path):
+    path = tmp_path / "c.txt"
+    atomic_write_text(path, "a, b\nc", newline="\r\n")
+    assert path.read_bytes() == b"a, b\r\nc"
