@@ -1,0 +1,257 @@
+"""The ``lora-studio`` command: the GUI without arguments, subcommands otherwise.
+
+Each subcommand is one ``add_<name>(subparsers)`` function that declares its
+arguments and sets ``run`` to a ``cmd_<name>(args) -> int``; SUBCOMMANDS lists them.
+Exit codes: 0 fine, 1 the job has errors, 2 the command could not run (bad file,
+bad --set, missing GUI); a message is printed instead of a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from .config.fields import SPECS, OverrideError, apply_overrides
+from .config.findings import Finding
+from .config.gpu import GpuFacts
+from .config.presets import PresetError, find_preset, list_presets, read_preset
+from .config.validate import check
+
+DEBUG_ENV = "LORA_STUDIO_DEBUG"
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as is, exit code 2."""
+
+
+USER_ERRORS = (CliError, PresetError, OverrideError, OSError)
+
+# ---- output ------------------------------------------------------------------
+
+COLOURS = {"error": "31;1", "warning": "33;1", "info": "36", "ok": "32;1", "dim": "2"}
+
+
+def _use_colour(stream) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("NO_COLOR") \
+        and os.environ.get("TERM") != "dumb"
+
+
+def _paint(text: str, style: str, colour: bool) -> str:
+    return f"\033[{COLOURS[style]}m{text}\033[0m" if colour else text
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def print_findings(findings: list[Finding], out=None) -> None:
+    """Each finding on its own lines (level, field, message, hint), then a summary line."""
+    out = out or sys.stdout
+    colour = _use_colour(out)
+    order = {"error": 0, "warning": 1, "info": 2}
+    for f in sorted(findings, key=lambda f: order[f.level]):
+        level = _paint(f"{f.level.upper():<7}", f.level, colour)
+        where = f"{f.path}: " if f.path else ""
+        print(f"  {level} {where}{f.message}", file=out)
+        if f.hint:
+            print(_paint(f"          hint: {f.hint}", "dim", colour), file=out)
+    counts = {level: sum(f.level == level for f in findings) for level in order}
+    summary = f"{_plural(counts['error'], 'error')}, {_plural(counts['warning'], 'warning')}, " \
+              f"{counts['info']} info."
+    if counts["error"]:
+        print(_paint(f"{summary} Fix the errors before training.", "error", colour), file=out)
+    else:
+        print(_paint(f"{summary} Ready to train.", "ok", colour), file=out)
+
+
+# ---- subcommands -------------------------------------------------------------
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    infos = list_presets()
+    if not infos:
+        print("No presets found.")
+        return 0
+    rows = [(i.meta.name, i.meta.model_family, i.meta.vram_class or "-", i.origin, str(i.path))
+            for i in infos]
+    header = ("NAME", "FAMILY", "VRAM", "ORIGIN", "FILE")
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(4)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
+    for info in infos:
+        if info.error:
+            print(f"warning: {info.error}", file=sys.stderr)
+    return 0
+
+
+def add_presets(sub) -> None:
+    p = sub.add_parser("presets", help="list the built-in and your presets",
+                       description="List the built-in presets and yours, with family, VRAM class and file.")
+    p.set_defaults(run=cmd_presets)
+
+
+def _print_keys() -> None:
+    section = ""
+    for spec in SPECS.values():
+        if spec.path.split(".")[0] != section:
+            section = spec.path.split(".")[0]
+            print(f"[{section}]")
+        default = "(empty)" if spec.default in ("", None, []) else repr(spec.default)
+        extra = f"  one of: {', '.join(spec.choices)}" if spec.choices else ""
+        print(f"  {spec.path}  ({spec.kind}, default {default}){extra}")
+        print(f"      {spec.title}. {spec.help}")
+
+
+def machine_gpu() -> GpuFacts:
+    """This machine's GPU as validation sees it, read through NVML (no torch import)."""
+    from .hardware.monitor import snapshot, visible_gpus
+    gpus = visible_gpus(snapshot())
+    if not gpus:
+        return GpuFacts()
+    return GpuFacts(name=gpus[0].name, total_vram_bytes=gpus[0].vram_total, supports_bf16=gpus[0].bf16,
+                    cuda_available=True, device_count=len(gpus))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.list_keys:
+        _print_keys()
+        return 0
+    if not args.preset:
+        raise CliError("check needs a preset file, e.g. lora-studio check presets/demo-text-tiny.toml")
+    preset = read_preset(find_preset(args.preset))
+    data = apply_overrides(preset.data, args.set)
+    gpu = None if args.no_hardware else machine_gpu()
+    findings = preset.findings + check(data, gpu=gpu, base_dir=preset.base_dir)[1]
+    print(f"{preset.path}  ({preset.meta.name})")
+    print_findings(findings)
+    return 1 if any(f.level == "error" for f in findings) else 0
+
+
+def add_check(sub) -> None:
+    p = sub.add_parser("check", help="validate a preset and print what to fix",
+                       description="Validate a preset (with optional overrides) and print every finding. "
+                                   "Exit status 1 when there are errors.")
+    p.add_argument("preset", nargs="?", help="a preset file, or the name of a listed preset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set network.rank=8 (repeatable)")
+    p.add_argument("--list-keys", action="store_true", help="print every key with its default and help")
+    p.add_argument("--no-hardware", action="store_true",
+                   help="skip the rules about this machine's GPU (for a preset meant for another computer)")
+    p.set_defaults(run=cmd_check)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine import cli_train
+    if args.resume is None and not args.preset:
+        raise CliError("train needs a preset file, e.g. lora-studio train presets/demo-text-tiny.toml")
+    preset = find_preset(args.preset) if args.resume is None else None
+    overrides = args.set + ([f"training.processes={args.processes}"] if args.processes else [])
+    return cli_train.train(preset, overrides, args.resume, print_findings)
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a preset in a new run folder, with a progress bar",
+                       description="Create runs/<name>-<time>/, write job.toml and train it here. "
+                                   "Ctrl+C stops after the current step and leaves a checkpoint.")
+    p.add_argument("preset", nargs="?", help="a preset file, or the name of a listed preset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set training.max_steps=100 (repeatable)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue a run from its latest checkpoint (or from a checkpoint folder)")
+    p.add_argument("--processes", type=int, metavar="N",
+                   help="train on N GPUs through accelerate launch (same as --set training.processes=N)")
+    p.set_defaults(run=cmd_train)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .engine import cli_train
+    return cli_train.demo(args.kind, args.set, print_findings)
+
+
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="train the bundled tiny model on the CPU in about a minute",
+                       description="Train, sample and export the bundled demo, to check that "
+                                   "everything works.")
+    p.add_argument("kind", choices=["text", "image"], help="which demo")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the demo preset")
+    p.set_defaults(run=cmd_demo)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .engine import cli_train
+    return cli_train.export(args.run_dir, args.merged)
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a run's adapter (and a merged model) to its exports/",
+                       description="Write the trained adapter of RUN_DIR to RUN_DIR/exports/<name>/ "
+                                   "(PEFT adapter_model.safetensors + adapter_config.json).")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--merged", action="store_true",
+                   help="also write the base model with the adapter merged in (text models)")
+    p.set_defaults(run=cmd_export)
+
+
+SUBCOMMANDS: tuple[Callable, ...] = (add_presets, add_check, add_train, add_demo, add_export)
+
+# ---- entry -------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lora-studio", description="Train LoRA adapters for text and Stable Diffusion models. "
+                                        "Without a command, the app window opens.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def launch_gui() -> int:
+    # Without a screen Qt aborts the process with a core dump; say what to do instead.
+    if sys.platform.startswith("linux") and not any(
+            os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        raise CliError("no display: the app window needs a screen. On a headless machine, train with "
+                       "'lora-studio train PRESET' and open the run folder in the app on another machine.")
+    try:
+        app = importlib.import_module("lora_studio.ui.app")
+    except ModuleNotFoundError as exc:
+        if exc.name == "lora_studio.ui.app":
+            raise CliError("the app window is not part of this installation yet; "
+                           "the commands work: run 'lora-studio --help'.") from None
+        raise CliError(f"the app window needs {exc.name}, which is not installed. "
+                       "Reinstall LoRA Studio: pip install -e .") from None
+    return app.main() or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # A Windows console or pipe in cp1252 must not crash on a non-ASCII path.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return args.run(args) if args.command else launch_gui()
+    except USER_ERRORS as exc:
+        print(f"lora-studio: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `lora-studio check --list-keys | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:  # a bug: say so plainly; the traceback on request
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        print(f"lora-studio: internal error: {type(exc).__name__}: {exc}\n"
+              f"This is a bug in LoRA Studio. Run again with {DEBUG_ENV}=1 to see the details, "
+              "and please report it.", file=sys.stderr)
+        return 2

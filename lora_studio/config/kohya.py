@@ -1,0 +1,398 @@
+"""Import the LoRA config JSON that the kohya_ss GUI saves and ships as presets.
+
+kohya_ss writes numbers as numbers or as strings ("0.0001", "1234"), uses "" for
+"not set", and names things its own way (``network_dim``, ``max_resolution``
+"1024,1024", ``lr_warmup`` in percent of the run). Every key we can express is
+mapped to a dotted JobConfig path; a value that does not fit becomes a Finding
+and the default stays; the keys we have no equivalent for are returned so the
+user sees what was left behind.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .fields import SPECS, set_in
+from .findings import Finding
+from .schema import SCHEMA_VERSION
+
+# kohya key -> (JobConfig path, kind). Values of "" mean "not set" and are skipped.
+SIMPLE_KEYS: dict[str, tuple[str, str]] = {
+    "pretrained_model_name_or_path": ("model.path", "str"),
+    "train_data_dir": ("dataset.path", "str"),
+    "caption_extension": ("dataset.caption_extension", "str"),
+    "enable_bucket": ("dataset.enable_bucket", "bool"),
+    "min_bucket_reso": ("dataset.min_bucket_reso", "int"),
+    "max_bucket_reso": ("dataset.max_bucket_reso", "int"),
+    "bucket_reso_steps": ("dataset.bucket_reso_steps", "int"),
+    "random_crop": ("dataset.random_crop", "bool"),
+    "flip_aug": ("dataset.flip_aug", "bool"),
+    "shuffle_caption": ("dataset.shuffle_caption", "bool"),
+    "keep_tokens": ("dataset.keep_tokens", "int"),
+    "caption_dropout_rate": ("dataset.caption_dropout_rate", "float"),
+    "cache_latents": ("dataset.cache_latents", "bool"),
+    "cache_latents_to_disk": ("dataset.cache_latents_to_disk", "bool"),
+    "network_dim": ("network.rank", "int"),
+    "network_alpha": ("network.alpha", "float"),
+    "network_dropout": ("network.dropout", "float"),
+    "max_grad_norm": ("optimizer.max_grad_norm", "float"),
+    "train_batch_size": ("training.batch_size", "int"),
+    "gradient_accumulation_steps": ("training.gradient_accumulation_steps", "int"),
+    "mixed_precision": ("training.mixed_precision", "str"),
+    "gradient_checkpointing": ("training.gradient_checkpointing", "bool"),
+    "seed": ("training.seed", "int"),
+    "min_snr_gamma": ("training.min_snr_gamma", "float"),
+    "num_processes": ("training.processes", "int"),
+    "output_name": ("output.output_name", "str"),
+    "output_dir": ("output.output_dir", "str"),
+    "save_every_n_steps": ("output.save_every_n_steps", "int"),
+    "sample_every_n_steps": ("output.sample_every_n_steps", "int"),
+}
+
+# Keys read by the special cases in convert_kohya (several keys feed one field, or
+# one key needs a conversion).
+SPECIAL_KEYS = frozenset({
+    "max_resolution", "sdxl", "v2", "v_parameterization", "LoRA_type", "flux1_checkbox",
+    "sd3_checkbox", "learning_rate", "unet_lr", "text_encoder_lr", "network_train_unet_only",
+    "lr_scheduler", "lr_warmup", "lr_warmup_steps", "optimizer", "optimizer_args", "epoch",
+    "max_train_epochs", "max_train_steps", "sample_prompts", "noise_offset", "noise_offset_type",
+    "training_comment", "metadata_title", "metadata_author", "metadata_description",
+})
+
+# Things LoRA Studio decides by itself (attention kernels, data loader workers,
+# logging, uploads, launcher settings): nothing to carry over, nothing to report.
+HANDLED_AUTOMATICALLY = frozenset({
+    "xformers", "mem_eff_attn", "sdpa", "max_data_loader_n_workers", "persistent_data_loader_workers",
+    "num_cpu_threads_per_process", "save_model_as", "logging_dir", "log_with", "log_tracker_name",
+    "log_tracker_config", "log_config", "log_prefix", "use_wandb", "wandb_api_key", "wandb_run_name",
+    "huggingface_repo_id", "huggingface_token", "huggingface_repo_type", "huggingface_repo_visibility",
+    "huggingface_path_in_repo", "save_state_to_huggingface", "resume_from_huggingface", "async_upload",
+    "save_as_bool", "model_list", "dynamo_backend", "dynamo_mode", "dynamo_use_dynamic",
+    "dynamo_use_fullgraph", "main_process_port", "num_machines", "multi_gpu", "gpu_ids",
+    "extra_accelerate_launch_args", "highvram", "lowvram", "metadata_license", "metadata_tags",
+    "vae_batch_size", "save_state", "save_state_on_train_end",
+})
+
+ADAPTIVE_OPTIMIZERS = ("prodigy", "dadapt")
+SCHEDULER_ALIASES = {"adafactor": "constant"}
+LORA_TYPES_AS_STANDARD = {"standard"}
+_UNSET = object()
+
+
+@dataclass
+class KohyaImport:
+    data: dict                     # nested JobConfig data, only the keys the file set
+    meta: dict                     # [meta] table for the preset: name, description, ...
+    findings: list[Finding] = field(default_factory=list)
+    unsupported: dict[str, Any] = field(default_factory=dict)  # kohya keys with no equivalent
+
+    @property
+    def unsupported_set(self) -> dict[str, Any]:
+        """The unsupported keys that carry a value (not "", 0, false or empty)."""
+        return {k: v for k, v in self.unsupported.items() if _is_set(v)}
+
+
+def _is_set(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip() not in ("", "0", "0.0")
+    return bool(value)
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    """A kohya value as `kind`; _UNSET for ""/None; ValueError when it does not fit."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return _UNSET
+    if kind == "str":
+        if isinstance(value, (dict, list)):
+            raise ValueError("expected text")
+        return str(value).strip()
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if isinstance(value, bool) or isinstance(value, (dict, list)):
+        raise ValueError("expected a number")
+    number = float(value)  # "1e-4", "0.0001", 64.0 all read; "abc" raises ValueError
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    if kind == "int":
+        if number != int(number):
+            raise ValueError("expected a whole number")
+        return int(number)
+    return number
+
+
+def parse_resolution(value: Any) -> tuple[int, str]:
+    """kohya's "W,H" (also "WxH", 512 or [W, H]) as our square side, plus a note
+    when the area was not square. ValueError when it is not a resolution."""
+    if isinstance(value, bool):
+        raise ValueError("not a resolution")
+    if isinstance(value, (int, float)):
+        sides = [value]
+    elif isinstance(value, (list, tuple)):
+        sides = list(value)
+    else:
+        sides = [s for s in re.split(r"[,x×\s]+", str(value).strip()) if s]
+    if not 1 <= len(sides) <= 2:
+        raise ValueError("not a resolution")
+    width, height = (int(_coerce(s, "int")) for s in (sides * 2)[:2])
+    if width <= 0 or height <= 0:
+        raise ValueError("not a resolution")
+    if width == height:
+        return width, ""
+    # kohya buckets by area; our resolution is the side of a square of that area.
+    side = max(64, round(math.sqrt(width * height) / 64) * 64)
+    return side, (f"{width}x{height} is not square; it was converted to {side}, the side of a "
+                  f"square of about the same area (bucketing keeps your aspect ratios).")
+
+
+def _prompt_lines(value: Any) -> tuple[list[str], bool]:
+    """Sample prompts, one a line, without kohya's inline '--w 512 --s 20' options."""
+    lines = value if isinstance(value, list) else str(value).splitlines()
+    prompts, stripped = [], False
+    for line in lines:
+        text = str(line).strip()
+        if not text or text.startswith("#"):
+            continue
+        cut = re.split(r"\s--[a-z]\b", text, maxsplit=1)
+        stripped |= len(cut) > 1
+        if cut[0].strip():
+            prompts.append(cut[0].strip())
+    return prompts, stripped
+
+
+class _Converter:
+    def __init__(self, config: dict):
+        self.config = config
+        self.data: dict = {}
+        self.findings: list[Finding] = []
+
+    def get(self, key: str, kind: str, path: str) -> Any:
+        """The key's value as `kind`, _UNSET when absent or empty; a Finding when it does not fit."""
+        if key not in self.config:
+            return _UNSET
+        try:
+            return _coerce(self.config[key], kind)
+        except (TypeError, ValueError) as exc:
+            self.warn(path, f"kohya '{key}' = {self.config[key]!r} could not be read ({exc}); "
+                            f"the default was kept.", f"Set {path} yourself.", "kohya-value")
+            return _UNSET
+
+    def put(self, path: str, value: Any) -> None:
+        if value is not _UNSET:
+            set_in(self.data, path, value)
+
+    def warn(self, path: str, message: str, hint: str, rule: str = "kohya-unsupported") -> None:
+        self.findings.append(Finding(path, "warning", message, hint, rule))
+
+    def info(self, path: str, message: str, hint: str) -> None:
+        self.findings.append(Finding(path, "info", message, hint, "kohya-converted"))
+
+    def simple(self) -> None:
+        for key, (path, kind) in SIMPLE_KEYS.items():
+            self.put(path, self.get(key, kind, path))
+
+    def family(self) -> None:
+        lora_type = str(self.config.get("LoRA_type", "Standard") or "Standard")
+        flux = self.get("flux1_checkbox", "bool", "model.family") is True or lora_type == "Flux1"
+        sd3 = self.get("sd3_checkbox", "bool", "model.family") is True
+        if flux or sd3:
+            self.warn("model.family", f"This is a {'Flux' if flux else 'SD3'} config; LoRA Studio trains "
+                      "Stable Diffusion 1.x, 2.x and SDXL only.",
+                      "Pick an SD 1.x / 2.x / SDXL base model and set model.family.")
+        elif self.get("sdxl", "bool", "model.family") is True:
+            self.put("model.family", "sdxl")
+        elif self.get("v2", "bool", "model.family") is True:
+            self.put("model.family", "sd2")
+        else:
+            self.put("model.family", "sd1")
+        if self.get("v_parameterization", "bool", "model.prediction_type") is True:
+            self.put("model.prediction_type", "v_prediction")
+        if lora_type.lower() not in LORA_TYPES_AS_STANDARD and lora_type != "Flux1":
+            self.warn("network.rank", f"LoRA type '{lora_type}' is not supported; a standard LoRA "
+                      "with the same rank and alpha is imported instead.",
+                      "Expect a somewhat different result than kohya_ss gave; conv_dim and the "
+                      "LyCORIS settings are not used.")
+
+    def resolution(self) -> None:
+        if not _is_set(self.config.get("max_resolution", "")):
+            return
+        try:
+            side, note = parse_resolution(self.config["max_resolution"])
+        except (TypeError, ValueError):
+            self.warn("dataset.resolution", f"kohya 'max_resolution' = {self.config['max_resolution']!r} "
+                      "is not a resolution; the default was kept.",
+                      "Set dataset.resolution, e.g. 512 for SD 1.x or 1024 for SDXL.", "kohya-value")
+            return
+        self.put("dataset.resolution", side)
+        if note:
+            self.info("dataset.resolution", note, "Change dataset.resolution if you prefer another size.")
+
+    def optimizer_and_rates(self) -> None:
+        name = self.get("optimizer", "str", "optimizer.optimizer")
+        choices = {c.lower(): c for c in SPECS["optimizer.optimizer"].choices}
+        adaptive = False
+        if name is not _UNSET:
+            if name.lower() in choices:
+                self.put("optimizer.optimizer", choices[name.lower()])
+            else:
+                adaptive = name.lower().startswith(ADAPTIVE_OPTIMIZERS)
+                self.warn("optimizer.optimizer", f"Optimizer '{name}' is not supported; AdamW is used.",
+                          f"Pick one of {', '.join(choices.values())} if you prefer another.")
+        self.optimizer_args()
+        lr = self.get("learning_rate", "float", "optimizer.learning_rate")
+        unet = self.get("unet_lr", "float", "optimizer.unet_lr")
+        te = self.get("text_encoder_lr", "float", "optimizer.text_encoder_lr")
+        rates = [r for r in (lr, unet, te) if r is not _UNSET]
+        if adaptive and any(r >= 0.1 for r in rates):
+            # Prodigy / DAdaptation want lr≈1; with AdamW that would wreck the run in a step.
+            self.warn("optimizer.learning_rate", f"The learning rates ({', '.join(f'{r:g}' for r in rates)}) "
+                      f"are meant for the adaptive optimizer '{name}' and were not imported.",
+                      "The default 1e-4 is used; adjust optimizer.learning_rate if needed.")
+        else:
+            if lr is not _UNSET and lr > 0:
+                self.put("optimizer.learning_rate", lr)
+            elif unet is not _UNSET and unet > 0:
+                self.put("optimizer.learning_rate", unet)
+            base = self.data.get("optimizer", {}).get("learning_rate")
+            if unet is not _UNSET and unet > 0 and unet != base:
+                self.put("optimizer.unet_lr", unet)
+            if te is not _UNSET and te > 0 and te != base:
+                self.put("optimizer.text_encoder_lr", te)
+        unet_only = self.get("network_train_unet_only", "bool", "network.train_text_encoder")
+        if unet_only is _UNSET:
+            # kohya_ss trains the text encoder unless its learning rate is 0.
+            unet_only = te is not _UNSET and te == 0
+        self.put("network.train_text_encoder", not unet_only)
+
+    def optimizer_args(self) -> None:
+        args = self.get("optimizer_args", "str", "optimizer.optimizer")
+        if args is _UNSET:
+            return
+        left = []
+        for item in args.split():
+            key, _, value = item.partition("=")
+            if key.strip() == "weight_decay":
+                try:
+                    self.put("optimizer.weight_decay", _coerce(value, "float"))
+                    continue
+                except ValueError:
+                    pass
+            left.append(item)
+        if left:
+            self.warn("optimizer.optimizer", f"Optimizer arguments not imported: {' '.join(left)}.",
+                      "LoRA Studio uses each optimizer's standard settings.")
+
+    def scheduler_and_warmup(self) -> None:
+        name = self.get("lr_scheduler", "str", "optimizer.lr_scheduler")
+        if name in SCHEDULER_ALIASES:
+            self.info("optimizer.lr_scheduler", f"LR scheduler '{name}' became "
+                      f"'{SCHEDULER_ALIASES[name]}', the closest LoRA Studio has.",
+                      "Pick another scheduler if you prefer.")
+            name = SCHEDULER_ALIASES[name]
+        if name is not _UNSET:
+            if name in SPECS["optimizer.lr_scheduler"].choices:
+                self.put("optimizer.lr_scheduler", name)
+            else:
+                self.warn("optimizer.lr_scheduler", f"LR scheduler '{name}' is not supported; 'constant' "
+                          "is used.", f"Pick one of {', '.join(SPECS['optimizer.lr_scheduler'].choices)}.")
+        steps = self.get("lr_warmup_steps", "int", "optimizer.lr_warmup_steps")
+        if steps is not _UNSET and steps > 0:
+            self.put("optimizer.lr_warmup_steps", steps)
+            return
+        percent = self.get("lr_warmup", "float", "optimizer.lr_warmup_steps")
+        if percent is _UNSET or percent <= 0:
+            return
+        max_steps = self.data.get("training", {}).get("max_steps", 0)
+        if max_steps:
+            warmup = round(max_steps * percent / 100)
+            self.put("optimizer.lr_warmup_steps", warmup)
+            self.info("optimizer.lr_warmup_steps", f"kohya's warmup of {percent:g}% of {max_steps} steps "
+                      f"became {warmup} warmup steps.", "Adjust optimizer.lr_warmup_steps if needed.")
+        else:
+            self.warn("optimizer.lr_warmup_steps", f"kohya's warmup of {percent:g}% of the run could not be "
+                      "converted: the run's length depends on your dataset.",
+                      "Set optimizer.lr_warmup_steps (about that share of the total steps).")
+
+    def run_length(self) -> None:
+        explicit_epochs = self.get("max_train_epochs", "int", "training.epochs")
+        epochs = explicit_epochs
+        if epochs is _UNSET or epochs <= 0:
+            epochs = self.get("epoch", "int", "training.epochs")
+        if epochs is not _UNSET and epochs > 0:
+            self.put("training.epochs", epochs)
+        steps = self.get("max_train_steps", "int", "training.max_steps")
+        if steps is _UNSET or steps <= 0:
+            return
+        if explicit_epochs is not _UNSET and explicit_epochs > 0:
+            # kohya's max_train_epochs wins over max_train_steps; keep that meaning.
+            self.info("training.max_steps", f"max_train_steps = {steps} was not imported because "
+                      f"max_train_epochs = {explicit_epochs} overrides it in kohya_ss.",
+                      "Set training.max_steps to stop after a number of steps instead.")
+        else:
+            self.put("training.max_steps", steps)
+
+    def noise_and_samples(self) -> None:
+        noise_type = str(self.config.get("noise_offset_type", "Original") or "Original")
+        if noise_type.lower() == "original":
+            self.put("training.noise_offset", self.get("noise_offset", "float", "training.noise_offset"))
+        else:
+            self.warn("training.noise_offset", f"Noise offset type '{noise_type}' is not supported; no "
+                      "noise offset is imported.", "Set training.noise_offset (0.05-0.1) if you want one.")
+        if _is_set(self.config.get("sample_prompts", "")):
+            prompts, stripped = _prompt_lines(self.config["sample_prompts"])
+            self.put("output.sample_prompts", prompts)
+            if stripped:
+                self.info("output.sample_prompts", "kohya's per-prompt options (--w, --h, --s, --n ...) were "
+                          "removed from the sample prompts.",
+                          "Sample size and steps come from the resolution and output.sample_steps.")
+
+    def meta(self, fallback_name: str) -> dict:
+        def text(key: str) -> str:
+            value = self.config.get(key, "")
+            return value.strip() if isinstance(value, str) else ""
+        name = text("metadata_title") or text("output_name") or fallback_name
+        description = text("metadata_description") or text("training_comment") \
+            or "Imported from a kohya_ss LoRA config."
+        family = self.data.get("model", {}).get("family", "auto")
+        return {"name": name, "description": description, "model_family": family, "vram_class": "",
+                "schema_version": SCHEMA_VERSION, "author": text("metadata_author")}
+
+
+def convert_kohya(config: dict, fallback_name: str = "kohya import") -> KohyaImport:
+    """Map a kohya_ss LoRA config (parsed JSON) to JobConfig data. Never raises for bad values."""
+    conv = _Converter(config)
+    conv.simple()
+    conv.family()
+    conv.resolution()
+    conv.run_length()
+    conv.optimizer_and_rates()
+    conv.scheduler_and_warmup()
+    conv.noise_and_samples()
+    known = set(SIMPLE_KEYS) | SPECIAL_KEYS | HANDLED_AUTOMATICALLY
+    unsupported = {k: v for k, v in config.items() if k not in known}
+    result = KohyaImport(conv.data, conv.meta(fallback_name), conv.findings, unsupported)
+    if _is_set(config.get("reg_data_dir", "")):
+        result.findings.append(Finding(
+            "dataset.path", "warning", "Regularisation images (reg_data_dir) are not supported and "
+            "were not imported.", "Train without them, or add a few of them to your dataset.",
+            "kohya-unsupported"))
+    listed = [k for k in result.unsupported_set if k != "reg_data_dir"]
+    if listed:
+        result.findings.append(Finding(
+            "", "warning", f"{len(listed)} kohya_ss setting(s) have no equivalent in LoRA Studio and "
+            f"were not imported: {', '.join(_shown(k, config[k]) for k in listed)}.",
+            "Check whether your results depended on them.", "kohya-unsupported"))
+    return result
+
+
+def _shown(key: str, value: Any) -> str:
+    text = str(value)
+    return f"{key} = {text}" if isinstance(value, (int, float, str)) and len(text) <= 30 else key

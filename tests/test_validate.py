@@ -1,0 +1,355 @@
+"""Every validation rule, on tiny stand-in models and datasets (no weights loaded)."""
+import copy
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from lora_studio.config.fields import set_in
+from lora_studio.config.findings import has_errors
+from lora_studio.config.gpu import GIB, GpuFacts
+from lora_studio.config.schema import JobConfig
+from lora_studio.config.validate import RULES, check, estimate_total_steps, validate
+from tiny_models import (gpt2_folder, llama_folder, sd1_single_file, sd2_single_file,
+                         sd_diffusers_folder, sdxl_single_file, tiny_png_bytes, write_json)
+
+RTX_3060 = GpuFacts("NVIDIA GeForce RTX 3060", 12 * GIB, supports_bf16=True, cuda_available=True,
+                    device_count=1)
+T4 = GpuFacts("Tesla T4", 16 * GIB, supports_bf16=False, cuda_available=True, device_count=1)
+RTX_2060 = GpuFacts("NVIDIA GeForce RTX 2060", 6 * GIB, supports_bf16=False, cuda_available=True,
+                    device_count=1)
+CPU = GpuFacts()
+
+
+def _images(folder, n, caption=b"a photo of sks", name="img"):
+    folder.mkdir(parents=True, exist_ok=True)
+    png = tiny_png_bytes()
+    for i in range(n):
+        (folder / f"{name}{i}.png").write_bytes(png)
+        if caption is not None:
+            (folder / f"{name}{i}.txt").write_bytes(caption)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Named paths of stand-in models and datasets, shared by all cases."""
+    d = tmp_path_factory.mktemp("world")
+    w = {
+        "llama": llama_folder(d / "llama", positions=2048),
+        "llama768": llama_folder(d / "llama 768", hidden=768, heads=12, kv_heads=12, inter=3072),
+        "gpt2": gpt2_folder(d / "gpt2"),
+        "sd15": sd_diffusers_folder(d / "sd15"),
+        "sdxl_fixed_vae": sd_diffusers_folder(d / "sdxl", xl=True, vae_force_upcast=False),
+        "sd1_file": sd1_single_file(d / "sd15 single.safetensors"),
+        "sd2_file": sd2_single_file(d / "sd2.safetensors"),
+        "sdxl_file": sdxl_single_file(d / "sdxl single.safetensors"),
+        "config_only": llama_folder(d / "config only", weights=False),
+        "missing": d / "does not exist",
+        "images": _images(d / "images", 4),
+        "uncaptioned": _images(_images(d / "uncaptioned", 2), 7, caption=None, name="raw"),
+        "blank_captions": _images(d / "blank", 3, caption=b"\xef\xbb\xbf \r\n"),
+        "zero_folder": d / "zero",
+        "empty_dir": d / "empty",
+        "jsonl": d / "chat.jsonl",
+        "empty_jsonl": d / "empty.jsonl",
+        "bad_json": d / "bad.json",
+        "a_file": d / "a file.txt",
+    }
+    _images(d / "zero" / "0_unused", 1)
+    _images(d / "zero" / "3_used", 2)
+    (d / "empty").mkdir()
+    w["jsonl"].write_text("\n".join(json.dumps({"prompt": f"q{i}", "response": f"a{i}"})
+                                    for i in range(20)), encoding="utf-8")
+    w["empty_jsonl"].write_text("\n\n", encoding="utf-8")
+    w["bad_json"].write_text('[{"prompt": "x",', encoding="utf-8")
+    w["a_file"].write_text("x")
+    ckpt = d / "old.ckpt"
+    ckpt.write_bytes(b"pickle")
+    w["ckpt"] = ckpt
+    w["bin_folder"] = llama_folder(d / "bin only", weights=False)
+    (w["bin_folder"] / "pytorch_model.bin").write_bytes(b"x")
+    broken = d / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 4)
+    w["broken"] = broken
+    w["bert"] = write_json(d / "bert" / "config.json", {
+        "model_type": "bert", "architectures": ["BertModel"], "hidden_size": 32,
+        "num_attention_heads": 2}).parent
+    w["runs"] = d / "runs"
+    return w
+
+
+def text_job(world) -> dict:
+    return {"model": {"path": str(world["llama"]), "family": "text"},
+            "dataset": {"path": str(world["jsonl"])},
+            "output": {"output_dir": str(world["runs"])}}
+
+
+def image_job(world) -> dict:
+    return {"model": {"path": str(world["sd15"]), "family": "sd1"},
+            "dataset": {"path": str(world["images"])},
+            "output": {"output_dir": str(world["runs"])}}
+
+
+def build(world, kind: str, overrides: dict) -> dict:
+    data = copy.deepcopy(text_job(world) if kind == "text" else image_job(world))
+    for path, value in overrides.items():
+        if isinstance(value, str) and value.startswith("@"):
+            name, _, rest = value[1:].partition("/")
+            value = str(world[name] / rest) if rest else str(world[name])
+        set_in(data, path, value)
+    return data
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+@pytest.mark.parametrize("gpu", [None, RTX_3060])
+def test_baseline_jobs_are_clean(world, kind, gpu):
+    job, findings = check(build(world, kind, {}), gpu=gpu)
+    assert [f for f in findings if f.level != "info"] == []
+    assert job.kind == kind
+
+
+@dataclass
+class Case:
+    rule: str
+    kind: str
+    overrides: dict
+    level: str
+    path: str
+    gpu: object = None
+    needles: tuple = field(default_factory=tuple)  # text the message + hint must contain
+
+
+CASES = [
+    Case("model-path-empty", "text", {"model.path": " "}, "error", "model.path"),
+    Case("model-not-found", "text", {"model.path": "@missing"}, "error", "model.path",
+         needles=("does not exist",)),
+    Case("model-pickle", "image", {"model.path": "@ckpt"}, "error", "model.path",
+         needles=("Allow pickle checkpoints",)),
+    Case("model-pickle-weights", "text", {"model.path": "@bin_folder"}, "error", "model.path"),
+    Case("model-unreadable", "image", {"model.path": "@broken"}, "error", "model.path",
+         needles=("broken.safetensors",)),
+    Case("model-no-weights", "text", {"model.path": "@config_only"}, "error", "model.path"),
+    Case("model-uninspectable", "image", {"model.path": "@ckpt", "model.allow_pickle": True},
+         "info", "model.path"),
+    Case("family-unknown", "image", {"model.path": "@ckpt", "model.allow_pickle": True,
+                                     "model.family": "auto"}, "error", "model.family"),
+    Case("family-mismatch", "image", {"model.family": "sdxl"}, "error", "model.family",
+         needles=("Stable Diffusion 1.x", "'sd1'")),
+    Case("family-detected", "image", {"model.family": "auto", "model.path": "@sdxl_file",
+                                      "dataset.resolution": 1024}, "info", "model.family",
+         needles=("SDXL (single-file)",)),
+    Case("not-causal-lm", "text", {"model.path": "@bert"}, "warning", "model.path",
+         needles=("BertModel",)),
+    Case("dataset-path-empty", "image", {"dataset.path": ""}, "error", "dataset.path"),
+    Case("dataset-missing", "text", {"dataset.path": "@missing"}, "error", "dataset.path"),
+    Case("dataset-unreadable", "text", {"dataset.path": "@bad_json"}, "error", "dataset.path",
+         needles=("bad.json", "line 1")),
+    Case("dataset-format", "image", {"dataset.path": "@jsonl"}, "error", "dataset.path"),
+    Case("dataset-format", "text", {"dataset.path": "@images"}, "error", "dataset.path",
+         needles=("folder of images",)),
+    Case("format-vs-kind", "text", {"dataset.format": "images"}, "error", "dataset.format"),
+    Case("format-vs-kind", "image", {"dataset.format": "alpaca"}, "error", "dataset.format"),
+    Case("dataset-empty", "image", {"dataset.path": "@empty_dir"}, "error", "dataset.path",
+         needles=("N_name",)),
+    Case("dataset-empty", "text", {"dataset.path": "@empty_jsonl"}, "error", "dataset.path"),
+    Case("images-uncaptioned", "image", {"dataset.path": "@uncaptioned"}, "warning", "dataset.path",
+         needles=("7 of 9 images", "raw0.png, raw1.png, raw2.png, raw3.png, raw4.png and 2 more")),
+    Case("captions-empty", "image", {"dataset.path": "@blank_captions"}, "warning", "dataset.path",
+         needles=("3 caption file(s)", "img0.txt")),
+    Case("folders-skipped", "image", {"dataset.path": "@zero_folder"}, "info", "dataset.path",
+         needles=("0_unused",)),
+    Case("quant-both", "text", {"model.load_in_4bit": True, "model.load_in_8bit": True}, "error",
+         "model.load_in_8bit"),
+    Case("quant-image-job", "image", {"model.load_in_4bit": True}, "error", "model.load_in_4bit"),
+    Case("quant-needs-cuda", "text", {"model.load_in_4bit": True}, "error", "model.load_in_4bit",
+         gpu=CPU),
+    Case("quant-needs-cuda", "text", {"model.load_in_8bit": True}, "error", "model.load_in_8bit",
+         gpu=CPU),
+    Case("optimizer-8bit-needs-cuda", "text", {"optimizer.optimizer": "PagedAdamW8bit"}, "error",
+         "optimizer.optimizer", gpu=CPU, needles=("AdamW",)),
+    Case("bf16-unsupported", "text", {"training.mixed_precision": "bf16"}, "error",
+         "training.mixed_precision", gpu=T4, needles=("Tesla T4", "fp16")),
+    Case("bf16-unsupported", "text", {"model.dtype": "bfloat16"}, "error", "model.dtype", gpu=T4),
+    Case("precision-on-cpu", "text", {"training.mixed_precision": "fp16"}, "error",
+         "training.mixed_precision", gpu=CPU),
+    Case("precision-on-cpu", "text", {"training.mixed_precision": "bf16"}, "warning",
+         "training.mixed_precision", gpu=CPU),
+    Case("dtype-vs-precision", "text", {"model.dtype": "float16", "training.mixed_precision": "bf16"},
+         "warning", "model.dtype", gpu=RTX_3060),
+    Case("fp16-sdxl-vae", "image", {"model.path": "@sdxl_file", "model.family": "sdxl",
+                                    "dataset.resolution": 1024, "training.mixed_precision": "fp16"},
+         "warning", "training.mixed_precision", gpu=RTX_3060, needles=("NaN", "bf16")),
+    Case("sdxl-low-vram", "image", {"model.path": "@sdxl_file", "model.family": "sdxl",
+                                    "dataset.resolution": 1024}, "warning",
+         "training.gradient_checkpointing", gpu=RTX_2060, needles=("6 GB",)),
+    Case("processes-vs-gpus", "text", {"training.processes": 2}, "error", "training.processes",
+         gpu=RTX_3060),
+    Case("processes-vs-gpus", "text", {"training.processes": 2}, "warning", "training.processes",
+         gpu=CPU, needles=("share the CPU",)),
+    Case("alpha-vs-rank", "text", {"network.rank": 4, "network.alpha": 16}, "warning", "network.alpha",
+         needles=("x4",)),
+    Case("rank-exceeds-width", "text", {"model.path": "@llama768", "network.rank": 1024,
+                                        "network.target_modules": ["q_proj"], "network.alpha": 1024},
+         "error", "network.rank", needles=("rank 1024 exceeds q_proj width 768; valid 1..768",)),
+    Case("rank-exceeds-width", "image", {"network.rank": 64, "network.alpha": 64}, "error",
+         "network.rank", needles=("width 32; valid 1..32",)),
+    Case("target-modules-absent", "text", {"network.target_modules": ["q_proj", "qkv"]}, "error",
+         "network.target_modules", needles=("qkv not found", "k_proj, lm_head")),
+    Case("target-modules-absent", "image", {"network.target_modules": ["to_q", "q_proj"]}, "error",
+         "network.target_modules", needles=("turn on 'Train text encoder'",)),
+    Case("target-modules-absent", "image", {"model.path": "@sd1_file", "network.target_modules": ["qkv"]},
+         "warning", "network.target_modules"),
+    Case("train-te-text-job", "text", {"network.train_text_encoder": True}, "warning",
+         "network.train_text_encoder"),
+    Case("te-lr-without-te", "image", {"optimizer.text_encoder_lr": 5e-5}, "warning",
+         "optimizer.text_encoder_lr"),
+    Case("separate-lr-text-job", "text", {"optimizer.unet_lr": 1e-4}, "warning", "optimizer.unet_lr"),
+    Case("lr-very-high", "image", {"optimizer.unet_lr": 5e-3}, "warning", "optimizer.unet_lr",
+         needles=("0.005", "1e-4")),
+    Case("warmup-longer-than-run", "text", {"optimizer.lr_warmup_steps": 50,
+                                            "optimizer.lr_scheduler": "cosine"}, "warning",
+         "optimizer.lr_warmup_steps", needles=("about 20 steps", "e.g. 2")),
+    Case("warmup-with-constant", "text", {"optimizer.lr_warmup_steps": 2}, "warning",
+         "optimizer.lr_warmup_steps", needles=("constant_with_warmup",)),
+    Case("steps-and-epochs", "text", {"training.max_steps": 10, "training.epochs": 3}, "warning",
+         "training.epochs"),
+    Case("batch-larger-than-dataset", "image", {"training.batch_size": 8}, "error",
+         "training.batch_size", needles=("4 samples (images x repeats)", "to 4 or less")),
+    Case("batch-larger-than-dataset", "text", {"training.batch_size": 16, "training.processes": 2},
+         "error", "training.batch_size", needles=("16 per GPU x 2 GPUs",)),
+    Case("accumulation-exceeds-dataset", "image", {"training.batch_size": 2,
+                                                   "training.gradient_accumulation_steps": 4},
+         "warning", "training.gradient_accumulation_steps"),
+    Case("save-every-beyond-run", "text", {"output.save_every_n_steps": 500}, "warning",
+         "output.save_every_n_steps"),
+    Case("sample-every-beyond-run", "text", {"output.sample_every_n_steps": 500,
+                                             "output.sample_prompts": ["hello"]}, "warning",
+         "output.sample_every_n_steps"),
+    Case("sample-prompts-missing", "image", {"output.sample_every_n_steps": 2,
+                                             "output.sample_prompts": ["  "]}, "warning",
+         "output.sample_prompts"),
+    Case("prompts-without-sampling", "image", {"output.sample_prompts": ["a cat"]}, "info",
+         "output.sample_every_n_steps"),
+    Case("output-dir-not-writable", "text", {"output.output_dir": "@a_file/runs"}, "error",
+         "output.output_dir", needles=("is a file",)),
+    Case("output-dir-not-writable", "text", {"output.output_dir": ""}, "error", "output.output_dir"),
+    Case("resolution-multiple-of-8", "image", {"dataset.resolution": 516}, "error",
+         "dataset.resolution", needles=("512 or 576",)),
+    Case("resolution-multiple-of-64", "image", {"dataset.resolution": 520}, "warning",
+         "dataset.resolution"),
+    Case("resolution-vs-model", "image", {"dataset.resolution": 1024}, "warning", "dataset.resolution",
+         needles=("native 512",)),
+    Case("resolution-vs-model", "image", {"model.path": "@sdxl_file", "model.family": "sdxl"},
+         "warning", "dataset.resolution", needles=("native 1024", "blurry")),
+    Case("bucket-min-above-max", "image", {"dataset.min_bucket_reso": 1024,
+                                           "dataset.max_bucket_reso": 512}, "error",
+         "dataset.min_bucket_reso"),
+    Case("resolution-outside-buckets", "image", {"dataset.max_bucket_reso": 448}, "warning",
+         "dataset.resolution"),
+    Case("bucket-step-multiple-of-8", "image", {"dataset.bucket_reso_steps": 12}, "error",
+         "dataset.bucket_reso_steps"),
+    Case("keep-tokens-without-shuffle", "image", {"dataset.keep_tokens": 1}, "warning",
+         "dataset.keep_tokens"),
+    Case("caption-dropout-high", "image", {"dataset.caption_dropout_rate": 1.0}, "error",
+         "dataset.caption_dropout_rate"),
+    Case("caption-dropout-high", "image", {"dataset.caption_dropout_rate": 0.6}, "warning",
+         "dataset.caption_dropout_rate"),
+    Case("cache-latents-disables-augmentation", "image", {"dataset.flip_aug": True}, "warning",
+         "dataset.cache_latents", needles=("Horizontal flip",)),
+    Case("cache-to-disk-without-cache", "image", {"dataset.cache_latents": False,
+                                                  "dataset.cache_latents_to_disk": True}, "info",
+         "dataset.cache_latents_to_disk"),
+    Case("v-prediction-on-sd1", "image", {"model.prediction_type": "v_prediction"}, "warning",
+         "model.prediction_type"),
+    Case("prediction-type-mismatch", "image", {"model.path": "@sd2_file", "model.family": "sd2",
+                                               "model.prediction_type": "epsilon",
+                                               "dataset.resolution": 768}, "warning",
+         "model.prediction_type", needles=("v_prediction",)),
+    Case("noise-offset-high", "image", {"training.noise_offset": 0.5}, "warning", "training.noise_offset"),
+    Case("max-seq-past-positions", "text", {"dataset.max_seq_length": 4096}, "warning",
+         "dataset.max_seq_length", needles=("2048",)),
+    Case("max-seq-past-positions", "text", {"model.path": "@gpt2", "dataset.max_seq_length": 512},
+         "error", "dataset.max_seq_length", needles=("crash", "to 128 or less")),
+    Case("responses-only-plain-text", "text", {"dataset.format": "text"}, "warning",
+         "dataset.train_on_responses_only"),
+    Case("setting-not-used", "text", {"training.noise_offset": 0.1, "dataset.flip_aug": True}, "info",
+         "dataset.flip_aug", needles=("Horizontal flip, Noise offset only apply to image models",)),
+]
+
+
+def test_every_rule_has_a_case_and_there_are_enough():
+    assert {c.rule for c in CASES} == set(RULES)
+    assert len(RULES) >= 25
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.rule}-{i}" for i, c in enumerate(CASES)])
+def test_rule(world, case):
+    _, findings = check(build(world, case.kind, case.overrides), gpu=case.gpu)
+    hits = [f for f in findings if f.rule == case.rule]
+    assert hits, f"{case.rule} not reported; got {[str(f) for f in findings]}"
+    finding = hits[0]
+    assert (finding.level, finding.path) == (case.level, case.path)
+    assert finding.message and finding.hint
+    for needle in case.needles:
+        assert needle in finding.message + " " + finding.hint, str(finding)
+    assert all(f.rule in RULES or f.rule.startswith(("schema-", "unknown-key")) for f in findings)
+
+
+@pytest.mark.parametrize("kind,overrides,gpu,rule", [
+    ("text", {"network.rank": 8, "network.alpha": 16}, None, "alpha-vs-rank"),  # exactly 2x is fine
+    ("text", {"network.rank": 32, "network.target_modules": ["q_proj"]}, None, "rank-exceeds-width"),
+    ("image", {"model.path": "@sdxl_fixed_vae", "model.family": "sdxl", "dataset.resolution": 1024,
+               "training.mixed_precision": "fp16"}, RTX_3060, "fp16-sdxl-vae"),
+    ("image", {"model.path": "@sdxl_file", "model.family": "sdxl", "dataset.resolution": 1024,
+               "training.gradient_checkpointing": True}, RTX_2060, "sdxl-low-vram"),
+    ("text", {"training.mixed_precision": "bf16"}, RTX_3060, "bf16-unsupported"),
+    ("text", {"model.load_in_4bit": True}, RTX_3060, "quant-needs-cuda"),
+    ("text", {"model.load_in_4bit": True}, None, "quant-needs-cuda"),  # unknown hardware: no claim
+    ("image", {"network.target_modules": ["attn1.to_q", "ff.net.2"]}, None, "target-modules-absent"),
+    ("image", {"network.train_text_encoder": True, "network.rank": 16,
+               "network.target_modules": ["to_q", "q_proj"]}, None, "target-modules-absent"),
+    ("text", {"training.max_steps": 10}, None, "steps-and-epochs"),
+])
+def test_rule_stays_quiet_when_fine(world, kind, overrides, gpu, rule):
+    _, findings = check(build(world, kind, overrides), gpu=gpu)
+    assert rule not in {f.rule for f in findings}
+
+
+def test_check_merges_schema_findings_errors_first(world):
+    data = build(world, "text", {"network.rank": 0, "training.bogus": 1, "output.sample_prompts": ["x"]})
+    job, findings = check(data)
+    assert [f.rule for f in findings][:1] == ["schema-bounds"]
+    levels = [f.level for f in findings]
+    assert levels == sorted(levels, key=["error", "warning", "info"].index)
+    assert {"unknown-key", "prompts-without-sampling"} <= {f.rule for f in findings}
+    assert job.network.rank == 16 and has_errors(findings)
+
+
+def test_relative_paths_resolve_beside_the_preset(world, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = world["llama"].parent
+    data = build(world, "text", {"model.path": "llama", "dataset.path": "chat.jsonl"})
+    assert not has_errors(check(data, base_dir=base)[1])
+    assert {"model-not-found", "dataset-missing"} <= {f.rule for f in check(data)[1]}
+
+
+def test_uncaptioned_images_do_not_block_but_missing_dataset_does(world):
+    assert not has_errors(check(build(world, "image", {"dataset.path": "@uncaptioned"}))[1])
+    assert has_errors(check(build(world, "image", {"dataset.path": "@missing"}))[1])
+
+
+def test_total_steps_estimate():
+    job = JobConfig()
+    assert estimate_total_steps(job, None) is None
+    job.training.epochs, job.training.batch_size, job.training.gradient_accumulation_steps = 3, 2, 2
+    assert estimate_total_steps(job, 9) == 3 * 3  # 5 batches -> 3 optimizer steps per epoch
+    job.training.max_steps = 7
+    assert estimate_total_steps(job, 9) == 7
+
+
+def test_validate_accepts_any_gpu_like_object(world):
+    class Snapshot:  # what a hardware layer might hand over
+        name, total_vram_bytes, supports_bf16, cuda_available, device_count = "X", 8 * GIB, False, True, 1
+    job, _ = check(build(world, "text", {"training.mixed_precision": "bf16"}))
+    assert "bf16-unsupported" in {f.rule for f in validate(job, gpu=Snapshot())}
