@@ -36,6 +36,7 @@ def test_parse_reports_every_bad_value_and_keeps_going():
     assert "between 1 and 1024" in by_path["network.rank"].hint
     assert "no, fp16, bf16" in by_path["training.mixed_precision"].hint
     assert by_path["training.bogus"].level == "warning"
+    assert "--list-keys" in by_path["training.bogus"].hint
     assert by_path["nonsense"].level == "warning"
     assert job.network.rank == 16  # bad value fell back to the default
 
@@ -60,3 +61,9 @@ def test_overrides_parse_like_toml():
 def test_bad_overrides_explain(item, needle):
     with pytest.raises(OverrideError, match=needle.replace(".", r"\.")):
         apply_overrides({}, [item])
+
+
+def test_misspelt_key_suggests_the_right_one():
+    _, findings = parse_job({"training": {"batch_sise": 4}})
+    assert findings[0].rule == "unknown-key"
+    assert "training.batch_size" in findings[0].hint

@@ -7,6 +7,7 @@ run and the user sees every problem at once.
 from __future__ import annotations
 
 import copy
+import difflib
 from typing import Any
 
 from pydantic import ValidationError
@@ -36,9 +37,10 @@ def _finding_for(error: dict) -> Finding:
     kind = error["type"]
     value = error.get("input")
     if kind == "extra_forbidden":
-        return Finding(path, "warning", f"Unknown key '{path}' was ignored.",
-                       "Remove it, or check the spelling against 'lora-studio check --list-keys'.",
-                       "unknown-key")
+        close = difflib.get_close_matches(path, list(SPECS), n=1, cutoff=0.8)
+        hint = (f"Did you mean '{close[0]}'?" if close else
+                "Remove it, or check the spelling against 'lora-studio check --list-keys'.")
+        return Finding(path, "warning", f"Unknown key '{path}' was ignored.", hint, "unknown-key")
     if spec and spec.choices and kind in ("literal_error", "enum"):
         return Finding(path, "error", f"{title}: '{value}' is not one of {', '.join(spec.choices)}.",
                        f"Pick one of: {', '.join(spec.choices)}.", "schema-choice")
