@@ -124,7 +124,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     preset = read_preset(find_preset(args.preset))
     data = apply_overrides(preset.data, args.set)
     gpu = None if args.no_hardware else machine_gpu()
-    findings = preset.findings + check(data, gpu=gpu, base_dir=preset.base_dir)[1]
+    job, found = check(data, gpu=gpu, base_dir=preset.base_dir)
+    findings = preset.findings + found
+    if gpu is not None and not any(f.level == "error" for f in found):
+        from .hardware.autofit import fit_findings
+        findings += fit_findings(job, gpu, base_dir=preset.base_dir)
     print(f"{preset.path}  ({preset.meta.name})")
     print_findings(findings)
     return 1 if any(f.level == "error" for f in findings) else 0

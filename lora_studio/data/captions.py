@@ -1,0 +1,205 @@
+"""Caption files (kohya `image.txt`): read them keeping their encoding and line
+endings, write them back atomically in the same form, and notice when another
+program changed a file since we read it instead of overwriting it silently."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+UTF8 = "utf-8"
+UTF8_BOM = "utf-8-sig"
+
+
+@dataclass(frozen=True)
+class DiskStamp:
+    """What the file looked like when we last read or wrote it."""
+    mtime_ns: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class CaptionFile:
+    path: Path
+    text: str                 # "\n" line endings, without the file's final newline
+    encoding: str = UTF8      # utf-8, utf-8-sig (BOM), cp1252 or latin-1
+    newline: str = "\n"       # "\n" or "\r\n", as found in the file
+    final_newline: bool = False
+    stamp: DiskStamp | None = None  # None: the file did not exist
+
+    @property
+    def exists(self) -> bool:
+        return self.stamp is not None
+
+
+class CaptionConflict(Exception):
+    """The caption file changed on disk since it was read; nothing was written."""
+
+    def __init__(self, path: Path, disk_text: str | None):
+        self.path = path
+        self.disk_text = disk_text  # None when the file was deleted
+        what = "was deleted" if disk_text is None else "was changed by another program"
+        super().__init__(f"{path} {what} since it was opened. Reload it to take the version on disk, "
+                         f"or save again with 'keep mine' to overwrite it.")
+
+
+class CaptionReadError(Exception):
+    pass
+
+
+def _stamp(data: bytes, st: os.stat_result) -> DiskStamp:
+    return DiskStamp(st.st_mtime_ns, st.st_size, hashlib.sha256(data).hexdigest())
+
+
+def decode_caption(data: bytes) -> tuple[str, str]:
+    """Return (text, encoding). cp1252 is what Windows Notepad wrote for years;
+    latin-1 decodes any byte, so a caption is never unreadable."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode(UTF8, errors="replace"), UTF8_BOM
+    for enc in (UTF8, "cp1252"):
+        try:
+            return data.decode(enc), enc
+        except UnicodeDecodeError:
+            pass
+    return data.decode("latin-1"), "latin-1"
+
+
+def _split_newlines(raw: str) -> tuple[str, str, bool]:
+    newline = "\r\n" if "\r\n" in raw else "\n"
+    text = raw.replace("\r\n", "\n")
+    final = text.endswith("\n")
+    if final:
+        text = text[:-1]
+    return text, newline, final
+
+
+def read_caption(path: str | Path) -> CaptionFile:
+    """Read a caption; a missing file gives an empty, not-yet-existing caption."""
+    path = path if isinstance(path, Path) else Path(path)  # re-wrapping costs at 10,000 files
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+            st = os.fstat(fh.fileno())
+    except FileNotFoundError:
+        return CaptionFile(path, "")
+    except OSError as exc:
+        raise CaptionReadError(f"Cannot read caption {path}: {exc.strerror or exc}. "
+                               f"Check that the file is not locked by another program.") from exc
+    raw, encoding = decode_caption(data)
+    text, newline, final = _split_newlines(raw)
+    return CaptionFile(path, text, encoding, newline, final, _stamp(data, st))
+
+
+def encode_caption(cf: CaptionFile, text: str) -> tuple[bytes, str]:
+    """Bytes for `text` in the file's own form; a legacy encoding that cannot hold
+    the new text (e.g. Japanese typed into a cp1252 file) is upgraded to utf-8."""
+    body = text.replace("\r\n", "\n")
+    if cf.final_newline:
+        body += "\n"
+    if cf.newline != "\n":
+        body = body.replace("\n", cf.newline)
+    try:
+        return body.encode(cf.encoding), cf.encoding
+    except UnicodeEncodeError:
+        return body.encode(UTF8), UTF8
+
+
+def disk_changed(cf: CaptionFile) -> tuple[bool, str | None]:
+    """(changed, text on disk or None if gone). mtime and size first; the hash
+    settles it when they differ, so a mere `touch` or re-save is not a conflict."""
+    try:
+        st = os.stat(cf.path)
+    except FileNotFoundError:
+        return cf.stamp is not None, None
+    if cf.stamp is None:
+        return True, read_caption(cf.path).text
+    if st.st_mtime_ns == cf.stamp.mtime_ns and st.st_size == cf.stamp.size:
+        return False, cf.text
+    data = cf.path.read_bytes()
+    if hashlib.sha256(data).hexdigest() == cf.stamp.sha256:
+        return False, cf.text
+    return True, _split_newlines(decode_caption(data)[0])[0]
+
+
+def write_caption(cf: CaptionFile, text: str, force: bool = False) -> CaptionFile:
+    """Atomically write `text`, returning the new CaptionFile. Raises
+    CaptionConflict (writing nothing) when the file changed since `cf` was read,
+    unless `force`; OSError when the file cannot be written."""
+    result = write_captions([(cf, text)], force)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+_BATCH = 512  # temp files open at once
+_pool: ThreadPoolExecutor | None = None
+
+
+def _commit(tmp: str, fd: int, target: Path) -> os.stat_result | OSError:
+    """fsync the temp file and rename it over the target. Run for many files at
+    once in a thread pool: the filesystem journals them together, an order of
+    magnitude faster than one after the other on a busy disk."""
+    try:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+        return os.stat(target)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return exc
+
+
+def write_captions(batch: Sequence[tuple[CaptionFile, str]],
+                   force: bool = False) -> list[CaptionFile | CaptionConflict | OSError]:
+    """Write many captions, each atomically (temp file, fsync, rename over the
+    target): a crash or kill leaves every file old or new, never cut. Returns, per
+    item, the new CaptionFile or the CaptionConflict / OSError that kept it from
+    being written."""
+    global _pool
+    results: list = [None] * len(batch)
+    for start in range(0, len(batch), _BATCH):
+        staged = []  # (index, data, encoding, fd, temp path)
+        for i in range(start, min(len(batch), start + _BATCH)):
+            cf, text = batch[i]
+            fd = None
+            try:
+                if not force:
+                    changed, disk_text = disk_changed(cf)
+                    if changed:
+                        results[i] = CaptionConflict(cf.path, disk_text)
+                        continue
+                data, encoding = encode_caption(cf, text)
+                fd, tmp = tempfile.mkstemp(prefix=f".{cf.path.name}.", suffix=".tmp", dir=cf.path.parent)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError as exc:
+                results[i] = exc
+                if fd is not None:
+                    os.close(fd)
+                    os.unlink(tmp)
+                continue
+            staged.append((i, data, encoding, fd, tmp))
+        if len(staged) > 1 and _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="caption-commit")
+        jobs = [(tmp, fd, batch[i][0].path) for i, _d, _e, fd, tmp in staged]
+        done = _pool.map(lambda job: _commit(*job), jobs) if len(staged) > 1 else \
+            [_commit(*job) for job in jobs]
+        for (i, data, encoding, _fd, _tmp), st in zip(staged, done):
+            if isinstance(st, OSError):
+                results[i] = st
+                continue
+            cf, text = batch[i]
+            results[i] = replace(cf, text=text.replace("\r\n", "\n"), encoding=encoding,
+                                 stamp=_stamp(data, st))
+    return results
