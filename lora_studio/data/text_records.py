@@ -1,0 +1,337 @@
+"""Text training records: read .jsonl / .json / .txt files and normalise every record
+to a list of chat turns. No Qt, no torch: the engine tokenises the result and the
+dataset browser shows it as a table.
+
+Accepted shapes (``format`` = "auto" detects them per file, from its first record):
+
+- ``prompt_response``: ``{"prompt": ..., "response": ...}``; aliases question/answer,
+  input/output, query/completion; an optional ``"system"`` string.
+- ``alpaca``: ``{"instruction": ..., "input": ..., "output": ...}`` (input optional).
+- ``messages``: ``{"messages": [{"role": "user", "content": ...}, ...]}`` or sharegpt
+  ``{"conversations": [{"from": "human", "value": ...}, ...]}``; roles user / assistant
+  / system, with the aliases human, gpt, model, bot.
+- ``text``: ``{"text": ...}``, or a .txt file: one record per blank-line-separated
+  block (a file without blank lines is one record).
+
+Files: .jsonl (one object a line, blank lines ignored); .json (a list of objects, or
+``{"data": [...]}``); .txt. UTF-8 with or without BOM, LF or CRLF. A folder means
+every such file under it, in name order.
+
+A record that cannot be used (invalid JSON, a missing field, an unknown role) is
+skipped and reported as a :class:`RecordProblem` with its file and 1-based line.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("prompt_response", "alpaca", "messages", "text")
+SUFFIXES = (".jsonl", ".json", ".txt")
+CHAT_ROLES = ("system", "user", "assistant")
+TEXT_ROLE = "text"  # a plain-text record: trained as-is, without a chat template
+
+PROMPT_KEYS = ("prompt", "question", "input", "query")
+RESPONSE_KEYS = ("response", "answer", "output", "completion")
+ROLE_ALIASES = {
+    "system": "system",
+    "user": "user", "human": "user",
+    "assistant": "assistant", "gpt": "assistant", "model": "assistant", "bot": "assistant",
+}
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str     # "system", "user", "assistant", or "text" for a plain-text record
+    content: str
+
+
+@dataclass(frozen=True)
+class TextRecord:
+    turns: tuple[Turn, ...]
+    source: Path
+    line: int     # 1-based line where the record starts
+    format: str   # one of FORMATS
+
+    @property
+    def is_plain_text(self) -> bool:
+        return self.turns[0].role == TEXT_ROLE
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    source: Path
+    line: int     # 1-based; 0 when the problem is the file as a whole
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else str(self.source)
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class LoadResult:
+    records: list[TextRecord] = field(default_factory=list)
+    problems: list[RecordProblem] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.problems)
+
+    @property
+    def formats(self) -> dict[str, int]:
+        """Records per detected format, e.g. {"messages": 40}."""
+        return dict(Counter(r.format for r in self.records))
+
+
+class TextDataError(ValueError):
+    """The dataset path itself is unusable (missing, or holds no readable file)."""
+
+
+class RecordError(ValueError):
+    """One record does not fit its format; the message says what is wrong."""
+
+
+# --- format detection and normalisation -------------------------------------------------
+
+def _first_key(obj: dict, keys: tuple[str, ...]) -> str | None:
+    return next((k for k in keys if k in obj), None)
+
+
+def detect_format(obj: Any) -> str | None:
+    """The format a single parsed record looks like, or None."""
+    if not isinstance(obj, dict):
+        return None
+    if "messages" in obj or "conversations" in obj:
+        return "messages"
+    if "instruction" in obj and "output" in obj:
+        return "alpaca"
+    if _first_key(obj, PROMPT_KEYS) and _first_key(obj, RESPONSE_KEYS):
+        return "prompt_response"
+    if "text" in obj:
+        return "text"
+    return None
+
+
+def _string(obj: dict, key: str, *, required: bool = True) -> str:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise RecordError(f"missing field '{key}'")
+        return ""
+    if not isinstance(value, str):
+        raise RecordError(f"field '{key}' must be a string, not {type(value).__name__}")
+    if required and not value.strip():
+        raise RecordError(f"field '{key}' is empty")
+    return value
+
+
+def _system(obj: dict) -> list[Turn]:
+    system = _string(obj, "system", required=False)
+    return [Turn("system", system)] if system.strip() else []
+
+
+def _prompt_response(obj: dict) -> list[Turn]:
+    prompt_key = _first_key(obj, PROMPT_KEYS)
+    response_key = _first_key(obj, RESPONSE_KEYS)
+    if prompt_key is None:
+        raise RecordError(f"missing a prompt field (one of {', '.join(PROMPT_KEYS)})")
+    if response_key is None:
+        raise RecordError(f"missing a response field (one of {', '.join(RESPONSE_KEYS)})")
+    return _system(obj) + [Turn("user", _string(obj, prompt_key)),
+                           Turn("assistant", _string(obj, response_key))]
+
+
+def _alpaca(obj: dict) -> list[Turn]:
+    instruction = _string(obj, "instruction")
+    extra = _string(obj, "input", required=False).strip()
+    prompt = f"{instruction}\n\n{extra}" if extra else instruction
+    return _system(obj) + [Turn("user", prompt), Turn("assistant", _string(obj, "output"))]
+
+
+def _messages(obj: dict) -> list[Turn]:
+    key = "messages" if "messages" in obj else "conversations"
+    items = obj.get(key)
+    if not isinstance(items, list) or not items:
+        raise RecordError(f"field '{key}' must be a non-empty list of turns")
+    turns = []
+    for i, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise RecordError(f"turn {i} is not an object")
+        role_key = "role" if "role" in item else "from"
+        content_key = "content" if "content" in item else "value"
+        raw_role = item.get(role_key)
+        role = ROLE_ALIASES.get(str(raw_role).strip().lower()) if raw_role is not None else None
+        if role is None:
+            raise RecordError(f"turn {i} has role {raw_role!r}; use user, assistant or system "
+                              "(or human / gpt)")
+        content = item.get(content_key)
+        if not isinstance(content, str):
+            raise RecordError(f"turn {i} has no text in '{content_key}'")
+        turns.append(Turn(role, content))
+    if not any(t.role == "assistant" for t in turns):
+        raise RecordError("the conversation has no assistant turn to learn from")
+    return turns
+
+
+def _text(obj: dict) -> list[Turn]:
+    return [Turn(TEXT_ROLE, _string(obj, "text"))]
+
+
+_NORMALISERS = {"prompt_response": _prompt_response, "alpaca": _alpaca,
+                "messages": _messages, "text": _text}
+
+
+def normalise(obj: Any, fmt: str) -> tuple[Turn, ...]:
+    """Turns of one parsed record in the given format; RecordError if it does not fit."""
+    if not isinstance(obj, dict):
+        raise RecordError(f"expected a JSON object, got {type(obj).__name__}")
+    return tuple(_NORMALISERS[fmt](obj))
+
+
+# --- reading files ---------------------------------------------------------------------
+
+def _line_of(text: str, index: int) -> int:
+    return text.count("\n", 0, index) + 1
+
+
+def _skip_ws(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def _array_items(text: str, start: int, decoder: json.JSONDecoder) -> list[tuple[int, Any]]:
+    """(line, value) of each element of the JSON array whose '[' is at ``start``."""
+    items, i = [], _skip_ws(text, start + 1)
+    while i < len(text) and text[i] != "]":
+        value, end = decoder.raw_decode(text, i)
+        items.append((_line_of(text, i), value))
+        i = _skip_ws(text, end)
+        if i < len(text) and text[i] == ",":
+            i = _skip_ws(text, i + 1)
+    return items
+
+
+def _json_items(text: str) -> list[tuple[int, Any]]:
+    """Elements of a top-level list or of the "data" list of a top-level object, with
+    their line numbers. The text has already been checked to be valid JSON."""
+    decoder = json.JSONDecoder()
+    i = _skip_ws(text, 0)
+    if text[i] == "[":
+        return _array_items(text, i, decoder)
+    i = _skip_ws(text, i + 1)  # inside the top-level object: walk its keys
+    while text[i] != "}":
+        key, i = decoder.raw_decode(text, i)
+        i = _skip_ws(text, _skip_ws(text, i) + 1)  # past ':'
+        if key == "data" and text[i] == "[":
+            return _array_items(text, i, decoder)
+        _, i = decoder.raw_decode(text, i)
+        i = _skip_ws(text, i)
+        if text[i] == ",":
+            i = _skip_ws(text, i + 1)
+    raise RecordError('a .json file must hold a list of records or {"data": [...]}')
+
+
+def _raw_items(path: Path, text: str, problems: list[RecordProblem]) -> list[tuple[int, Any]]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        items = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append((n, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                problems.append(RecordProblem(path, n, f"invalid JSON ({exc.msg})"))
+        return items
+    if suffix == ".json":
+        try:
+            top = json.loads(text)
+        except json.JSONDecodeError as exc:
+            problems.append(RecordProblem(path, exc.lineno,
+                                          f"invalid JSON ({exc.msg}); the whole file was skipped"))
+            return []
+        if not isinstance(top, (list, dict)):
+            problems.append(RecordProblem(path, 0, 'expected a list of records or {"data": [...]}'))
+            return []
+        try:
+            return _json_items(text)
+        except RecordError as exc:
+            problems.append(RecordProblem(path, 0, str(exc)))
+            return []
+    # .txt: blank-line-separated blocks
+    items, block, block_line = [], [], 0
+    for n, line in enumerate(text.splitlines() + [""], 1):
+        if line.strip():
+            if not block:
+                block_line = n
+            block.append(line)
+        elif block:
+            items.append((block_line, {"text": "\n".join(block)}))
+            block = []
+    return items
+
+
+def dataset_files(path: str | Path) -> list[Path]:
+    """The record files a dataset path stands for: the file itself, or every .jsonl /
+    .json / .txt file under a folder, in name order."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted((p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES),
+                      key=lambda p: str(p.relative_to(path)).lower())
+    raise TextDataError(f"{path}: no such file or folder. Set dataset.path to a .jsonl / .json / "
+                        ".txt file or a folder of them.")
+
+
+def read_file(path: Path, fmt: str = "auto") -> LoadResult:
+    """Records of one file. ``fmt`` is one of FORMATS or "auto"."""
+    result = LoadResult(files=[path])
+    if path.suffix.lower() not in SUFFIXES:
+        result.problems.append(RecordProblem(
+            path, 0, f"not a text dataset file (use {', '.join(SUFFIXES)})"))
+        return result
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        result.problems.append(RecordProblem(path, line, "not UTF-8 text; save the file as UTF-8"))
+        return result
+    except OSError as exc:
+        result.problems.append(RecordProblem(path, 0, f"cannot read the file ({exc.strerror})"))
+        return result
+    items = _raw_items(path, text, result.problems)
+    file_fmt = fmt if fmt != "auto" else next(
+        (f for f in (detect_format(obj) for _, obj in items) if f), None)
+    for line, obj in items:
+        if file_fmt is None:
+            result.problems.append(RecordProblem(
+                path, line, "unrecognised record: expected prompt/response, instruction/output, "
+                            "messages/conversations or text fields"))
+            continue
+        try:
+            turns = normalise(obj, file_fmt)
+        except RecordError as exc:
+            result.problems.append(RecordProblem(path, line, f"{exc} ({file_fmt} format)"))
+            continue
+        result.records.append(TextRecord(turns, path, line, file_fmt))
+    return result
+
+
+def load_text_records(path: str | Path, fmt: str = "auto") -> LoadResult:
+    """Every usable record under ``path`` (a file or a folder), with the problems of the
+    ones that were skipped. Raises TextDataError only when the path itself is unusable."""
+    if fmt != "auto" and fmt not in FORMATS:
+        raise TextDataError(f"unknown text format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
+    total = LoadResult()
+    for file in dataset_files(path):
+        part = read_file(file, fmt)
+        total.records += part.records
+        total.problems += part.problems
+        total.files += part.files
+    return total

@@ -1,0 +1,149 @@
+"""Run control shared by every engine family: errors as events, cancel requests,
+progress accounting, the finite-loss check.
+
+Progress events carry: ``step`` (optimizer steps done), ``total``, ``epoch`` (1-based),
+``loss`` (mean over the step's micro-batches), ``lr`` (learning rate of that step),
+``it_s`` (optimizer steps per second over the last steps) and ``eta_s`` (seconds left).
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..runs.events import event
+
+STOP_FILE = "STOP"
+
+TEXT_OOM_HINT = ("Lower training.batch_size (raise gradient_accumulation_steps to keep the "
+                 "effective batch), enable training.gradient_checkpointing, lower "
+                 "dataset.max_seq_length, or load the base in 4-bit (model.load_in_4bit).")
+
+
+class EngineError(Exception):
+    """A failure the user can act on; becomes an ``error`` event, never a bare traceback."""
+
+    def __init__(self, kind: str, message: str, hint: str = ""):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.hint = hint
+
+    def to_event(self) -> dict:
+        return event("error", kind=self.kind, message=self.message, hint=self.hint)
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def error_event(exc: BaseException, oom_hint: str = TEXT_OOM_HINT) -> dict:
+    """The ``error`` event for any exception that ended a run."""
+    if isinstance(exc, EngineError):
+        return exc.to_event()
+    if is_oom(exc):
+        _release_cuda_memory()
+        return event("error", kind="oom", message=f"Out of memory: {str(exc).splitlines()[0][:300]}",
+                     hint=oom_hint)
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return event("error", kind="io", message=f"File error{where}: {exc.strerror or exc}",
+                     hint="Check that the disk is not full and the folder is writable.")
+    return event("error", kind="internal", message=f"{type(exc).__name__}: {exc}",
+                 hint="This is a bug in LoRA Studio or a library it uses; the traceback is in "
+                      "'detail'. Please report it with the run's job.toml.",
+                 detail="".join(traceback.format_exception(exc))[-8000:])
+
+
+def _release_cuda_memory() -> None:
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+class StopRequest:
+    """Whether the run should stop after the current step: a caller's callback, a
+    ``STOP`` file in the run folder (the GUI's way, works on Windows), or a signal."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None = None,
+                 run_root: Path | None = None):
+        self._callback = should_stop
+        self._stop_file = Path(run_root) / STOP_FILE if run_root is not None else None
+        self._requested = threading.Event()
+
+    def request(self) -> None:
+        self._requested.set()
+
+    def __call__(self) -> bool:
+        if self._requested.is_set():
+            return True
+        if (self._callback is not None and self._callback()) or \
+                (self._stop_file is not None and self._stop_file.exists()):
+            self._requested.set()
+        return self._requested.is_set()
+
+    @contextmanager
+    def handling_signals(self):
+        """While inside, SIGINT / SIGTERM ask for a clean stop (a second SIGINT interrupts
+        at once); the previous handlers come back afterwards."""
+        def handler(signum, frame):
+            if self._requested.is_set() and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.request()
+        names = [s for s in ("SIGINT", "SIGTERM") if hasattr(signal, s)] \
+            if threading.current_thread() is threading.main_thread() else []
+        previous = {name: signal.signal(getattr(signal, name), handler) for name in names}
+        try:
+            yield self
+        finally:
+            for name, old in previous.items():
+                signal.signal(getattr(signal, name), old)
+
+
+class ProgressMeter:
+    """Optimizer steps per second over a sliding window, and the ETA from it."""
+
+    def __init__(self, total_steps: int, start_step: int = 0, window: int = 20,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.total = total_steps
+        self._clock = clock
+        self._marks: deque[tuple[int, float]] = deque([(start_step, clock())], maxlen=window + 1)
+
+    def tick(self, step: int) -> tuple[float, float]:
+        """(steps per second, seconds left) after ``step`` optimizer steps are done."""
+        now = self._clock()
+        self._marks.append((step, now))
+        first_step, first_time = self._marks[0]
+        elapsed = now - first_time
+        rate = (step - first_step) / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else 0.0
+        return rate, eta
+
+
+def check_finite(loss: float, step: int, lr: float, mixed_precision: str = "no") -> None:
+    if math.isfinite(loss):
+        return
+    hint = f"Lower optimizer.learning_rate (it is {lr:g})"
+    if mixed_precision == "fp16":
+        hint += ", use bf16 instead of fp16 mixed precision"
+    hint += ", keep optimizer.max_grad_norm above 0, and resume from the last checkpoint."
+    raise EngineError("nan", f"The loss became {loss} at step {step}; training was stopped "
+                             "before the weights were damaged.", hint)

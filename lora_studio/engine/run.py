@@ -1,0 +1,58 @@
+"""The engine's one entry point: run a validated job in a run folder, reporting
+through events. Whatever happens, the run ends with a ``finished`` or an ``error``
+event, never with a bare traceback."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..config.schema import JobConfig
+from ..runs.events import Emit, event
+from ..runs.layout import RunDir
+from .control import EngineError, StopRequest, error_event
+
+
+def detect_family(job: JobConfig) -> str:
+    """job.model.family, or the family read from the model files when it is 'auto'."""
+    if job.model.family != "auto":
+        return job.model.family
+    from .text import resolve_model
+    family = resolve_model(job).family
+    if family is None:
+        raise EngineError("config", f"Cannot tell what kind of model {job.model.path} is.",
+                          "Set model.family to text, sd1, sd2 or sdxl.")
+    return family
+
+
+def effective_batch_event(job: JobConfig, processes: int) -> dict:
+    t = job.training
+    effective = t.batch_size * processes * t.gradient_accumulation_steps
+    return event("log", level="info", effective_batch=effective, processes=processes,
+                 message=f"Effective batch {effective} = {t.batch_size} per device x {processes} "
+                         f"process(es) x {t.gradient_accumulation_steps} accumulation step(s).")
+
+
+def run(job: JobConfig, run_dir: str | Path, emit: Emit,
+        should_stop: Callable[[], bool] | None = None, resume: Path | None = None) -> None:
+    """Train ``job`` in ``run_dir``. ``should_stop`` is polled once per optimizer step (a
+    ``STOP`` file in the run folder counts too); ``resume`` is a checkpoint folder."""
+    run_folder = RunDir(Path(run_dir)).ensure()
+    stop = should_stop if isinstance(should_stop, StopRequest) else StopRequest(should_stop,
+                                                                                run_folder.root)
+    family = "text"
+    try:
+        from accelerate import PartialState  # the launched processes' state, or a single one
+        emit(effective_batch_event(job, PartialState().num_processes))
+        family = detect_family(job)
+        if family == "text":
+            from .text import train
+            train(job, run_folder, emit, stop, resume)
+        else:
+            from .sd_train import train_sd
+            train_sd(job, run_folder, emit, stop, resume)
+    except Exception as exc:
+        if family == "text":
+            emit(error_event(exc))
+        else:
+            from .sd_train import SD_OOM_HINT
+            emit(error_event(exc, SD_OOM_HINT))

@@ -1,0 +1,144 @@
+"""Training samples of an image job: the scanned images, checked and bucketed,
+batches drawn per bucket in a seeded order (so a resumed run sees the same
+batches), pixels fitted to their bucket, and the caches that let later epochs
+skip the VAE and the text encoder(s)."""
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from lora_studio.config.schema import JobConfig
+from lora_studio.data.buckets import BucketReport, bucket_for, bucket_report, resize_and_crop
+from lora_studio.data.captions import CaptionReadError, read_caption
+from lora_studio.data.images import SkippedImage, check_images, load_rgb
+from lora_studio.data.scan import DatasetError, scan_images
+
+from .control import EngineError
+
+
+@dataclass(frozen=True)
+class TrainImage:
+    path: Path
+    caption: str
+    repeats: int
+    folder: str                   # kohya concept folder ("4_demo"), "" for the root
+    size: tuple[int, int]         # (width, height), upright
+    bucket: tuple[int, int]       # (width, height) it is trained at
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    images: tuple[TrainImage, ...]
+    skipped: tuple[SkippedImage, ...]
+    report: BucketReport
+
+
+def load_image_set(job: JobConfig, root: Path) -> ImageSet:
+    """Scan, read captions, drop unusable images (each named in `skipped`) and bucket."""
+    ds = job.dataset
+    try:
+        scan = scan_images(root, ds.caption_extension, ds.repeats)
+    except DatasetError as exc:
+        raise EngineError("data", exc.message, exc.hint) from None
+    sizes, skipped = check_images([item.image_path for item in scan.items])
+    images = []
+    for item in scan.items:
+        if item.image_path not in sizes:
+            continue
+        try:
+            caption = read_caption(item.caption_path).text.strip() if item.caption_path else ""
+        except CaptionReadError as exc:
+            skipped.append(SkippedImage(item.image_path, str(exc)))
+            continue
+        w, h = sizes[item.image_path]
+        bucket = bucket_for(w, h, ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso,
+                            ds.bucket_reso_steps) if ds.enable_bucket else (ds.resolution, ds.resolution)
+        images.append(TrainImage(item.image_path, " ".join(caption.split("\n")), item.repeats,
+                                 item.folder, (w, h), bucket))
+    if not images:
+        raise EngineError("data", f"No usable images in '{root}' ({len(skipped)} skipped).",
+                          "Put .png / .jpg / .webp images (with .txt captions beside them) in the "
+                          "dataset folder or its 'N_name' sub-folders.")
+    report = bucket_report((im.bucket, im.repeats) for im in images)
+    return ImageSet(tuple(images), tuple(skipped), report)
+
+
+def epoch_batches(images: tuple[TrainImage, ...], batch_size: int, seed: int,
+                  epoch: int) -> list[list[int]]:
+    """Batches of image indices for one epoch: each image `repeats` times, a batch
+    never mixes buckets, the order depends only on (seed, epoch)."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    by_bucket: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        by_bucket.setdefault(image.bucket, []).extend([index] * image.repeats)
+    batches = []
+    for bucket in sorted(by_bucket):
+        indices = by_bucket[bucket]
+        rng.shuffle(indices)
+        batches += [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+@dataclass(frozen=True)
+class Pixels:
+    tensor: torch.Tensor            # (3, H, W) in [-1, 1]
+    crop_top_left: tuple[int, int]  # (top, left), for SDXL's size conditioning
+
+
+def pixels(image: TrainImage, rng: random.Random, random_crop: bool = False,
+           flip: bool = False) -> Pixels:
+    """The image resized to cover its bucket and cropped to it."""
+    img = load_rgb(image.path)
+    position = (rng.random(), rng.random()) if random_crop else (0.5, 0.5)
+    size, box = resize_and_crop(img.width, img.height, image.bucket, position)
+    img = img.resize(size, Image.Resampling.LANCZOS).crop(box)
+    if flip and rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return Pixels(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), (box[1], box[0]))
+
+
+class LatentCache:
+    """VAE latents per image, filled on first use. In memory, or as one safetensors
+    file per image under `folder` (kept across a resume of the same run)."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = folder
+        self._memory: dict[str, torch.Tensor] = {}
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(image: TrainImage) -> str:
+        st = image.path.stat()
+        ident = f"{image.path}|{st.st_size}|{st.st_mtime_ns}|{image.bucket}"
+        return hashlib.sha256(ident.encode("utf-8")).hexdigest()[:32]
+
+    def get(self, image: TrainImage, encode: Callable[[], torch.Tensor]) -> torch.Tensor:
+        key = self.key(image)
+        if self.folder is None:
+            if key not in self._memory:
+                self._memory[key] = encode().cpu()
+            return self._memory[key]
+        path = self.folder / f"{key}.safetensors"
+        if path.exists():
+            return load_file(path)["latents"]
+        latents = encode().cpu().contiguous()
+        tmp = path.with_suffix(".tmp")
+        save_file({"latents": latents}, tmp)
+        tmp.replace(path)
+        return latents
+
+
+def latent_caching_possible(job: JobConfig) -> bool:
+    """Cached latents fix the crop and the flip, so random ones rule caching out."""
+    return job.dataset.cache_latents and not job.dataset.random_crop and not job.dataset.flip_aug

@@ -1,0 +1,269 @@
+"""Image LoRA files: what a run keeps in final/ and the two export formats.
+
+- final/adapter.safetensors: the trained LoRA tensors with PEFT names per component
+  ("unet.", "text_encoder.", "text_encoder_2."), not scaled, and in its header the
+  facts the exports need (rank, alpha, family, dataset statistics).
+- kohya / A1111 / ComfyUI: one .safetensors with `lora_unet_*` / `lora_te_*`
+  (`lora_te1_*` / `lora_te2_*` for SDXL) modules holding `lora_down.weight`,
+  `lora_up.weight` and `alpha`, and the `ss_*` / `modelspec.*` metadata those tools
+  show. UNet module names use diffusers' spelling, which A1111, ComfyUI and
+  diffusers all map (kohya itself writes SDXL UNet names in the original spelling).
+- diffusers / PEFT: `pytorch_lora_weights.safetensors` as `pipeline.save_lora_weights`
+  lays it out. alpha/rank is folded into `lora_B`, so loaders that assume
+  alpha == rank (as diffusers does without extra metadata) give the trained strength.
+
+Every file is written atomically; its SHA-256 is returned and announced.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lora_studio.config.jobfile import read_job_toml
+from lora_studio.config.schema import JobConfig
+from lora_studio.data.tags import tag_counts
+from lora_studio.runs.layout import RunDir
+
+from .control import EngineError
+from .export import atomic_save_safetensors, read_metadata, training_metadata
+
+ADAPTER_FILE = "adapter.safetensors"
+DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
+FACTS_KEY = "lora_studio.sd_facts"
+KOHYA_PREFIX = {"unet": "lora_unet", "text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
+BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+_LORA_A, _LORA_B = ".lora_A.weight", ".lora_B.weight"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def legacy_hash_file(path: Path) -> str:
+    """A1111's old 8-hex model hash: 64 KiB from offset 1 MiB."""
+    with open(path, "rb") as fh:
+        fh.seek(0x100000)
+        return hashlib.sha256(fh.read(0x10000)).hexdigest()[:8]
+
+
+def _addnet_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:
+    """sshs_model_hash / sshs_legacy_hash as kohya precomputes them (for the additional-
+    networks extension): over the file as written with only its ss_* metadata, the new
+    hash covering the tensor bytes after the header."""
+    from safetensors.torch import save
+
+    data = save(tensors, {k: v for k, v in metadata.items() if k.startswith("ss_")})
+    header_len = int.from_bytes(data[:8], "little")
+    model_hash = hashlib.sha256(data[8 + header_len:]).hexdigest()
+    legacy = hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
+    return model_hash, legacy
+
+
+# ---------------------------------------------------------------- final/
+
+@dataclass(frozen=True)
+class TrainFacts:
+    """What the exports' metadata needs beyond job.toml, measured during the run."""
+    family: str
+    prediction_type: str
+    base_model: str
+    base_model_file: str          # the weights file hashed (single file, or the UNet's)
+    steps: int
+    epochs: int
+    num_train_images: int         # images x repeats: samples per epoch
+    tag_frequency: dict[str, dict[str, int]]
+    dataset_dirs: dict[str, dict[str, int]]
+    buckets: dict[str, int]       # "WxH" -> images
+    started_at: float
+    finished_at: float
+
+
+def facts_from_run(job: JobConfig, model, image_set, steps: int, per_epoch: int,
+                   started_at: float) -> TrainFacts:
+    by_folder: dict[str, list] = {}
+    for image in image_set.images:
+        by_folder.setdefault(image.folder or Path(job.dataset.path).name, []).append(image)
+    info = model.info
+    weights = info.weight_files[0] if info.weight_files else info.path
+    return TrainFacts(
+        family=model.family, prediction_type=model.prediction_type, base_model=str(info.source),
+        base_model_file=str(weights), steps=steps, epochs=-(-steps // max(per_epoch, 1)),
+        num_train_images=sum(im.repeats for im in image_set.images),
+        tag_frequency={folder: dict(tag_counts(im.caption for im in images))
+                       for folder, images in by_folder.items()},
+        dataset_dirs={folder: {"n_repeats": images[0].repeats, "img_count": len(images)}
+                      for folder, images in by_folder.items()},
+        buckets={f"{w}x{h}": n for (w, h), n in image_set.report.images.items()},
+        started_at=started_at, finished_at=time.time())
+
+
+def write_final(run: RunDir, job: JobConfig, tensors: dict[str, torch.Tensor],
+                facts: TrainFacts) -> Path:
+    metadata = training_metadata(job, family=facts.family, steps=facts.steps,
+                                 dataset_size=facts.num_train_images, base_model=facts.base_model)
+    metadata[FACTS_KEY] = json.dumps(facts.__dict__, ensure_ascii=False)
+    return atomic_save_safetensors(tensors, run.final / ADAPTER_FILE, metadata)
+
+
+def read_final(run: RunDir) -> tuple[dict[str, torch.Tensor], TrainFacts, dict[str, str]]:
+    from safetensors.torch import load_file
+
+    path = run.final / ADAPTER_FILE
+    if not path.exists():
+        raise EngineError("config", f"{run.root} has no trained image LoRA in final/ yet.",
+                          f"Let the run finish, or resume it: lora-studio train --resume \"{run.root}\".")
+    metadata = read_metadata(path)
+    return load_file(path), TrainFacts(**json.loads(metadata[FACTS_KEY])), metadata
+
+
+# ---------------------------------------------------------------- formats
+
+def classic_name(key: str) -> str:
+    """Text-encoder names as CLIPTextModel had them before transformers 5 flattened it
+    ('text_encoder.encoder.layers.0...' -> 'text_encoder.text_model.encoder.layers.0...'):
+    the names A1111, ComfyUI and older diffusers look for (diffusers strips the prefix
+    again where the model lacks it)."""
+    component, _, path = key.partition(".")
+    if component in ("text_encoder", "text_encoder_2") and \
+            path.startswith(("encoder.", "embeddings.", "final_layer_norm.")):
+        return f"{component}.text_model.{path}"
+    return key
+
+
+def _modules(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """'unet.down_blocks.0...to_q' for every LoRA'd layer."""
+    return sorted(k[: -len(_LORA_A)] for k in tensors if k.endswith(_LORA_A))
+
+
+def to_diffusers(tensors: dict[str, torch.Tensor], rank: int, alpha: float) -> dict[str, torch.Tensor]:
+    scale = alpha / rank
+    return {classic_name(k): (v * scale if k.endswith(_LORA_B) else v).contiguous()
+            for k, v in tensors.items()}
+
+
+def kohya_name(module: str, family: str) -> str:
+    """'unet.down_blocks.0.attentions.0...attn1.to_q' -> 'lora_unet_down_blocks_0_..._attn1_to_q'."""
+    component, _, path = classic_name(module).partition(".")
+    prefix = KOHYA_PREFIX[component]
+    if family == "sdxl" and component == "text_encoder":
+        prefix = "lora_te1"
+    return f"{prefix}_{path.replace('.', '_')}"
+
+
+def to_kohya(tensors: dict[str, torch.Tensor], family: str, alpha: float) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for module in _modules(tensors):
+        name = kohya_name(module, family)
+        out[f"{name}.lora_down.weight"] = tensors[module + _LORA_A].contiguous()
+        out[f"{name}.lora_up.weight"] = tensors[module + _LORA_B].contiguous()
+        out[f"{name}.alpha"] = torch.tensor(float(alpha))
+    return out
+
+
+def kohya_metadata(job: JobConfig, facts: TrainFacts) -> dict[str, str]:
+    net, opt, tr, ds = job.network, job.optimizer, job.training, job.dataset
+    base_file = Path(facts.base_model_file)
+    base_hashes = {}
+    if base_file.is_file():
+        base_hashes = {"ss_sd_model_hash": legacy_hash_file(base_file),
+                       "ss_new_sd_model_hash": sha256_file(base_file)}
+    ss = {
+        "ss_network_module": "networks.lora", "ss_network_dim": net.rank,
+        "ss_network_alpha": f"{net.alpha:g}", "ss_network_dropout": net.dropout,
+        "ss_network_args": json.dumps({}),
+        "ss_base_model_version": BASE_MODEL_VERSION[facts.family],
+        "ss_v2": facts.family == "sd2", "ss_v_parameterization": facts.prediction_type == "v_prediction",
+        "ss_sd_model_name": Path(facts.base_model).name, **base_hashes,
+        "ss_resolution": f"({ds.resolution}, {ds.resolution})",
+        "ss_enable_bucket": ds.enable_bucket, "ss_min_bucket_reso": ds.min_bucket_reso,
+        "ss_max_bucket_reso": ds.max_bucket_reso, "ss_bucket_reso_steps": ds.bucket_reso_steps,
+        "ss_bucket_info": json.dumps({"buckets": {str(i): {"resolution": [int(x) for x in r.split("x")],
+                                                           "count": n}
+                                                  for i, (r, n) in enumerate(sorted(facts.buckets.items()))}}),
+        "ss_tag_frequency": json.dumps(facts.tag_frequency, ensure_ascii=False),
+        "ss_dataset_dirs": json.dumps(facts.dataset_dirs, ensure_ascii=False),
+        "ss_num_train_images": facts.num_train_images, "ss_steps": facts.steps,
+        "ss_max_train_steps": facts.steps, "ss_epoch": facts.epochs, "ss_num_epochs": facts.epochs,
+        "ss_batch_size_per_device": tr.batch_size,
+        "ss_gradient_accumulation_steps": tr.gradient_accumulation_steps,
+        "ss_learning_rate": f"{opt.learning_rate:g}",
+        "ss_unet_lr": f"{opt.unet_lr or opt.learning_rate:g}",
+        "ss_text_encoder_lr": f"{opt.text_encoder_lr or opt.learning_rate:g}",
+        "ss_network_train_unet_only": not net.train_text_encoder,
+        "ss_optimizer": opt.optimizer, "ss_lr_scheduler": opt.lr_scheduler,
+        "ss_lr_warmup_steps": opt.lr_warmup_steps, "ss_max_grad_norm": opt.max_grad_norm,
+        "ss_mixed_precision": tr.mixed_precision, "ss_gradient_checkpointing": tr.gradient_checkpointing,
+        "ss_cache_latents": ds.cache_latents, "ss_seed": tr.seed, "ss_noise_offset": tr.noise_offset,
+        "ss_min_snr_gamma": tr.min_snr_gamma or None, "ss_shuffle_caption": ds.shuffle_caption,
+        "ss_keep_tokens": ds.keep_tokens, "ss_caption_dropout_rate": ds.caption_dropout_rate,
+        "ss_flip_aug": ds.flip_aug, "ss_random_crop": ds.random_crop,
+        "ss_output_name": job.output.output_name,
+        "ss_training_started_at": facts.started_at, "ss_training_finished_at": facts.finished_at,
+    }
+    arch = {"sd1": "stable-diffusion-v1", "sdxl": "stable-diffusion-xl-v1-base"}.get(facts.family) or \
+        ("stable-diffusion-v2-768-v" if facts.prediction_type == "v_prediction" else "stable-diffusion-v2-512")
+    spec = {
+        "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": f"{arch}/lora",
+        "modelspec.implementation": ("https://github.com/Stability-AI/generative-models"
+                                     if facts.family == "sdxl" else "diffusers"),
+        "modelspec.title": job.output.output_name,
+        "modelspec.resolution": f"{ds.resolution}x{ds.resolution}",
+        "modelspec.prediction_type": "v" if facts.prediction_type == "v_prediction" else "epsilon",
+        "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(facts.finished_at)),
+    }
+    return {k: str(v) for k, v in {**ss, **spec}.items()}
+
+
+@dataclass(frozen=True)
+class Exported:
+    format: str       # "kohya" / "diffusers"
+    path: Path
+    sha256: str
+
+
+def export_kohya(tensors, job: JobConfig, facts: TrainFacts, path: Path,
+                 extra_metadata: dict[str, str]) -> Exported:
+    weights = to_kohya(tensors, facts.family, job.network.alpha)
+    metadata = {**extra_metadata, **kohya_metadata(job, facts)}
+    metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = _addnet_hashes(weights, metadata)
+    atomic_save_safetensors(weights, path, metadata)
+    return Exported("kohya", path, sha256_file(path))
+
+
+def export_diffusers(tensors, job: JobConfig, folder: Path, extra_metadata: dict[str, str]) -> Exported:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / DIFFUSERS_FILE
+    atomic_save_safetensors(to_diffusers(tensors, job.network.rank, job.network.alpha), path,
+                            {"format": "pt", **extra_metadata})
+    return Exported("diffusers", path, sha256_file(path))
+
+
+def export_sd_run(run_root: str | Path, formats: tuple[str, ...] = ("kohya", "diffusers")) -> list[Exported]:
+    """Write the run's image LoRA to exports/: `<name>.safetensors` (kohya / A1111 /
+    ComfyUI) and `<name>-diffusers/pytorch_lora_weights.safetensors`."""
+    run = RunDir(Path(run_root))
+    job, _ = read_job_toml(run.job_toml)
+    return export_sd(run, job, formats)
+
+
+def export_sd(run: RunDir, job: JobConfig,
+              formats: tuple[str, ...] = ("kohya", "diffusers")) -> list[Exported]:
+    tensors, facts, metadata = read_final(run)
+    extra = {k: v for k, v in metadata.items() if k.startswith("lora_studio.") and k != FACTS_KEY}
+    run.exports.mkdir(exist_ok=True)
+    name = job.output.output_name
+    done = []
+    if "kohya" in formats:
+        done.append(export_kohya(tensors, job, facts, run.exports / f"{name}.safetensors", extra))
+    if "diffusers" in formats:
+        done.append(export_diffusers(tensors, job, run.exports / f"{name}-diffusers", extra))
+    return done

@@ -1,0 +1,99 @@
+"""Engine events: one JSON object per line, each with a ``type``.
+
+Types (DESIGN.md): started, progress, log, sample, checkpoint, hardware, finished,
+error. Error kinds: config, data, oom, nan, io, internal.
+A cancelled run ends with ``finished`` carrying ``status="cancelled"`` and the
+checkpoint it left; a completed one with ``status="completed"``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+EVENT_TYPES = ("started", "progress", "log", "sample", "checkpoint", "hardware", "finished", "error")
+ERROR_KINDS = ("config", "data", "oom", "nan", "io", "internal")
+
+Emit = Callable[[dict], None]
+
+
+def event(type_: str, **fields: Any) -> dict:
+    if type_ not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type_!r}")
+    if type_ == "error" and fields.get("kind") not in ERROR_KINDS:
+        raise ValueError(f"unknown error kind {fields.get('kind')!r}")
+    return {"type": type_, "time": round(time.time(), 3), **fields}
+
+
+def encode(ev: dict) -> str:
+    return json.dumps(ev, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                      default=str)
+
+
+def decode(line: str) -> dict | None:
+    """One line of an event stream, or None for a line that is not an event
+    (a library printing to stdout, a line cut by a crash)."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        ev = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return ev if isinstance(ev, dict) and ev.get("type") in EVENT_TYPES else None
+
+
+class EventWriter:
+    """Appends each event to ``events.jsonl`` (flushed, so a crash loses nothing
+    written) and optionally echoes it to a stream (the engine's stdout)."""
+
+    def __init__(self, path: Path, echo: IO[str] | None = None, enabled: bool = True):
+        self.path = Path(path)
+        self.echo = echo
+        self.enabled = enabled  # False on non-main processes of a multi-GPU run
+        self._file = open(self.path, "a", encoding="utf-8", newline="\n") if enabled else None
+
+    def __call__(self, ev: dict) -> None:
+        if not self.enabled:
+            return
+        line = encode(ev)
+        assert self._file is not None
+        self._file.write(line + "\n")
+        self._file.flush()
+        if self.echo is not None:
+            self.echo.write(line + "\n")
+            self.echo.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "EventWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_events(path: Path) -> Iterator[dict]:
+    """Replay a run's ``events.jsonl``; skips lines that do not parse (a cut last line)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            ev = decode(line)
+            if ev is not None:
+                yield ev
+
+
+def stdout_emit() -> Emit:
+    def emit(ev: dict) -> None:
+        sys.stdout.write(encode(ev) + os.linesep)
+        sys.stdout.flush()
+    return emit

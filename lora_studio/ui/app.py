@@ -1,0 +1,332 @@
+"""The main window and ``main()``, the entry point of ``lora-studio`` without arguments.
+
+Nothing here imports torch, transformers, diffusers or peft: they load only in the
+engine's child process, so the window is on screen in a fraction of their import
+time (benchmarks/ui_start.py measures it).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (QApplication, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
+                               QMessageBox, QPushButton, QTabWidget, QVBoxLayout, QWidget)
+
+from ..config.fields import SPECS
+from ..config.findings import has_errors
+from ..config.jobfile import write_job_toml
+from ..config.parse import parse_job
+from ..config.validate import check
+from ..config.paths import resolve_local_path
+from ..runs.layout import RunDir, new_run_dir
+from .dataset_browser import DatasetBrowser
+from .gpu_panel import gpu_facts
+from .panel_state import PanelState
+from .param_panel import ParamPanel
+from .preset_bar import PresetBar
+from .runs_view import RunsView
+from .training_view import TrainingView
+
+ORGANISATION = "LoRA Studio"
+APPLICATION = "LoRA Studio"
+MAX_RECENT_RUNS = 10
+PRESET_SUFFIXES = (".toml", ".json")
+
+
+def runs_folder(output_dir: str) -> Path:
+    """The runs folder the job writes to; relative paths count from the current
+    folder, as with ``lora-studio train``."""
+    path = resolve_local_path(output_dir) or Path(output_dir or "runs")
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def job_for_run(state: PanelState, base_dir: Path | None):
+    """The validated job with its local paths made absolute, so the engine (in a
+    run folder, maybe started from elsewhere) reads the same files the panel checked."""
+    data = state.to_data()
+    for path, spec in SPECS.items():
+        if spec.local_path and state.values.get(path):
+            found = resolve_local_path(str(state.values[path]), base_dir)
+            if found is not None:
+                section, name = path.split(".", 1)
+                data[section][name] = str(found.resolve())
+    job, findings = parse_job(data)
+    return job, findings
+
+
+def is_text_dataset(path: Path, kind: str) -> bool:
+    """A file is a text dataset (images are opened as folders); a folder is one when
+    the job is a text job and it holds .jsonl / .json files."""
+    if path.is_file():
+        return True
+    return kind == "text" and path.is_dir() and any(
+        p.suffix.lower() in (".jsonl", ".json") for p in path.iterdir())
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None, gpu_read=None):
+        super().__init__()
+        self.settings = settings or QSettings(ORGANISATION, APPLICATION)
+        self.setWindowTitle("LoRA Studio")
+        self.setAcceptDrops(True)
+        self.training = TrainingView(gpu_read)
+        self.gpu = gpu_facts(self.training.gpu_panel.snapshot)
+        self.state = PanelState(checker=self._checker)
+        self.preset_bar = PresetBar(self.state)  # before the panel: validation asks its base_dir
+        self.panel = ParamPanel(self.state)
+        self.browser = DatasetBrowser()
+
+        params_page = self.params_page = QWidget()
+        params_layout = QVBoxLayout(params_page)
+        params_layout.addWidget(self.preset_bar)
+        params_layout.addWidget(self.panel, 1)
+        train_row = QHBoxLayout()
+        train_row.addStretch(1)
+        self.params_train_button = QPushButton("Train ▶")
+        self.params_train_button.setToolTip("Start a run with these parameters (Ctrl+Enter)")
+        self.params_train_button.clicked.connect(self.train)
+        train_row.addWidget(self.params_train_button)
+        params_layout.addLayout(train_row)
+
+        self.runs = RunsView(runs_folder(self.state.values["output.output_dir"]))
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.browser, "Dataset")
+        self.tabs.addTab(params_page, "Parameters")
+        self.tabs.addTab(self.training, "Training")
+        self.tabs.addTab(self.runs, "Runs")
+        self.setCentralWidget(self.tabs)
+
+        self.findings_label = QLabel()
+        self.statusBar().addPermanentWidget(self.findings_label)
+
+        self.panel.edited.connect(self.preset_bar.update_title)
+        self.panel.validated.connect(self._on_validated)
+        self.preset_bar.loaded.connect(self.panel.refresh)
+        self.preset_bar.loaded.connect(self._remember_preset)
+        self.preset_bar.message.connect(self._status)
+        self.training.train_clicked.connect(self.train)
+        self.training.status.connect(self._status)
+        self.training.run_ended.connect(self.runs.refresh)
+        self.training.run_ended.connect(self._sync_train_button)
+        self.training.run_started.connect(self._sync_train_button)
+        self.runs.open_run.connect(self.open_run)
+        self.runs.resume_run.connect(self.resume_run)
+        self._build_menu()
+        self._build_shortcuts()
+        self._restore()
+
+    # -- set-up --------------------------------------------------------------
+    def _checker(self, data: dict):
+        return check(data, gpu=self.gpu, base_dir=self.preset_bar.base_dir)
+
+    def _build_menu(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction("Open dataset…", QKeySequence("Ctrl+O"), self.open_dataset_dialog)
+        self.recent_menu = file_menu.addMenu("Recent runs")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addAction("Import preset…", self.preset_bar.import_dialog)
+        file_menu.addAction("Export preset for sharing…", self.preset_bar.export_dialog)
+        file_menu.addSeparator()
+        file_menu.addAction("Quit", QKeySequence("Ctrl+Q"), self.close)
+        run_menu = self.menuBar().addMenu("&Run")
+        run_menu.addAction("Train (Ctrl+Enter)", self.train)
+        run_menu.addAction("Stop (Esc)", self.training.stop)
+        run_menu.addAction("Resume", self.training.resume)
+
+    def _build_shortcuts(self) -> None:
+        # Ctrl+S saves the preset on the Parameters tab (the dataset browser saves its
+        # captions with it); Esc stops only on the Training tab, where it cannot be
+        # meant for an editor.
+        window, page = Qt.ShortcutContext.WindowShortcut, Qt.ShortcutContext.WidgetWithChildrenShortcut
+        for keys, slot, owner, context in (
+                ("Ctrl+Return", self.train, self, window), ("Ctrl+Enter", self.train, self, window),
+                ("Ctrl+.", self.training.stop, self, window),
+                ("Escape", self.training.stop, self.training, page),
+                ("Ctrl+S", self.preset_bar.save, self.params_page, page)):
+            shortcut = QShortcut(QKeySequence(keys), owner)
+            shortcut.setContext(context)
+            shortcut.activated.connect(slot)
+
+    def _restore(self) -> None:
+        geometry = self.settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1360, 880)
+        preset = self.settings.value("last_preset")
+        if not (preset and self.preset_bar.select(str(preset))):
+            self.preset_bar.select_default()
+        dataset = self.settings.value("last_dataset")
+        if dataset and Path(str(dataset)).exists():
+            self._open_in_browser(str(dataset))
+
+    def recent_runs(self) -> list[str]:
+        value = self.settings.value("recent_runs") or []
+        return [value] if isinstance(value, str) else list(value)
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for run in self.recent_runs():
+            if Path(run).is_dir():
+                self.recent_menu.addAction(Path(run).name, lambda r=run: self.open_run(r))
+        if self.recent_menu.isEmpty():
+            self.recent_menu.addAction("(none yet)").setEnabled(False)
+
+    def _remember_run(self, run: Path) -> None:
+        recent = [str(run)] + [r for r in self.recent_runs() if r != str(run)]
+        self.settings.setValue("recent_runs", recent[:MAX_RECENT_RUNS])
+
+    def _remember_preset(self) -> None:
+        if self.state.preset_name:
+            self.settings.setValue("last_preset", self.state.preset_name)
+
+    # -- actions -------------------------------------------------------------
+    def _status(self, text: str) -> None:
+        self.statusBar().showMessage(text, 10_000)
+
+    def _on_validated(self) -> None:
+        findings = self.state.findings
+        errors = sum(f.level == "error" for f in findings)
+        warnings = sum(f.level == "warning" for f in findings)
+        self.findings_label.setText(f"{errors} error(s), {warnings} warning(s)" if findings
+                                    else "Parameters OK")
+        self.findings_label.setStyleSheet("color: #d32f2f;" if errors else "")
+        self.training.set_can_train(self.state.can_train)
+        self._sync_train_button()
+        self.preset_bar.update_title()
+        folder = runs_folder(self.state.values["output.output_dir"] or "runs")
+        if folder != self.runs.folder:
+            self.runs.set_folder(folder)
+
+    def _sync_train_button(self) -> None:
+        self.params_train_button.setEnabled(self.state.can_train and not self.training.is_running)
+
+    def train(self) -> None:
+        if self.training.is_running:
+            return
+        self.panel.validate_now()
+        if not self.state.can_train:
+            self.tabs.setCurrentIndex(1)
+            first = next(f for f in self.state.findings if f.level == "error")
+            self.panel.focus_field(first.path)
+            self._status("Fix the errors in the parameters before training.")
+            return
+        job, findings = job_for_run(self.state, self.preset_bar.base_dir)
+        if has_errors(findings):
+            self._status(str(next(f for f in findings if f.level == "error")))
+            return
+        try:
+            run = new_run_dir(runs_folder(job.output.output_dir), job.output.output_name)
+            write_job_toml(job, run.job_toml)
+        except OSError as exc:
+            QMessageBox.warning(self, "Cannot create the run folder",
+                                f"{exc}\n\nChoose another Runs folder in the Output group.")
+            return
+        self._remember_run(run.root)
+        self.runs.set_folder(run.root.parent)
+        self.training.start(run.root)
+        self.tabs.setCurrentWidget(self.training)
+
+    def open_run(self, run_dir: str) -> None:
+        self.tabs.setCurrentWidget(self.training)  # first: a hidden plot is not drawn
+        self.training.show_run(run_dir)
+
+    def resume_run(self, run_dir: str) -> None:
+        if self.training.is_running:
+            self._status("A run is already in progress.")
+            return
+        checkpoint = RunDir(Path(run_dir)).latest_checkpoint()
+        if checkpoint is None:
+            self._status("That run has no complete checkpoint to resume from.")
+            return
+        self._remember_run(Path(run_dir))
+        self.training.start(run_dir, resume=checkpoint)
+        self.tabs.setCurrentWidget(self.training)
+
+    def open_dataset_dialog(self) -> None:
+        """Ctrl+O: a folder of images, or a .jsonl / .json file for a text job."""
+        start = self.state.values["dataset.path"] or str(self.settings.value("last_dataset") or "")
+        if self.state.kind == "text":
+            chosen, _ = QFileDialog.getOpenFileName(self, "Open text dataset", start,
+                                                    "Text datasets (*.jsonl *.json)")
+        else:
+            chosen = QFileDialog.getExistingDirectory(self, "Open dataset folder", start)
+        if chosen:
+            self.open_dataset(chosen)
+
+    def open_dataset(self, path: str) -> bool:
+        """Show the dataset in the Dataset tab and make it the job's dataset."""
+        if not self._open_in_browser(path):
+            return False
+        self._dataset_opened(path)
+        self.tabs.setCurrentWidget(self.browser)
+        return True
+
+    def _open_in_browser(self, path: str) -> bool:
+        if is_text_dataset(Path(path), self.state.kind):
+            return self.browser.open_text_dataset(path)
+        return self.browser.open_folder(path, self.state.values["dataset.caption_extension"] or ".txt",
+                                        self.state.values["dataset.repeats"] or 1)
+
+    def _dataset_opened(self, folder: str) -> None:
+        self.settings.setValue("last_dataset", str(folder))
+        if self.state.values["dataset.path"] != str(folder):
+            self.state.set("dataset.path", str(folder))
+            self.panel.refresh()
+            self.preset_bar.update_title()
+        self._status(f"Dataset: {folder}")
+
+    # -- drag and drop of presets --------------------------------------------
+    @staticmethod
+    def _dropped_preset(mime) -> str | None:
+        for url in mime.urls() if mime.hasUrls() else []:
+            path = url.toLocalFile()
+            if path.lower().endswith(PRESET_SUFFIXES):
+                return path
+        return None
+
+    def dragEnterEvent(self, event) -> None:
+        if self._dropped_preset(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        path = self._dropped_preset(event.mimeData())
+        if path:
+            event.acceptProposedAction()
+            self.tabs.setCurrentIndex(1)
+            self.preset_bar.import_file(path)
+
+    # -- closing -------------------------------------------------------------
+    def closeEvent(self, event) -> None:
+        if self.training.is_running:
+            answer = QMessageBox.question(
+                self, "Training is running",
+                "Stop the run and close? The engine saves a checkpoint you can resume from.")
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Remember the geometry, stop a run, save pending captions, stop the timers."""
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.training.shutdown()
+        self.browser.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    app = QApplication.instance() or QApplication(sys.argv if argv is None else argv)
+    app.setOrganizationName(ORGANISATION)
+    app.setApplicationName(APPLICATION)
+    window = MainWindow()
+    window.show()
+    # The first paint happens in the event loop; nothing heavy is queued before it.
+    QTimer.singleShot(0, lambda: window.statusBar().showMessage("Ready", 3000))
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

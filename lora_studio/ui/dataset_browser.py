@@ -1,0 +1,993 @@
+"""The dataset browser: a lazily filled thumbnail grid, the full image beside it
+with its facts, the caption editor (autosaved, undo across images), tag list with
+counts, batch tag edits, find and replace, health filters, and a text-dataset
+table. The logic lives in lora_studio.data (CaptionSession and friends); this
+module only wires widgets to it."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import (QAbstractListModel, QAbstractTableModel, QCoreApplication, QModelIndex,
+                            QSize, Qt, QTimer, Signal)
+from PySide6.QtGui import QColor, QImage, QImageReader, QKeySequence, QPixmap, QShortcut
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QCompleter, QFileDialog, QFrame,
+                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListView,
+                               QListWidget, QListWidgetItem, QPushButton, QSizePolicy, QSpinBox,
+                               QSplitter, QStackedWidget, QTableView, QToolButton, QVBoxLayout,
+                               QWidget)
+
+from ..data.buckets import bucket_for
+from ..data.health import PROBLEMS
+from ..data.scan import DatasetError, caption_path_for, scan_images, text_record_files
+from ..data.session import CaptionSession, SaveReport, load_caption
+from ..data.tags import add_tag, batch_preview, keep_tokens_split, remove_tag, replace_tag
+from .caption_edit import CaptionEdit
+from .find_replace import FindReplaceDialog
+from .health_runner import HealthRunner
+from .text_dataset_view import TextDatasetView
+from .thumbnails import THUMB_SIZE, ThumbnailCache, ThumbnailDelegate, ThumbnailLoader, broken_image
+
+AUTOSAVE_IDLE_MS = 1500
+CAPTION_SLICE = 500  # captions read per event-loop turn while a folder opens
+PREVIEW_MAX = 1600  # the full image is decoded at most this big, enough for any screen
+SCOPES = ("Selected images", "Shown images", "All images")
+
+
+def _human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+class ImageGridModel(QAbstractListModel):
+    """Rows are the shown images (session indices after filtering). Thumbnails
+    come from the cache or are requested from the loader and filled in later."""
+
+    def __init__(self, loader: ThumbnailLoader, parent=None):
+        super().__init__(parent)
+        self.loader = loader
+        self.cache = ThumbnailCache()
+        self.session: CaptionSession | None = None  # None while captions load
+        self.image_paths: list[Path] = []
+        self.names: list[str] = []
+        self.keys: list[int] = []
+        self._row_of: dict[int, int] = {}
+        self._placeholder = QImage(THUMB_SIZE, THUMB_SIZE, QImage.Format.Format_RGB32)
+        self._placeholder.fill(QColor(58, 58, 62))
+        self._broken = broken_image()
+        loader.on_ready = self._thumbnail_ready
+
+    def set_images(self, image_paths: list[Path], names: list[str]) -> None:
+        self.beginResetModel()
+        self.loader.reset()
+        self.cache.clear()
+        self.session = None
+        self.image_paths = image_paths
+        self.names = names
+        self.keys = list(range(len(image_paths)))
+        self._row_of = {k: r for r, k in enumerate(self.keys)}
+        self.endResetModel()
+
+    def set_session(self, session: CaptionSession) -> None:
+        self.session = session
+        self.refresh_keys(self.keys)
+
+    def set_keys(self, keys: list[int]) -> None:
+        self.beginResetModel()
+        self.keys = keys
+        self._row_of = {k: r for r, k in enumerate(keys)}
+        self.endResetModel()
+
+    def row_of(self, key: int) -> int:
+        return self._row_of.get(key, -1)
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.keys)
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        key = self.keys[index.row()]
+        session = self.session
+        if role == Qt.ItemDataRole.DisplayRole:
+            return ("● " if session and key in session.dirty else "") + self.names[key]
+        if role == Qt.ItemDataRole.DecorationRole:
+            img = self.cache.get(key)
+            if img is None:
+                self.loader.request(key, str(self.image_paths[key]))
+                return self._placeholder
+            return img
+        if role == Qt.ItemDataRole.ToolTipRole:
+            problems = ", ".join(PROBLEMS[p] for p in sorted(session.problems(key))) if session else ""
+            return str(self.image_paths[key]) + (f"\n{problems}" if problems else "")
+        if role == ThumbnailDelegate.PROBLEM_ROLE:
+            return bool(session and session.problems(key))
+        if role == Qt.ItemDataRole.UserRole:
+            return key
+        return None
+
+    def _thumbnail_ready(self, key: int, img: QImage) -> None:
+        self.cache.put(key, img if not img.isNull() else self._broken)
+        self.refresh_key(key)
+
+    def refresh_keys(self, keys) -> None:
+        keys = list(keys)
+        if len(keys) > 64:  # one signal for the lot instead of thousands
+            if self.keys:
+                self.dataChanged.emit(self.index(0), self.index(len(self.keys) - 1))
+            return
+        for key in keys:
+            self.refresh_key(key)
+
+    def refresh_key(self, key: int) -> None:
+        row = self._row_of.get(key, -1)
+        if row >= 0:
+            idx = self.index(row)
+            self.dataChanged.emit(idx, idx)
+
+
+class TagCountModel(QAbstractTableModel):
+    """Tags of the whole dataset with their counts, most frequent first."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.rows: list[tuple[str, int]] = []
+        self.filter_text = ""
+        self._counts = {}
+
+    def set_counts(self, counts) -> None:
+        self._counts = counts
+        self._refill()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip().lower()
+        self._refill()
+
+    def _refill(self) -> None:
+        self.beginResetModel()
+        f = self.filter_text
+        self.rows = sorted(((t, n) for t, n in self._counts.items() if n > 0 and f in t.lower()),
+                           key=lambda tn: (-tn[1], tn[0]))
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else 2
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return ("Tag", "Images")[section]
+        return None
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        tag, n = self.rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return tag if index.column() == 0 else n
+        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() == 1:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+
+class DatasetBrowser(QWidget):
+    """Embed as a tab; open_folder(path) / open_text_dataset(path) load data.
+    captions_dirty(bool) tells whether anything is unsaved."""
+    captions_dirty = Signal(bool)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.session: CaptionSession | None = None
+        self.root: Path | None = None
+        self.folders = ()
+        self.items = ()
+        self.autosave = True
+        self.resolution, self.min_bucket, self.max_bucket, self.bucket_step = 512, 256, 1024, 64
+        self._current = -1
+        self._loading_editor = False
+        self._filter_tag: str | None = None
+        self._filter_problem: str | None = None
+        self.health = HealthRunner(self._health_checked, self._health_duplicates,
+                                   self._health_progress, self)
+        self._health_text = ""
+        self._was_dirty = False
+
+        self.loader = ThumbnailLoader(None, self)
+        self.grid_model = ImageGridModel(self.loader, self)
+        self._build()
+        self._shortcuts()
+        self.idle_timer = QTimer(self)
+        self.idle_timer.setSingleShot(True)
+        self.idle_timer.setInterval(AUTOSAVE_IDLE_MS)
+        self.idle_timer.timeout.connect(self._idle_save)
+        self.caption_timer = QTimer(self)
+        self.caption_timer.setInterval(0)
+        self.caption_timer.timeout.connect(self._load_caption_slice)
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
+
+    # -- layout ----------------------------------------------------------------
+    def _build(self) -> None:
+        self.open_button = QPushButton("Open folder…")
+        self.open_button.clicked.connect(self._choose_folder)
+        self.open_text_button = QPushButton("Open text dataset…")
+        self.open_text_button.clicked.connect(self._choose_text)
+        self.folder_combo = QComboBox()
+        self.folder_combo.setToolTip("Show one kohya 'N_name' folder (N = repeats per epoch)")
+        self.folder_combo.currentIndexChanged.connect(self._apply_filters)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Filter captions…")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self._apply_filters)
+        self.save_button = QPushButton("Save all")
+        self.save_button.setToolTip("Ctrl+S")
+        self.save_button.clicked.connect(self.save_all)
+        self.undo_button = QToolButton(text="Undo")
+        self.undo_button.clicked.connect(self.undo)
+        self.redo_button = QToolButton(text="Redo")
+        self.redo_button.clicked.connect(self.redo)
+        self.find_button = QPushButton("Find / replace…")
+        self.find_button.setToolTip("Ctrl+F")
+        self.find_button.clicked.connect(self.show_find)
+        top = QHBoxLayout()
+        for w in (self.open_button, self.open_text_button, self.folder_combo):
+            top.addWidget(w)
+        top.addWidget(self.search, 100)
+        top.addStretch(1)
+        for w in (self.undo_button, self.redo_button, self.find_button, self.save_button):
+            top.addWidget(w)
+        self._image_controls = (self.folder_combo, self.search, self.undo_button,
+                                self.redo_button, self.find_button)
+        self.folder_combo.hide()
+
+        # left: tags and health
+        self.tag_filter = QLineEdit()
+        self.tag_filter.setPlaceholderText("Find a tag…")
+        self.tag_filter.setClearButtonEnabled(True)
+        self.tag_model = TagCountModel(self)
+        self.tag_filter.textChanged.connect(self.tag_model.set_filter)
+        self.tag_view = QTableView()
+        self.tag_view.setModel(self.tag_model)
+        self.tag_view.verticalHeader().hide()
+        self.tag_view.verticalHeader().setDefaultSectionSize(22)
+        self.tag_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.tag_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tag_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.tag_view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.tag_view.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.tag_view.clicked.connect(self._tag_clicked)
+        self.filter_label = QLabel()
+        self.clear_filter_button = QPushButton("Show all")
+        self.clear_filter_button.clicked.connect(self.clear_filters)
+        self.health_list = QListWidget()
+        self.health_list.setMaximumHeight(130)
+        self.health_list.itemClicked.connect(self._health_clicked)
+        self.health_status = QLabel()
+        self.health_status.setWordWrap(True)
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(QLabel("<b>Tags</b> (click to filter)"))
+        ll.addWidget(self.tag_filter)
+        ll.addWidget(self.tag_view, 1)
+        ll.addWidget(QLabel("<b>Health</b>"))
+        ll.addWidget(self.health_list)
+        ll.addWidget(self.health_status)
+        fl = QHBoxLayout()
+        fl.addWidget(self.filter_label, 1)
+        fl.addWidget(self.clear_filter_button)
+        ll.addLayout(fl)
+
+        # centre: grid
+        self.grid = QListView()
+        self.grid.setViewMode(QListView.ViewMode.IconMode)
+        self.grid.setResizeMode(QListView.ResizeMode.Adjust)
+        self.grid.setMovement(QListView.Movement.Static)
+        self.grid.setUniformItemSizes(True)
+        self.grid.setItemDelegate(ThumbnailDelegate(THUMB_SIZE, self.grid))
+        self.grid.setSpacing(4)
+        self.grid.setMouseTracking(True)
+        self.grid.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.grid.setModel(self.grid_model)
+        self.grid.selectionModel().currentChanged.connect(self._current_changed)
+
+        # right: image, facts, caption, batch edits
+        self.preview = QLabel("Open a folder of images (File › Open folder).")
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setMinimumSize(240, 200)
+        self.preview.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.preview.setStyleSheet("background: #2b2b2e; color: #bbb;")
+        self.info = QLabel()
+        self.info.setWordWrap(True)
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.conflict_bar = QFrame()
+        self.conflict_bar.setStyleSheet("QFrame { background: #fff4d6; color: #5a4000; }")
+        cb = QHBoxLayout(self.conflict_bar)
+        cb.setContentsMargins(6, 4, 6, 4)
+        self.conflict_label = QLabel()
+        self.conflict_label.setWordWrap(True)
+        self.keep_mine_button = QPushButton("Keep mine")
+        self.keep_mine_button.clicked.connect(self._keep_mine)
+        self.take_disk_button = QPushButton("Use disk version")
+        self.take_disk_button.clicked.connect(self._take_disk)
+        cb.addWidget(self.conflict_label, 1)
+        cb.addWidget(self.keep_mine_button)
+        cb.addWidget(self.take_disk_button)
+        self.conflict_bar.hide()
+        self.editor = CaptionEdit()
+        self.editor.setMaximumHeight(110)
+        self.editor.textChanged.connect(self._editor_changed)
+        self.editor.undo_requested.connect(self.undo)
+        self.editor.redo_requested.connect(self.redo)
+        self.editor.page_requested.connect(self.step)
+        self.keep_spin = QSpinBox()
+        self.keep_spin.setRange(0, 32)
+        self.keep_spin.setToolTip("keep_tokens: the first N tags stay in front when shuffling")
+        self.keep_spin.valueChanged.connect(lambda _v: self._show_keep_tokens())
+        self.keep_label = QLabel()
+        self.keep_label.setWordWrap(True)
+        kl = QHBoxLayout()
+        kl.addWidget(QLabel("Keep tokens"))
+        kl.addWidget(self.keep_spin)
+        kl.addWidget(self.keep_label, 1)
+
+        self.batch_tag = QLineEdit()
+        self.batch_tag.setPlaceholderText("tag")
+        self.batch_with = QLineEdit()
+        self.batch_with.setPlaceholderText("replace with (for Replace)")
+        self.batch_scope = QComboBox()
+        self.batch_scope.addItems(SCOPES)
+        self.tag_completer = QCompleter([], self)
+        self.tag_completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.tag_completer.setFilterMode(Qt.MatchFlag.MatchContains)
+        self.batch_tag.setCompleter(self.tag_completer)
+        self.batch_with.setCompleter(self.tag_completer)
+        self.add_button = QPushButton("Add")
+        self.add_button.clicked.connect(lambda: self.batch_edit("add"))
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.clicked.connect(lambda: self.batch_edit("remove"))
+        self.replace_button = QPushButton("Replace")
+        self.replace_button.clicked.connect(lambda: self.batch_edit("replace"))
+        b1 = QHBoxLayout()
+        b1.addWidget(self.batch_tag, 1)
+        b1.addWidget(self.batch_scope)
+        b2 = QHBoxLayout()
+        b2.addWidget(self.batch_with, 1)
+        for w in (self.add_button, self.remove_button, self.replace_button):
+            b2.addWidget(w)
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.preview, 3)
+        rl.addWidget(self.info)
+        rl.addWidget(self.conflict_bar)
+        rl.addWidget(QLabel("<b>Caption</b> (saved automatically)"))
+        rl.addWidget(self.editor, 1)
+        rl.addLayout(kl)
+        rl.addWidget(QLabel("<b>Tag edit</b>"))
+        rl.addLayout(b1)
+        rl.addLayout(b2)
+
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(self.grid)
+        split.addWidget(right)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 3)
+        split.setStretchFactor(2, 2)
+        split.setSizes([220, 600, 420])
+        images_page = QWidget()
+        il = QVBoxLayout(images_page)
+        il.setContentsMargins(0, 0, 0, 0)
+        il.addWidget(split, 1)
+
+        self.text_view = TextDatasetView()
+        self.text_view.dirty_changed.connect(lambda _d: self._emit_dirty())
+        self.text_view.message.connect(self.show_message)
+        self.text_files = QComboBox()
+        self.text_files.activated.connect(lambda i: self._open_text_file(self.text_files.itemData(i)))
+        text_page = QWidget()
+        tl = QVBoxLayout(text_page)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addWidget(self.text_files)
+        tl.addWidget(self.text_view, 1)
+
+        self.pages = QStackedWidget()
+        self.pages.addWidget(images_page)
+        self.pages.addWidget(text_page)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.pages, 1)
+        layout.addWidget(self.status)
+        self._update_actions()
+
+    def _shortcuts(self) -> None:
+        ctx = Qt.ShortcutContext.WidgetWithChildrenShortcut
+        for keys, slot in ((QKeySequence.StandardKey.Save, self.save_all),
+                           (QKeySequence.StandardKey.Find, self.show_find),
+                           (QKeySequence.StandardKey.Undo, self.undo),
+                           ("Ctrl+Shift+Z", self.redo), ("Ctrl+Y", self.redo)):
+            sc = QShortcut(QKeySequence(keys), self)
+            sc.setContext(ctx)
+            sc.activated.connect(slot)
+
+    # -- opening ---------------------------------------------------------------
+    def _choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open dataset folder")
+        if path:
+            self.open_folder(path)
+
+    def _choose_text(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open text dataset", "",
+                                              "Text datasets (*.jsonl *.json)")
+        if path:
+            self.open_text_dataset(path)
+
+    def open_folder(self, path, caption_extension: str = ".txt", default_repeats: int = 1) -> bool:
+        """Scan a folder (kohya N_name sub-folders included) and show it at once;
+        thumbnails and the health check fill in from background workers."""
+        self.flush()
+        try:
+            dataset = scan_images(path, caption_extension, default_repeats)
+        except DatasetError as exc:
+            self.show_message(f"{exc.message} {exc.hint}")
+            return False
+        self.health.stop()
+        self.root = dataset.root
+        self.items = dataset.items
+        self.folders = dataset.folders
+        self.session = None
+        self._current = -1
+        self._filter_tag = self._filter_problem = None
+        self.folder_combo.blockSignals(True)
+        self.folder_combo.clear()
+        self.folder_combo.addItem(f"All folders ({len(self.items)})", None)
+        for f in dataset.folders:
+            label = f.name or "(top folder)"
+            self.folder_combo.addItem(f"{label} — ×{f.repeats} repeats, {f.images} images", f.name)
+        self.folder_combo.setCurrentIndex(0)
+        self.folder_combo.blockSignals(False)
+        self.grid_model.set_images([it.image_path for it in dataset.items],
+                                   [it.image_path.name for it in dataset.items])
+        self._set_page(0)
+        self._show_current(-1)
+        self.tag_model.set_counts({})
+        self.health_list.clear()
+        self._update_filter_label()
+        skipped = (f" Skipped (0 repeats): {', '.join(dataset.skipped_folders)}."
+                   if dataset.skipped_folders else "")
+        self._opened_message = (f"{len(self.items)} images in {dataset.root}, "
+                                f"{dataset.samples_per_epoch} samples per epoch.{skipped}")
+        self.show_message(f"{self._opened_message} Reading captions…")
+        self._caption_paths = [it.caption_path or caption_path_for(it.image_path, dataset.caption_extension)
+                               for it in dataset.items]
+        self._loaded_captions = []
+        self.caption_timer.start()  # the grid paints first; captions follow in slices
+        return True
+
+    def _load_caption_slice(self) -> None:
+        done = len(self._loaded_captions)
+        self._loaded_captions.extend(load_caption(p) for p in
+                                     self._caption_paths[done:done + CAPTION_SLICE])
+        if len(self._loaded_captions) < len(self._caption_paths):
+            return
+        self.caption_timer.stop()
+        self.session = CaptionSession(self.grid_model.image_paths, self._caption_paths,
+                                      loaded=self._loaded_captions)
+        self._loaded_captions = []
+        self.grid_model.set_session(self.session)
+        self._update_filter_label()
+        self._refresh_tags()
+        self._refresh_health()
+        self._update_actions()
+        current = self.grid.currentIndex()
+        if current.isValid():  # clicked while captions were read
+            self._show_current(self.grid_model.keys[current.row()])
+        elif self.items:
+            self.grid.setCurrentIndex(self.grid_model.index(0))
+        self.show_message(self._opened_message)
+        self._start_health()
+        self._emit_dirty()
+
+    def wait_for_captions(self, msecs: int = 30000) -> bool:
+        """Block (processing events) until the captions of the open folder are read."""
+        deadline = time.monotonic() + msecs / 1000
+        while self.caption_timer.isActive() and time.monotonic() < deadline:
+            self._load_caption_slice()
+        QCoreApplication.processEvents()
+        return self.session is not None
+
+    def open_text_dataset(self, path) -> bool:
+        """Open a .jsonl / .json file (or a folder of them) as a table of records."""
+        self.flush()
+        try:
+            files = text_record_files(path)
+        except DatasetError as exc:
+            self.show_message(f"{exc.message} {exc.hint}")
+            return False
+        self.text_files.clear()
+        for f in files:
+            self.text_files.addItem(str(f), f)
+        self.text_files.setVisible(len(files) > 1)
+        self._set_page(1)
+        return self._open_text_file(files[0])
+
+    def _set_page(self, page: int) -> None:
+        """0: images, 1: text records. Image-only controls hide on the text page."""
+        self.pages.setCurrentIndex(page)
+        for w in self._image_controls:
+            w.setVisible(page == 0)
+        if page == 0:
+            self.folder_combo.setVisible(len(self.folders) > 1 or any(f.name for f in self.folders))
+
+    def _open_text_file(self, path) -> bool:
+        if self.text_view.dirty:
+            self.text_view.save()
+        return self.text_view.open(path)
+
+    # -- health ----------------------------------------------------------------
+    def _start_health(self) -> None:
+        paths = dict(enumerate(self.session.image_paths))
+        self._health_text = f"Checking images… 0/{len(paths)}" if paths else ""
+        self.health.start(paths)
+
+    def _health_checked(self, checks: dict) -> None:
+        self.session.set_image_checks(checks)
+        if self._current in checks:
+            self._show_info()
+
+    def _health_duplicates(self, groups: list) -> None:
+        self.session.set_duplicate_groups(groups)
+        self._refresh_health()
+
+    def _health_progress(self, done: int, total: int, error: str) -> None:
+        self._health_text = error or ("" if done >= total else f"Checking images… {done}/{total}")
+        self._refresh_health()
+        if done >= total and self._filter_problem:
+            self._apply_filters()
+
+    def wait_for_health(self, msecs: int = 60000) -> bool:
+        """Block (processing events) until the health check has finished."""
+        deadline = time.monotonic() + msecs / 1000
+        while self.health.running and time.monotonic() < deadline:
+            QCoreApplication.processEvents()
+            time.sleep(0.01)
+            self.health.poll()
+        return not self.health.running
+
+    def _refresh_health(self) -> None:
+        selected = self._filter_problem
+        self.health_list.clear()
+        if not self.session:
+            return
+        for key, n in self.session.problem_counts().items():
+            item = QListWidgetItem(f"{PROBLEMS[key]}  ({n})")
+            item.setData(Qt.ItemDataRole.UserRole, key)
+            if n:
+                item.setForeground(QColor("#e57373"))
+            self.health_list.addItem(item)
+            if key == selected:
+                item.setSelected(True)
+        self.health_status.setText(self._health_text)
+
+    def _health_clicked(self, item: QListWidgetItem) -> None:
+        key = item.data(Qt.ItemDataRole.UserRole)
+        self.set_filter(problem=None if key == self._filter_problem else key, tag=self._filter_tag)
+
+    # -- filters ---------------------------------------------------------------
+    def _tag_clicked(self, index: QModelIndex) -> None:
+        tag = self.tag_model.rows[index.row()][0]
+        self.set_filter(tag=None if tag == self._filter_tag else tag, problem=self._filter_problem)
+
+    def set_filter(self, tag: str | None = None, problem: str | None = None) -> None:
+        self._filter_tag, self._filter_problem = tag, problem
+        self._apply_filters()
+
+    def clear_filters(self) -> None:
+        self.search.blockSignals(True)
+        self.search.clear()
+        self.search.blockSignals(False)
+        self.folder_combo.setCurrentIndex(0)
+        self.set_filter()
+
+    def _apply_filters(self, *_args) -> None:
+        if not self.session:
+            return
+        self._commit_editor()
+        keys = self.session.filter(tag=self._filter_tag, problem=self._filter_problem,
+                                   text=self.search.text() or None)
+        folder = self.folder_combo.currentData()
+        if folder is not None:
+            keys = [k for k in keys if self.items[k].folder == folder]
+        current = self._current
+        self.grid_model.set_keys(keys)
+        row = self.grid_model.row_of(current)
+        if row < 0 and keys:
+            row = 0
+        if row >= 0:
+            self.grid.setCurrentIndex(self.grid_model.index(row))
+            self.grid.scrollTo(self.grid_model.index(row))
+        else:
+            self._show_current(-1)
+        self._update_filter_label()
+
+    def _update_filter_label(self) -> None:
+        parts = []
+        if self._filter_tag:
+            parts.append(f"tag “{self._filter_tag}”")
+        if self._filter_problem:
+            parts.append(PROBLEMS[self._filter_problem].lower())
+        total = len(self.grid_model.image_paths)
+        shown = len(self.grid_model.keys)
+        self.filter_label.setText(f"{shown} of {total} shown" + (f": {', '.join(parts)}" if parts else ""))
+
+    def shown_keys(self) -> list[int]:
+        return list(self.grid_model.keys)
+
+    def selected_keys(self) -> list[int]:
+        rows = sorted(i.row() for i in self.grid.selectionModel().selectedIndexes())
+        keys = [self.grid_model.keys[r] for r in rows]
+        return keys or ([self._current] if self._current >= 0 else [])
+
+    def _keys_for_scope(self, scope: str) -> list[int]:
+        if scope.startswith("Selected"):
+            return self.selected_keys()
+        if scope.startswith("Shown"):
+            return self.shown_keys()
+        return list(range(len(self.session)))
+
+    # -- current image and caption ---------------------------------------------
+    def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        self.idle_timer.stop()
+        previous = self._current
+        self._commit_editor()
+        if previous >= 0 and self.autosave and self.session is not None:
+            self._save([previous])
+        self._show_current(self.grid_model.keys[current.row()] if current.isValid() else -1)
+
+    def _show_current(self, key: int) -> None:
+        self._current = key
+        ready = key >= 0 and self.session is not None
+        if ready and self.session.reload_if_changed(key):
+            self._after_change([key], refresh_editor=False)
+        self._loading_editor = True
+        self.editor.setPlainText(self.session.texts[key] if ready else "")
+        self._loading_editor = False
+        self.editor.setEnabled(ready)
+        self._show_preview()
+        self._show_info()
+        self._show_keep_tokens()
+        self._show_conflict()
+
+    def _show_preview(self) -> None:
+        if self._current < 0:
+            self.preview.setPixmap(QPixmap())
+            self.preview.setText("No image" if self.root else "Open a folder of images.")
+            return
+        reader = QImageReader(str(self.grid_model.image_paths[self._current]))
+        reader.setAutoTransform(True)
+        size = reader.size()
+        if size.isValid() and max(size.width(), size.height()) > PREVIEW_MAX:
+            reader.setScaledSize(size.scaled(QSize(PREVIEW_MAX, PREVIEW_MAX),
+                                             Qt.AspectRatioMode.KeepAspectRatio))
+        img = reader.read()
+        if img.isNull():
+            self._preview_pixmap = None
+            self.preview.setPixmap(QPixmap())
+            self.preview.setText(f"Cannot show this image:\n{reader.errorString()}")
+            return
+        self._preview_pixmap = QPixmap.fromImage(img)
+        self._fit_preview()
+
+    def _fit_preview(self) -> None:
+        pix = getattr(self, "_preview_pixmap", None)
+        if pix is not None and self._current >= 0:
+            self.preview.setPixmap(pix.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio,
+                                              Qt.TransformationMode.SmoothTransformation))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit_preview()
+
+    def image_facts(self, key: int) -> dict:
+        """What the info panel says about an image (also used by tests)."""
+        path = self.session.image_paths[key]
+        item = self.items[key]
+        facts = {"file": path.name, "folder": item.folder, "repeats": item.repeats}
+        try:
+            facts["size"] = _human_size(path.stat().st_size)
+        except OSError:
+            facts["size"] = "?"
+        check = self.session.checks.get(key)
+        if check and check.ok:
+            w, h = check.width, check.height
+        else:
+            s = QImageReader(str(path)).size()
+            w, h = (s.width(), s.height()) if s.isValid() else (0, 0)
+        if w and h:
+            facts["dimensions"] = f"{w} × {h}"
+            facts["bucket"] = "{} × {}".format(*bucket_for(w, h, self.resolution, self.min_bucket,
+                                                           self.max_bucket, self.bucket_step))
+        if check and not check.ok:
+            facts["error"] = check.error
+        cf = self.session.files[key]
+        endings = "CRLF" if cf.newline == "\r\n" else "LF"
+        facts["caption"] = f"{cf.path.name} ({cf.encoding}, {endings})" if cf.exists else "no caption file yet"
+        facts["problems"] = ", ".join(PROBLEMS[p] for p in sorted(self.session.problems(key)))
+        return facts
+
+    def _show_info(self) -> None:
+        if self._current < 0 or self.session is None:
+            self.info.clear()
+            return
+        f = self.image_facts(self._current)
+        lines = [f"<b>{f['file']}</b> — {f['size']}"]
+        if "dimensions" in f:
+            lines.append(f"{f['dimensions']} px · bucket {f['bucket']} at {self.resolution}")
+        if f["folder"]:
+            lines.append(f"folder {f['folder']} · ×{f['repeats']} repeats")
+        lines.append(f"caption: {f['caption']}")
+        if f["problems"]:
+            lines.append(f"<span style='color:#d32f2f'>{f['problems']}</span>")
+        if "error" in f:
+            lines.append(f"<span style='color:#d32f2f'>{f['error']}</span>")
+        self.info.setText("<br>".join(lines))
+
+    def _show_keep_tokens(self) -> None:
+        n = self.keep_spin.value()
+        if self._current < 0 or n == 0 or self.session is None:
+            self.keep_label.setText("" if n == 0 else "—")
+            return
+        kept, _rest = keep_tokens_split(self.session.texts[self._current], n)
+        self.keep_label.setText("stay first: " + (", ".join(kept) if kept else "—"))
+
+    def set_keep_tokens(self, n: int) -> None:
+        self.keep_spin.setValue(n)
+
+    def set_bucket_params(self, resolution: int, min_side: int, max_side: int, step: int) -> None:
+        self.resolution, self.min_bucket, self.max_bucket, self.bucket_step = (
+            resolution, min_side, max_side, step)
+        self._show_info()
+
+    def _editor_changed(self) -> None:
+        if not self._loading_editor and self._current >= 0:
+            self.idle_timer.start()
+
+    def _commit_editor(self) -> bool:
+        """Turn what was typed into an undoable edit; True if it changed the caption."""
+        if self.session is None or self._current < 0:
+            return False
+        text = self.editor.toPlainText()
+        if text == self.session.texts[self._current]:
+            return False
+        self.session.set_text(self._current, text)
+        self._after_change([self._current], refresh_editor=False)
+        return True
+
+    def _idle_save(self) -> None:
+        self._commit_editor()
+        if self.autosave and self._current >= 0:
+            self._save([self._current])
+
+    def step(self, delta: int) -> None:
+        """Move to the previous / next shown image."""
+        row = self.grid.currentIndex().row() + delta
+        if 0 <= row < self.grid_model.rowCount():
+            self.grid.setCurrentIndex(self.grid_model.index(row))
+
+    # -- edits, undo, save -----------------------------------------------------
+    def _after_change(self, keys: list[int], refresh_editor: bool = True) -> None:
+        self.grid_model.refresh_keys(keys)
+        self._refresh_tags()
+        self._refresh_health()
+        if refresh_editor and self._current in keys:
+            self._loading_editor = True
+            self.editor.setPlainText(self.session.texts[self._current])
+            self._loading_editor = False
+        self._show_keep_tokens()
+        self._show_info()
+        self._update_actions()
+        self._emit_dirty()
+
+    def apply_changes(self, changes, label: str) -> int:
+        """Apply previewed changes as one undoable command and autosave them."""
+        self._commit_editor()
+        changes = list(changes)
+        if not self.session.apply(changes, label):
+            return 0
+        keys = [c.key for c in changes]
+        self._after_change(keys)
+        report = self._save(keys) if self.autosave else SaveReport()
+        unsaved = len(report.conflicts) + len(report.errors)
+        self.show_message(f"{label}: {len(keys)} caption(s) changed. Ctrl+Z undoes it." +
+                          (f" {unsaved} could not be saved: see the bar above the caption."
+                           if unsaved else ""))
+        return len(keys)
+
+    def batch_edit(self, op: str) -> int:
+        if not self.session:
+            return 0
+        self._commit_editor()
+        tag = self.batch_tag.text().strip()
+        if not tag:
+            self.show_message("Type a tag first.")
+            return 0
+        keys = self._keys_for_scope(self.batch_scope.currentText())
+        items = self.session.items(keys)
+        if op == "add":
+            changes, label = batch_preview(items, add_tag, tag), f"Add tag “{tag}”"
+        elif op == "remove":
+            changes, label = batch_preview(items, remove_tag, tag), f"Remove tag “{tag}”"
+        else:
+            new = self.batch_with.text().strip()
+            changes, label = batch_preview(items, replace_tag, tag, new), f"Replace “{tag}” with “{new}”"
+        if not changes:
+            self.show_message(f"{label}: no caption changes.")
+            return 0
+        return self.apply_changes(changes, label)
+
+    def _jump_to(self, keys: list[int]) -> None:
+        if self._current in keys or not keys:
+            return
+        row = self.grid_model.row_of(keys[0])
+        if row >= 0:
+            self.idle_timer.stop()
+            self._current = -1  # already committed; nothing to save on the way
+            self.grid.setCurrentIndex(self.grid_model.index(row))
+
+    def undo(self) -> None:
+        if not self.session:
+            return
+        self._commit_editor()
+        label = self.session.undo_stack.undo_label()
+        keys = self.session.undo()
+        if keys:
+            self._after_change(keys)
+            if self.autosave:
+                self._save(keys)
+            self._jump_to(keys)
+            self.show_message(f"Undid: {label}")
+
+    def redo(self) -> None:
+        if not self.session:
+            return
+        self._commit_editor()
+        label = self.session.undo_stack.redo_label()
+        keys = self.session.redo()
+        if keys:
+            self._after_change(keys)
+            if self.autosave:
+                self._save(keys)
+            self._jump_to(keys)
+            self.show_message(f"Redid: {label}")
+
+    def _save(self, keys=None, force: bool = False) -> SaveReport:
+        if self.session is None:
+            return SaveReport()
+        report = self.session.save(keys, force=force)
+        self.grid_model.refresh_keys(report.saved)
+        if report.errors:
+            self.show_message(next(iter(report.errors.values())))
+        elif report.conflicts:
+            self.show_message(f"{len(self.session.conflicts)} caption(s) changed on disk by another "
+                              f"program and were not overwritten.")
+        self._show_conflict()
+        self._update_actions()
+        self._emit_dirty()
+        return report
+
+    def save_all(self) -> SaveReport | None:
+        """Ctrl+S: save every unsaved caption (and the open text dataset)."""
+        if self.pages.currentIndex() == 1:
+            self.text_view.save()
+            return None
+        if not self.session:
+            return None
+        self._commit_editor()
+        report = self._save()
+        if report.ok:
+            self.show_message(f"Saved {len(report.saved)} caption(s).")
+        return report
+
+    def flush(self) -> None:
+        """Save whatever is pending; called on leaving the tab, opening another
+        dataset and when the application quits."""
+        self.idle_timer.stop()
+        if self.session is not None:
+            self._commit_editor()
+            if self.autosave and self.session.dirty:
+                self._save()
+        if self.text_view.dirty:
+            self.text_view.save()
+
+    def shutdown(self) -> None:
+        """Save, then stop the background workers (the health check stops after
+        the image it is on)."""
+        self.flush()
+        self.health.shutdown()
+        self.loader.reset()
+        self.loader.wait(10000)
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+    def _show_conflict(self) -> None:
+        if not self.session or not self.session.conflicts:
+            self.conflict_bar.hide()
+            return
+        key = self._current if self._current in self.session.conflicts else next(iter(self.session.conflicts))
+        self._conflict_key = key
+        name = self.session.files[key].path.name
+        more = len(self.session.conflicts) - 1
+        self.conflict_label.setText(
+            f"<b>{name}</b> was changed by another program since it was opened; your edit was "
+            f"not saved." + (f" ({more} more)" if more else ""))
+        self.conflict_bar.show()
+
+    def _keep_mine(self) -> None:
+        self._save([self._conflict_key], force=True)
+
+    def _take_disk(self) -> None:
+        key = self._conflict_key
+        self.session.take_disk(key)
+        self._after_change([key])
+        self._show_conflict()
+
+    def _refresh_tags(self) -> None:
+        if not self.session:
+            return
+        self.tag_model.set_counts(self.session.counts)
+        self.editor.counts = self.session.counts
+        self.tag_completer.model().setStringList(
+            sorted(self.session.counts, key=lambda t: (-self.session.counts[t], t)))
+
+    def _update_actions(self) -> None:
+        stack = self.session.undo_stack if self.session else None
+        self.undo_button.setEnabled(bool(stack and stack.can_undo()))
+        self.redo_button.setEnabled(bool(stack and stack.can_redo()))
+        self.undo_button.setToolTip(f"Undo {stack.undo_label()} (Ctrl+Z)" if stack else "Undo")
+        self.redo_button.setToolTip(f"Redo {stack.redo_label()} (Ctrl+Shift+Z)" if stack else "Redo")
+        self._update_status()
+
+    def _update_status(self) -> None:
+        if self.session is None:
+            return
+        dirty = len(self.session.dirty)
+        self.save_button.setText(f"Save all ({dirty})" if dirty else "Save all")
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.session and self.session.dirty) or self.text_view.dirty
+
+    def _emit_dirty(self) -> None:
+        self.captions_dirty.emit(self.dirty)
+
+    def show_message(self, text: str) -> None:
+        self.status.setText(text)
+
+    # -- find and replace ------------------------------------------------------
+    def show_find(self) -> FindReplaceDialog | None:
+        if not self.session:
+            return None
+        self._commit_editor()
+        dialog = getattr(self, "find_dialog", None)
+        if dialog is None:
+            dialog = self.find_dialog = FindReplaceDialog(
+                lambda scope: self.session.items(self._keys_for_scope(
+                    {"All images": "All", "Shown images": "Shown", "Selected images": "Selected"}[scope])),
+                lambda key: str(self.session.image_paths[key].relative_to(self.root)),
+                lambda changes: self.apply_changes(changes, "Find and replace"), self)
+        dialog.show()
+        dialog.raise_()
+        dialog.find_edit.setFocus()
+        return dialog

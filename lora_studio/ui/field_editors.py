@@ -1,0 +1,251 @@
+"""One editor widget per field kind, chosen from its FieldSpec.
+
+Every editor has ``value()``, ``set_value(v)`` (without emitting) and a ``changed``
+signal. Editors hand over what the user typed even when it is invalid (a learning
+rate of 'abc'); validation turns it into a finding on that field.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QSignalBlocker, Signal
+from PySide6.QtGui import QDoubleValidator
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout,
+                               QLineEdit, QMenu, QPlainTextEdit, QSpinBox, QToolButton, QWidget)
+
+from ..config.fields import FieldSpec
+
+INT_LIMIT = 2**31 - 1  # QSpinBox is 32-bit
+
+
+def _low(spec: FieldSpec) -> float | None:
+    return spec.minimum if spec.minimum is not None else spec.exclusive_minimum
+
+
+def _high(spec: FieldSpec) -> float | None:
+    return spec.maximum if spec.maximum is not None else spec.exclusive_maximum
+
+
+def wants_text_float(spec: FieldSpec) -> bool:
+    """Learning rates are written 1e-4 / 5e-5: a spin box with fixed decimals would
+    round them away, so they get a line edit."""
+    name = spec.path.rsplit(".", 1)[1]
+    return name == "learning_rate" or name.endswith("_lr") or spec.optional
+
+
+class FieldEditor(QWidget):
+    changed = Signal()
+
+    def __init__(self, spec: FieldSpec, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.spec = spec
+        self.layout_ = QHBoxLayout(self)
+        self.layout_.setContentsMargins(0, 0, 0, 0)
+
+    def value(self) -> Any:
+        raise NotImplementedError
+
+    def set_value(self, value: Any) -> None:
+        raise NotImplementedError
+
+    def focus_widget(self) -> QWidget:
+        return self
+
+
+class CheckEditor(FieldEditor):
+    def __init__(self, spec, parent=None):
+        super().__init__(spec, parent)
+        self.box = QCheckBox()
+        self.layout_.addWidget(self.box)
+        self.layout_.addStretch(1)
+        self.box.toggled.connect(self.changed)
+
+    def value(self):
+        return self.box.isChecked()
+
+    def set_value(self, value):
+        with QSignalBlocker(self.box):
+            self.box.setChecked(bool(value))
+
+    def focus_widget(self):
+        return self.box
+
+
+class ChoiceEditor(FieldEditor):
+    def __init__(self, spec, parent=None):
+        super().__init__(spec, parent)
+        self.box = QComboBox()
+        self.box.addItems(list(spec.choices))
+        self.layout_.addWidget(self.box, 1)
+        self.box.currentTextChanged.connect(self.changed)
+
+    def value(self):
+        return self.box.currentText()
+
+    def set_value(self, value):
+        with QSignalBlocker(self.box):
+            text = str(value)
+            if self.box.findText(text) < 0:  # an invalid value from a file stays visible
+                self.box.addItem(text)
+            self.box.setCurrentText(text)
+
+    def focus_widget(self):
+        return self.box
+
+
+class IntEditor(FieldEditor):
+    def __init__(self, spec, parent=None):
+        super().__init__(spec, parent)
+        self.box = QSpinBox()
+        low, high = _low(spec), _high(spec)
+        self.box.setRange(int(max(low, -INT_LIMIT)) if low is not None else -INT_LIMIT,
+                          int(min(high, INT_LIMIT)) if high is not None else INT_LIMIT)
+        self.box.setAccelerated(True)
+        self.layout_.addWidget(self.box, 1)
+        self.box.valueChanged.connect(self.changed)
+
+    def value(self):
+        return self.box.value()
+
+    def set_value(self, value):
+        with QSignalBlocker(self.box):
+            self.box.setValue(int(value))
+
+    def focus_widget(self):
+        return self.box
+
+
+class FloatEditor(FieldEditor):
+    def __init__(self, spec, parent=None):
+        super().__init__(spec, parent)
+        self.box = QDoubleSpinBox()
+        low, high = _low(spec), _high(spec)
+        self.box.setDecimals(3 if high is not None and high <= 1 else 2)
+        # An exclusive bound is allowed in the box on purpose: validation explains it.
+        self.box.setRange(low if low is not None else -1e9, high if high is not None else 1e9)
+        self.box.setSingleStep(0.01 if (high or 10) <= 1 else 1.0)
+        self.layout_.addWidget(self.box, 1)
+        self.box.valueChanged.connect(self.changed)
+
+    def value(self):
+        return self.box.value()
+
+    def set_value(self, value):
+        with QSignalBlocker(self.box):
+            self.box.setValue(float(value))
+
+    def focus_widget(self):
+        return self.box
+
+
+class TextFloatEditor(FieldEditor):
+    """A float typed as text (1e-4); empty means 'unset' for optional fields."""
+
+    def __init__(self, spec, parent=None):
+        super().__init__(spec, parent)
+        self.edit = QLineEdit()
+        validator = QDoubleValidator(self.edit)
+        validator.setNotation(QDoubleValidator.Notation.ScientificNotation)
+        self.edit.setValidator(validator)
+        if spec.optional:
+            self.edit.setPlaceholderText("same as learning rate")
+        self.layout_.addWidget(self.edit, 1)
+        self.edit.textEdited.connect(self.changed)
+
+    def value(self):
+        text = self.edit.text().strip()
+        if not text:
+            return None if self.spec.optional else ""
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    def set_value(self, value):
+        with QSignalBlocker(self.edit):
+            self.edit.setText("" if value is None else (f"{value:g}" if isinstance(value, float)
+                                                        else str(value)))
+
+    def focus_widget(self):
+        return self.edit
+
+
+class TextEditor(FieldEditor):
+    def __init__(self, spec, parent=None):
+        super().__init__(spec, parent)
+        self.edit = QLineEdit()
+        self.layout_.addWidget(self.edit, 1)
+        self.edit.textEdited.connect(self.changed)
+        if spec.widget in ("dir", "file", "path"):
+            self._add_picker(spec.widget)
+
+    def _add_picker(self, widget: str) -> None:
+        button = QToolButton()
+        button.setText("…")
+        button.setToolTip("Browse")
+        self.layout_.addWidget(button)
+        if widget == "path":
+            menu = QMenu(button)
+            menu.addAction("Folder…", lambda: self._pick("dir"))
+            menu.addAction("File…", lambda: self._pick("file"))
+            button.setMenu(menu)
+            button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        else:
+            button.clicked.connect(lambda: self._pick(widget))
+
+    def _pick(self, what: str) -> None:
+        start = self.edit.text()
+        if what == "dir":
+            chosen = QFileDialog.getExistingDirectory(self, self.spec.title, start)
+        else:
+            chosen = QFileDialog.getOpenFileName(self, self.spec.title, start)[0]
+        if chosen:
+            self.edit.setText(chosen)
+            self.changed.emit()
+
+    def value(self):
+        return self.edit.text()
+
+    def set_value(self, value):
+        with QSignalBlocker(self.edit):
+            self.edit.setText("" if value is None else str(value))
+
+    def focus_widget(self):
+        return self.edit
+
+
+class LinesEditor(FieldEditor):
+    """A list of strings, one a line."""
+
+    def __init__(self, spec, parent=None):
+        super().__init__(spec, parent)
+        self.edit = QPlainTextEdit()
+        self.edit.setTabChangesFocus(True)
+        self.edit.setFixedHeight(self.edit.fontMetrics().lineSpacing() * 4 + 12)
+        self.layout_.addWidget(self.edit, 1)
+        self.edit.textChanged.connect(self.changed)
+
+    def value(self):
+        return [line.strip() for line in self.edit.toPlainText().splitlines() if line.strip()]
+
+    def set_value(self, value):
+        with QSignalBlocker(self.edit):
+            items = value if isinstance(value, list) else [str(value)]
+            self.edit.setPlainText("\n".join(str(v) for v in items))
+
+    def focus_widget(self):
+        return self.edit
+
+
+def make_editor(spec: FieldSpec, parent: QWidget | None = None) -> FieldEditor:
+    if spec.kind == "bool":
+        return CheckEditor(spec, parent)
+    if spec.kind == "choice":
+        return ChoiceEditor(spec, parent)
+    if spec.kind == "int":
+        return IntEditor(spec, parent)
+    if spec.kind == "float":
+        return TextFloatEditor(spec, parent) if wants_text_float(spec) else FloatEditor(spec, parent)
+    if spec.kind == "list":
+        return LinesEditor(spec, parent)
+    return TextEditor(spec, parent)

@@ -1,0 +1,205 @@
+"""A .jsonl / .json text dataset as a table of records: the record under the
+cursor in a form (one box per text field), the lines the text engine would skip
+listed with their line numbers, and an atomic save."""
+from __future__ import annotations
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
+                               QListWidget, QPlainTextEdit, QPushButton, QScrollArea, QSplitter,
+                               QTableView, QVBoxLayout, QWidget)
+
+from ..data.text_table import TextTable, TextTableError, field_label
+
+PREVIEW_CHARS = 120
+
+
+class RecordTableModel(QAbstractTableModel):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.table: TextTable | None = None
+        self.columns: list[str] = []
+
+    def set_table(self, table: TextTable | None) -> None:
+        self.beginResetModel()
+        self.table = table
+        self.columns = table.columns() if table else []
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() or self.table is None else len(self.table.rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else 2 + len(self.columns)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if role != Qt.ItemDataRole.DisplayRole or orientation != Qt.Orientation.Horizontal:
+            return None
+        return (["Line", "Status"] + self.columns)[section]
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or self.table is None:
+            return None
+        row = self.table.rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == 0:
+                return row.line
+            if col == 1:
+                return ("edited, " if row.edited else "") + ("skipped" if row.error else "ok")
+            text = self.table.cell(index.row(), self.columns[col - 2])
+            text = " ".join(text.split())
+            return text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")
+        if role == Qt.ItemDataRole.ToolTipRole and row.error:
+            return row.error
+        if role == Qt.ItemDataRole.ForegroundRole and col == 1 and row.error:
+            return QColor("#d32f2f")
+        return None
+
+    def row_changed(self, r: int) -> None:
+        self.dataChanged.emit(self.index(r, 0), self.index(r, self.columnCount() - 1))
+
+
+class TextDatasetView(QWidget):
+    dirty_changed = Signal(bool)
+    message = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.table: TextTable | None = None
+        self._editors: list[tuple[tuple, QPlainTextEdit]] = []
+        self._row = -1
+
+        self.model = RecordTableModel(self)
+        self.view = QTableView()
+        self.view.setModel(self.model)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.verticalHeader().hide()
+        self.view.setWordWrap(False)
+        self.view.horizontalHeader().setStretchLastSection(True)
+        self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.view.selectionModel().currentRowChanged.connect(self._show_record)
+
+        self.form_box = QWidget()
+        box_layout = QVBoxLayout(self.form_box)
+        self.form = QFormLayout()
+        box_layout.addLayout(self.form)
+        box_layout.addStretch(1)
+        self.record_error = QLabel()
+        self.record_error.setWordWrap(True)
+        self.record_error.setStyleSheet("color: #d32f2f")
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.form_box)
+
+        self.problems = QListWidget()
+        self.problems.setWordWrap(True)
+        self.problems.itemActivated.connect(self._jump_to_problem)
+        self.title = QLabel()
+        self.save_button = QPushButton("Save")
+        self.save_button.setEnabled(False)
+        self.save_button.clicked.connect(self.save)
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(QLabel("<b>Record</b>"))
+        rl.addWidget(scroll, 3)
+        rl.addWidget(self.record_error)
+        rl.addWidget(QLabel("<b>Lines training would skip</b>"))
+        rl.addWidget(self.problems, 1)
+
+        split = QSplitter()
+        split.addWidget(self.view)
+        split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(self.save_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(split, 1)
+
+    def open(self, path) -> bool:
+        try:
+            table = TextTable(path)
+        except TextTableError as exc:
+            self.message.emit(str(exc))
+            return False
+        self.table = table
+        self._row = -1
+        self.model.set_table(table)
+        self.view.resizeColumnToContents(0)
+        self.view.resizeColumnToContents(1)
+        self.problems.clear()
+        for p in table.problems:
+            self.problems.addItem(f"line {p.line}: {p.message}" if p.line else p.message)
+        fmt = table.format or "unknown format"
+        self.title.setText(f"<b>{table.path.name}</b> — {len(table.rows)} records ({fmt}), "
+                           f"{len(table.problems)} skipped")
+        self._set_dirty(False)
+        self.message.emit(f"Opened {table.path}")
+        if table.rows:
+            self.view.selectRow(0)
+        else:
+            self._show_record(self.model.index(-1, 0))
+        return True
+
+    def _clear_form(self) -> None:
+        while self.form.rowCount():
+            self.form.removeRow(0)
+        self._editors = []
+
+    def _show_record(self, current: QModelIndex, _previous=None) -> None:
+        self._clear_form()
+        self._row = current.row() if current.isValid() else -1
+        if self.table is None or self._row < 0:
+            self.record_error.clear()
+            return
+        for path, value in self.table.fields(self._row):
+            edit = QPlainTextEdit(value)
+            lines = max(1, min(8, value.count("\n") + 1 + len(value) // 70))
+            edit.setFixedHeight(edit.fontMetrics().lineSpacing() * (lines + 1) + 10)
+            edit.textChanged.connect(lambda p=path, e=edit: self._field_edited(p, e))
+            self.form.addRow(field_label(path), edit)
+            self._editors.append((path, edit))
+        self.record_error.setText(self.table.rows[self._row].error)
+
+    def _field_edited(self, path: tuple, edit: QPlainTextEdit) -> None:
+        error = self.table.set_field(self._row, path, edit.toPlainText())
+        self.record_error.setText(error)
+        self.model.row_changed(self._row)
+        self._set_dirty(self.table.dirty)
+
+    def _jump_to_problem(self, item) -> None:
+        line = self.table.problems[self.problems.row(item)].line
+        for r, row in enumerate(self.table.rows):
+            if row.line == line:
+                self.view.selectRow(r)
+                return
+
+    def _set_dirty(self, dirty: bool) -> None:
+        self.save_button.setEnabled(dirty)
+        self.dirty_changed.emit(dirty)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.table and self.table.dirty)
+
+    def save(self) -> bool:
+        if self.table is None or not self.table.dirty:
+            return True
+        try:
+            self.table.save()
+        except OSError as exc:
+            self.message.emit(f"Cannot save {self.table.path}: {exc.strerror or exc}. "
+                              f"Nothing was changed on disk.")
+            return False
+        self.model.dataChanged.emit(self.model.index(0, 0),
+                                    self.model.index(self.model.rowCount() - 1, 1))
+        self._set_dirty(False)
+        self.message.emit(f"Saved {self.table.path.name}")
+        return True

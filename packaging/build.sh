@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Build or install LoRA Studio for users.
+#
+#   packaging/build.sh slim         CLI bundle without torch/Qt, then smoke-test it (~1 min; CI-sized)
+#   packaging/build.sh full         the GUI app bundle with torch, then smoke-test it (GBs, ~10 min)
+#   packaging/build.sh smoke KIND   smoke-test an existing slim / full bundle again
+#   packaging/build.sh desktop      install the Linux menu entry and icons for this user
+#
+# Bundles go to build/pyinstaller/dist/ (needs: pip install -e ".[package]").
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+OUT="$ROOT/build/pyinstaller"
+cd "$ROOT"
+
+pyinstaller_build() {
+    python -m PyInstaller --noconfirm --log-level WARN \
+        --distpath "$OUT/dist" --workpath "$OUT/work" packaging/lora_studio.spec "$@"
+}
+
+# The demo preset copied into a folder with a space and non-ASCII characters, as on
+# Windows, with its model and dataset paths made absolute.
+smoke_preset() {
+    local dir="$OUT/smoke/Mes données"
+    mkdir -p "$dir"
+    sed "s|\"\\.\\./resources/|\"$ROOT/resources/|" "$ROOT/presets/demo-text-tiny.toml" > "$dir/essai ç.toml"
+    echo "$dir/essai ç.toml"
+}
+
+smoke() {
+    local app="$OUT/dist/$1/$1"
+    "$app" --help >/dev/null
+    "$app" check "$(smoke_preset)"
+    # The interpreter form the engine is started with (sys.executable -u -m ...).
+    "$app" -u -m lora_studio --help >/dev/null
+    if [ "$1" = lora-studio ]; then
+        # Two training steps in two processes: torch, peft and accelerate launch (which
+        # starts this executable again as its workers), all from the bundle.
+        rm -rf "$OUT/smoke/runs"
+        (cd "$OUT/smoke" && "$app" train "$(smoke_preset)" --processes 2 \
+            --set training.max_steps=2 --set output.sample_every_n_steps=0 \
+            --set "output.output_dir=$OUT/smoke/runs")
+        ls "$OUT"/smoke/runs/*/exports/*/adapter_model.safetensors >/dev/null
+    fi
+    du -sh "$OUT/dist/$1"
+    echo "bundle OK: $app"
+}
+
+case "${1:-}" in
+    slim)
+        pyinstaller_build -- --slim
+        smoke lora-studio-slim
+        ;;
+    full)
+        pyinstaller_build
+        smoke lora-studio
+        ;;
+    smoke)
+        case "${2:-}" in
+            slim) smoke lora-studio-slim ;;
+            full) smoke lora-studio ;;
+            *) echo "usage: $0 smoke slim|full" >&2; exit 2 ;;
+        esac
+        ;;
+    desktop)
+        data="${XDG_DATA_HOME:-$HOME/.local/share}"
+        for png in resources/icons/lora-studio-*.png; do
+            size="${png##*-}"; size="${size%.png}"
+            install -Dm644 "$png" "$data/icons/hicolor/${size}x${size}/apps/lora-studio.png"
+        done
+        install -Dm644 packaging/lora-studio.desktop "$data/applications/lora-studio.desktop"
+        command -v update-desktop-database >/dev/null && update-desktop-database "$data/applications" || true
+        echo "installed $data/applications/lora-studio.desktop"
+        ;;
+    *)
+        sed -n '2,9p' "$0"
+        exit 2
+        ;;
+esac

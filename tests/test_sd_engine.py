@@ -1,0 +1,399 @@
+"""Image LoRA training on the tiny Stable Diffusion pipeline of resources/: both
+export formats load with diffusers' load_lora_weights and give the images the
+trained pipeline gave; v-prediction; SDXL; resume; pickle refusal."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from lora_studio.config.parse import parse_job
+from lora_studio.engine.control import EngineError
+from lora_studio.engine.sd_model import resolve_model
+from lora_studio.engine.sd_train import train_sd
+from lora_studio.runs.layout import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SD = ROOT / "resources" / "tiny-sd"
+DEMO_IMAGES = ROOT / "resources" / "demo-images"
+sys.path.insert(0, str(ROOT / "resources"))
+import make_tiny_sd  # noqa: E402
+
+PROMPT = "sks, red circle, white background"
+
+
+def make_job(model_path, **sections):
+    data = {
+        "model": {"path": str(model_path)},
+        "dataset": {"path": str(DEMO_IMAGES), "resolution": 64, "min_bucket_reso": 64,
+                    "max_bucket_reso": 128},
+        "network": {"rank": 4, "alpha": 8.0},
+        "optimizer": {"learning_rate": 1e-2},
+        "training": {"max_steps": 4, "batch_size": 2},
+        "output": {"output_name": "tiny lora ü"},
+    }
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    job, findings = parse_job(data)
+    assert not [f for f in findings if f.level == "error"], findings
+    return job
+
+
+def run_dir(tmp_path, name="run"):
+    return RunDir(tmp_path / name).ensure()
+
+
+def images(pipe, steps=2, size=64):
+    generator = torch.Generator().manual_seed(7)
+    return pipe(PROMPT, num_inference_steps=steps, height=size, width=size, generator=generator,
+                output_type="np").images
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One SD 1.x run with UNet + text-encoder LoRA (alpha != rank), checkpoints every 2 steps."""
+    tmp = tmp_path_factory.mktemp("sd run")
+    job = make_job(TINY_SD, network={"train_text_encoder": True},
+                   output={"save_every_n_steps": 2, "sample_every_n_steps": 4,
+                           "sample_prompts": [PROMPT], "sample_steps": 2})
+    events = []
+    run = run_dir(tmp)
+    result = train_sd(job, run, events.append, lambda: False)
+    return job, run, result, events
+
+
+def test_run_reports_progress_samples_and_exports(trained):
+    job, run, result, events = trained
+    types = [e["type"] for e in events]
+    assert types[-1] == "finished" and events[-1]["status"] == "completed"
+    assert [e["step"] for e in events if e["type"] == "progress"] == [1, 2, 3, 4]
+    samples = [e for e in events if e["type"] == "sample"]
+    assert len(samples) == 1 and Path(samples[0]["path"]).is_file()
+    assert any(e["type"] == "log" and "64x64" in e["message"] for e in events)
+    finished = events[-1]
+    for path, digest in finished["sha256"].items():
+        import hashlib
+        assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
+    assert (run.final / "adapter.safetensors").is_file()
+
+
+@pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
+def test_export_loads_in_diffusers_and_gives_the_trained_images(trained, fmt):
+    from diffusers import StableDiffusionPipeline
+
+    job, run, result, _ = trained
+    reference = images(result.model.pipe)
+    export = {e.format: e.path for e in result.exports}[fmt]
+    pipe = StableDiffusionPipeline.from_pretrained(TINY_SD)
+    pipe.set_progress_bar_config(disable=True)
+    base = images(pipe)
+    pipe.load_lora_weights(str(export.parent), weight_name=export.name)
+    loaded = images(pipe)
+    # The LoRA changed the output (so the comparison below means something)...
+    assert np.abs(base - reference).max() > 1e-3
+    # ...and the file reproduces it.
+    np.testing.assert_allclose(loaded, reference, atol=2e-4)
+
+
+def test_kohya_keys_and_metadata(trained):
+    job, run, result, _ = trained
+    path = {e.format: e.path for e in result.exports}["kohya"]
+    with safe_open(str(path), framework="pt") as fh:
+        keys = set(fh.keys())
+        meta = fh.metadata()
+        alpha = fh.get_tensor(next(k for k in keys if k.endswith(".alpha")))
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight" in keys
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_out_0.lora_up.weight" in keys
+    assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha" in keys
+    assert all(k.startswith(("lora_unet_", "lora_te_")) for k in keys)
+    assert float(alpha) == 8.0
+    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "8"
+    assert meta["ss_base_model_version"] == "sd_v1"
+    assert meta["ss_resolution"] == "(64, 64)"
+    assert meta["ss_num_train_images"] == "24" and meta["ss_steps"] == "4"
+    assert json.loads(meta["ss_tag_frequency"])["4_demo"]["sks"] == 6
+    assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora"
+    assert meta["modelspec.title"] == "tiny lora ü"
+    assert meta["modelspec.resolution"] == "64x64"
+    assert len(meta["sshs_model_hash"]) == 64 and len(meta["sshs_legacy_hash"]) == 8
+    assert len(meta["ss_new_sd_model_hash"]) == 64
+
+
+def test_resume_continues_with_the_same_losses(trained, tmp_path):
+    job, run, result, events = trained
+    uninterrupted = [e["loss"] for e in events if e["type"] == "progress"]
+    resumed_events = []
+    train_sd(job, run_dir(tmp_path), resumed_events.append, lambda: False,
+             resume=run.checkpoints / "step-000002")
+    resumed = [e["loss"] for e in resumed_events if e["type"] == "progress"]
+    assert [e["step"] for e in resumed_events if e["type"] == "progress"] == [3, 4]
+    assert resumed == pytest.approx(uninterrupted[2:], rel=1e-5)
+
+
+def test_cancel_leaves_a_resumable_checkpoint(tmp_path):
+    job = make_job(TINY_SD, training={"max_steps": 3})
+    events = []
+    run = run_dir(tmp_path)
+    train_sd(job, run, events.append, lambda: len([e for e in events if e["type"] == "progress"]) >= 1)
+    assert events[-1]["type"] == "finished" and events[-1]["status"] == "cancelled"
+    assert run.latest_checkpoint().name == "step-000001"
+    assert not (run.final / "adapter.safetensors").exists()
+
+
+def test_v_prediction_model_trains_on_velocity(tmp_path):
+    folder = make_tiny_sd.save(make_tiny_sd.build_sd(tmp_path, prediction_type="v_prediction"),
+                               tmp_path / "tiny-sd2")
+    job = make_job(folder, training={"max_steps": 2, "min_snr_gamma": 5.0, "noise_offset": 0.05})
+    events = []
+    result = train_sd(job, run_dir(tmp_path), events.append, lambda: False)
+    assert result.model.family == "sd2" and result.model.prediction_type == "v_prediction"
+    losses = [e["loss"] for e in events if e["type"] == "progress"]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    path = {e.format: e.path for e in result.exports}["kohya"]
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    assert meta["modelspec.architecture"] == "stable-diffusion-v2-768-v/lora"
+    assert meta["modelspec.prediction_type"] == "v" and meta["ss_v2"] == "True"
+
+
+def test_loss_targets_velocity_or_noise_with_min_snr_and_offset():
+    from diffusers import DDPMScheduler
+
+    from lora_studio.engine.sd_train import Cond, diffusion_loss
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
+    latents = torch.randn(2, 4, 8, 8)
+    seen = {}
+
+    class Oracle(torch.nn.Module):
+        dtype = torch.float32
+
+        def forward(self, noisy, t, hidden, added_cond_kwargs=None, return_dict=False):
+            seen["t"] = t
+            seen["noisy"] = noisy
+            return (torch.zeros_like(noisy),)
+
+    torch.manual_seed(0)
+    loss_v = diffusion_loss(Oracle(), scheduler, latents, Cond(torch.zeros(2, 77, 8)), None,
+                            "v_prediction", 0.0, 0.0)
+    torch.manual_seed(0)
+    noise = torch.randn_like(latents)
+    velocity = scheduler.get_velocity(latents, noise, seen["t"])
+    assert loss_v.item() == pytest.approx(velocity.pow(2).mean().item(), rel=1e-5)
+    torch.manual_seed(0)
+    loss_eps = diffusion_loss(Oracle(), scheduler, latents, Cond(torch.zeros(2, 77, 8)), None,
+                              "epsilon", 0.0, 0.0)
+    assert loss_eps.item() == pytest.approx(noise.pow(2).mean().item(), rel=1e-5)
+
+    from diffusers.training_utils import compute_snr
+    torch.manual_seed(0)
+    loss_snr = diffusion_loss(Oracle(), scheduler, latents, Cond(torch.zeros(2, 77, 8)), None,
+                              "epsilon", 0.0, 5.0)
+    snr = compute_snr(scheduler, seen["t"])
+    expected = (noise.pow(2).mean(dim=(1, 2, 3)) * torch.clamp(snr, max=5.0) / snr).mean()
+    assert loss_snr.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.manual_seed(0)
+    loss_offset = diffusion_loss(Oracle(), scheduler, latents, Cond(torch.zeros(2, 77, 8)), None,
+                                 "epsilon", 0.5, 0.0)
+    assert loss_offset.item() != pytest.approx(loss_eps.item(), rel=1e-3)
+
+
+def test_sdxl_two_text_encoders_export_and_reload(tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    folder = make_tiny_sd.save(make_tiny_sd.build_sdxl(tmp_path), tmp_path / "tiny-sdxl")
+    job = make_job(folder, network={"train_text_encoder": True}, training={"max_steps": 2})
+    result = train_sd(job, run_dir(tmp_path), lambda ev: None, lambda: False)
+    assert result.model.family == "sdxl"
+    path = {e.format: e.path for e in result.exports}["kohya"]
+    with safe_open(str(path), framework="pt") as fh:
+        keys = set(fh.keys())
+        assert fh.metadata()["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert any(k.startswith("lora_te1_") for k in keys) and any(k.startswith("lora_te2_") for k in keys)
+    assert not any(k.startswith("lora_te_") for k in keys)
+    reference = images(result.model.pipe)
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(path.parent), weight_name=path.name)
+    np.testing.assert_allclose(images(pipe), reference, atol=2e-4)
+
+
+def test_pickle_checkpoints_are_refused_unless_allowed(tmp_path):
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"not really a pickle")
+    with pytest.raises(EngineError) as err:
+        resolve_model(make_job(ckpt))
+    assert err.value.kind == "config" and "pickle" in err.value.message
+    with pytest.raises(EngineError) as err:
+        resolve_model(make_job(ckpt, model={"allow_pickle": True}))
+    assert "model.family" in err.value.hint  # opted in: now only the family is missing
+    assert resolve_model(make_job(ckpt, model={"allow_pickle": True, "family": "sd1"})).family == "sd1"
+
+
+def fake_hub_cache(tmp_path, monkeypatch, repo_id, files_from, keep=lambda f: True):
+    """A Hugging Face cache in tmp_path holding `repo_id` with the files of `files_from`."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    hub = tmp_path / "hub"
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / ("0" * 40)
+    for f in files_from.rglob("*"):
+        if f.is_file() and keep(f):
+            (snapshot / f.relative_to(files_from)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, snapshot / f.relative_to(files_from))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    return snapshot
+
+
+@pytest.fixture
+def single_file(tmp_path, monkeypatch):
+    """The tiny pipeline as an original-format checkpoint, and a Hugging Face cache
+    holding only the configs of stable-diffusion-v1-5, as after
+    'huggingface-cli download ... --include *.json *.txt'."""
+    checkpoint = make_tiny_sd.to_single_file(TINY_SD, tmp_path / "my model ü.safetensors")
+    snapshot = fake_hub_cache(tmp_path, monkeypatch, "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                              TINY_SD, keep=lambda f: f.suffix in (".json", ".txt"))
+    return checkpoint, snapshot
+
+
+def test_hub_id_loads_from_the_local_cache(tmp_path, monkeypatch):
+    from lora_studio.engine.sd_model import load_sd
+
+    fake_hub_cache(tmp_path, monkeypatch, "someone/tiny-sd", TINY_SD)
+    model = load_sd(make_job("someone/tiny-sd"))
+    assert model.family == "sd1" and model.info.format == "diffusers"
+    with pytest.raises(EngineError) as err:
+        load_sd(make_job("someone/not-downloaded"))
+    assert "huggingface-cli download someone/not-downloaded" in err.value.hint
+
+
+def test_single_file_checkpoint_loads_with_cached_configs(single_file):
+    from diffusers import StableDiffusionPipeline
+
+    from lora_studio.engine.sd_model import load_sd
+
+    checkpoint, _ = single_file
+    model = load_sd(make_job(checkpoint))
+    assert model.family == "sd1" and model.info.format == "single_file"
+    reference = StableDiffusionPipeline.from_pretrained(TINY_SD)
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(model.pipe, name).state_dict(), getattr(reference, name).state_dict()
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k].reshape(theirs[k].shape), theirs[k]) for k in theirs)
+
+
+def test_single_file_without_cached_configs_says_what_to_download(single_file):
+    import shutil
+
+    from lora_studio.engine.sd_model import load_sd
+
+    checkpoint, snapshot = single_file
+    shutil.rmtree(snapshot)
+    with pytest.raises(EngineError) as err:
+        load_sd(make_job(checkpoint))
+    assert "not in your Hugging Face cache" in err.value.message
+    assert "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5" in err.value.hint
+
+
+# ---- the image set, batches and caches (no model needed) ----
+
+def test_image_set_skips_bad_images_by_name_and_buckets_the_rest(tmp_path):
+    from PIL import Image
+
+    from lora_studio.engine.sd_data import epoch_batches, load_image_set
+
+    folder = tmp_path / "data set" / "3_thing"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (128, 64), "red").save(folder / "wide.png")
+    Image.new("RGB", (64, 128), "blue").save(folder / "tall.png")
+    Image.new("RGB", (64, 64), "green").save(folder / "square.png")
+    (folder / "wide.txt").write_bytes(b"sks, wide\r\nthing\r\n")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut")
+    job = make_job(TINY_SD, dataset={"path": str(tmp_path / "data set"), "resolution": 96})
+    image_set = load_image_set(job, Path(job.dataset.path))
+    assert [s.path.name for s in image_set.skipped] == ["broken.jpg"]
+    assert "broken.jpg" in image_set.skipped[0].message
+    by_name = {im.path.name: im for im in image_set.images}
+    assert by_name["wide.png"].bucket == (128, 64) and by_name["tall.png"].bucket == (64, 128)
+    assert by_name["wide.png"].caption == "sks, wide thing" and by_name["square.png"].caption == ""
+    assert image_set.report.samples == {(128, 64): 3, (64, 128): 3, (64, 64): 3}
+
+    batches = epoch_batches(image_set.images, 2, seed=1, epoch=0)
+    assert sorted(i for b in batches for i in b) == sorted([0, 1, 2] * 3)
+    assert all(len({image_set.images[i].bucket for i in b}) == 1 for b in batches)
+    assert batches == epoch_batches(image_set.images, 2, seed=1, epoch=0)
+    assert batches != epoch_batches(image_set.images, 2, seed=1, epoch=1)
+
+
+def test_pixels_crop_and_flip(tmp_path):
+    import random
+
+    from PIL import Image
+
+    from lora_studio.engine.sd_data import TrainImage, pixels
+
+    img = Image.new("RGB", (100, 50), "black")
+    img.paste((255, 255, 255), (0, 0, 50, 50))  # left half white
+    img.save(tmp_path / "half.png")
+    image = TrainImage(tmp_path / "half.png", "", 1, "", (100, 50), (64, 64))
+    centre = pixels(image, random.Random(0))
+    assert centre.tensor.shape == (3, 64, 64) and centre.crop_top_left == (0, 32)
+    assert centre.tensor[:, :, 0].mean() > 0.9 and centre.tensor[:, :, -1].mean() < -0.9
+    flips = {pixels(image, random.Random(s), flip=True).tensor[0, 0, 0].item() > 0 for s in range(8)}
+    assert flips == {True, False}
+    crops = {pixels(image, random.Random(s), random_crop=True).crop_top_left for s in range(8)}
+    assert len(crops) > 1
+
+
+def test_latent_cache_on_disk_is_reused(tmp_path):
+    from PIL import Image
+
+    from lora_studio.engine.sd_data import LatentCache, TrainImage
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    image = TrainImage(tmp_path / "a.png", "", 1, "", (8, 8), (64, 64))
+    calls = []
+
+    def encode():
+        calls.append(1)
+        return torch.ones(4, 8, 8)
+
+    cache = LatentCache(tmp_path / "cache")
+    assert torch.equal(cache.get(image, encode), torch.ones(4, 8, 8))
+    cache.get(image, encode)
+    assert torch.equal(LatentCache(tmp_path / "cache").get(image, encode), torch.ones(4, 8, 8))
+    assert len(calls) == 1 and len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+    memory = LatentCache()
+    memory.get(image, encode)
+    memory.get(image, encode)
+    assert len(calls) == 2
+
+
+def test_text_embeddings_are_encoded_once_per_caption(monkeypatch):
+    from lora_studio.engine import sd_train
+    from lora_studio.engine.sd_model import load_sd
+
+    job = make_job(TINY_SD)
+    model = load_sd(job)
+    encoded = []
+    real = sd_train.encode_text
+
+    def counting(model, captions, device):
+        encoded.extend(captions)
+        return real(model, captions, device)
+
+    monkeypatch.setattr(sd_train, "encode_text", counting)
+    trainer = sd_train.SDTrainer(job=job, model=model, unet=model.pipe.unet, images=(),
+                                 noise_scheduler=None, device=torch.device("cpu"),
+                                 latent_cache=None, cache_text=True)
+    first = trainer._cond(["a red circle", "a blue square", "a red circle"])
+    second = trainer._cond(["a blue square"])
+    assert encoded == ["a red circle", "a blue square"]
+    assert first.hidden.shape[0] == 3 and torch.equal(second.hidden[0], first.hidden[1])
