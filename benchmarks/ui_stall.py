@@ -44,7 +44,7 @@ def main() -> None:
     from lora_studio.config import JobConfig
     from lora_studio.config.jobfile import write_job_toml
     from lora_studio.runs.layout import new_run_dir
-    from lora_studio.ui.app import MainWindow
+    from lora_studio.ui.app import MainWindow, settle_gc
 
     window = MainWindow(settings=QSettings(str(tmp / "s.ini"), QSettings.Format.IniFormat))
     window.resize(1360, 880)
@@ -61,6 +61,7 @@ def main() -> None:
         sys.executable, str(fake), str(run_dir), "--steps", str(steps), "--rate", str(args.rate),
         "--resume", str(run_dir / "checkpoints" / f"step-{PREFILLED:06d}")]
     view._reset_display = lambda: None  # keep the prefilled 100,000 points
+    settle_gc()  # as lora_studio.ui.app.main does once the window is up
 
     idle_gaps: list[float] = []
     stream_gaps: list[float] = []

@@ -6,6 +6,7 @@ time (benchmarks/ui_start.py measures it).
 """
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -20,9 +21,9 @@ from ..config.jobfile import write_job_toml
 from ..config.parse import parse_job
 from ..config.validate import check
 from ..config.paths import resolve_local_path
+from ..hardware.monitor import gpu_facts
 from ..runs.layout import RunDir, new_run_dir
 from .dataset_browser import DatasetBrowser
-from .gpu_panel import gpu_facts
 from .panel_state import PanelState
 from .param_panel import ParamPanel
 from .preset_bar import PresetBar
@@ -317,12 +318,21 @@ class MainWindow(QMainWindow):
         self.browser.shutdown()
 
 
+def settle_gc() -> None:
+    """Move everything built so far (modules, widgets, the plot) out of the cyclic
+    garbage collector's reach: its full collections otherwise re-scan them all and
+    stall the UI thread for about 50 ms (benchmarks/ui_stall.py)."""
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv if argv is None else argv)
     app.setOrganizationName(ORGANISATION)
     app.setApplicationName(APPLICATION)
     window = MainWindow()
     window.show()
+    settle_gc()
     # The first paint happens in the event loop; nothing heavy is queued before it.
     QTimer.singleShot(0, lambda: window.statusBar().showMessage("Ready", 3000))
     return app.exec()
