@@ -43,7 +43,7 @@ def test_demo_presets_point_beside_the_preset_and_run_on_cpu():
         assert preset.job.model.path.startswith("../resources/")
         assert preset.base_dir == builtin_dir()
         assert preset.job.training.mixed_precision == "no"
-        assert 0 < preset.job.training.max_steps <= 60
+        assert 0 < preset.job.training.max_steps <= 200  # tiny models: seconds on a CPU
         assert not preset.job.model.load_in_4bit
 
 
