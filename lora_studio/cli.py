@@ -107,12 +107,8 @@ def _print_keys() -> None:
 
 def machine_gpu() -> GpuFacts:
     """This machine's GPU as validation sees it, read through NVML (no torch import)."""
-    from .hardware.monitor import snapshot, visible_gpus
-    gpus = visible_gpus(snapshot())
-    if not gpus:
-        return GpuFacts()
-    return GpuFacts(name=gpus[0].name, total_vram_bytes=gpus[0].vram_total, supports_bf16=gpus[0].bf16,
-                    cuda_available=True, device_count=len(gpus))
+    from .hardware.monitor import gpu_facts, snapshot
+    return gpu_facts(snapshot())
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -187,16 +183,23 @@ def add_demo(sub) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .engine import cli_train
-    return cli_train.export(args.run_dir, args.merged)
+    if args.merged and args.format not in (None, "merged"):
+        raise CliError(f"--merged is --format merged; it cannot go with --format {args.format}")
+    return cli_train.export(args.run_dir, "merged" if args.merged else args.format)
 
 
 def add_export(sub) -> None:
-    p = sub.add_parser("export", help="write a run's adapter (and a merged model) to its exports/",
-                       description="Write the trained adapter of RUN_DIR to RUN_DIR/exports/<name>/ "
-                                   "(PEFT adapter_model.safetensors + adapter_config.json).")
+    from .runs.exports import FORMATS
+    formats = "; ".join(f"{family} runs: " + ", ".join(f"{f.name} ({f.label})" for f in found)
+                        for family, found in FORMATS.items())
+    p = sub.add_parser("export", help="write a run's LoRA to its exports/ folder in a format",
+                       description="Write the trained LoRA of RUN_DIR to RUN_DIR/exports/ and print "
+                                   "each file written with its SHA-256. Formats: " + formats + ".")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--merged", action="store_true",
-                   help="also write the base model with the adapter merged in (text models)")
+    p.add_argument("--format", metavar="FORMAT",
+                   choices=sorted({f.name for found in FORMATS.values() for f in found}),
+                   help="one of the formats above; default: the first for the run's family")
+    p.add_argument("--merged", action="store_true", help="the same as --format merged")
     p.set_defaults(run=cmd_export)
 
 
@@ -259,3 +262,7 @@ def main(argv: list[str] | None = None) -> int:
               f"This is a bug in LoRA Studio. Run again with {DEBUG_ENV}=1 to see the details, "
               "and please report it.", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,13 +4,82 @@ Works on Windows (os.replace overwrites there too) and with non-ASCII paths."""
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import secrets
+import stat
 from pathlib import Path
+
+_TEMP_FLAGS = os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_BINARY", 0)
+
+
+def _mode_to_keep(path: Path) -> int | None:
+    """The permission bits of an existing ``path``, which its replacement keeps. None
+    for a new path, and on Windows, whose only mode bit is read-only: a read-only temp
+    could not be deleted after a failed rename."""
+    if os.name == "nt":
+        return None
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return None
+
+
+def _temp_name(path: Path) -> Path:
+    # 64 random bits: O_EXCL / mkdir never meet a name in use in practice.
+    return path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+
+
+# Exactly the names _temp_name makes: how a folder's leftovers of a killed write are told
+# apart from anything else.
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    return TEMP_NAME.fullmatch(name) is not None
+
+
+def temp_beside(path: str | Path) -> tuple[int, Path]:
+    """A new temp file (open fd, path) in ``path``'s folder, to be renamed over
+    ``path``, with the permissions ``path`` should end up with.
+
+    mkstemp would make it 0600, and a rename keeps that, so exported LoRAs and
+    captions would be unreadable to anyone else. Here the file is created with 0o666
+    and the kernel applies the umask (no umask reading, which is racy across threads);
+    when ``path`` exists its mode is copied instead, so a rewrite keeps it."""
+    path = Path(path)
+    mode = _mode_to_keep(path)
+    tmp = _temp_name(path)
+    fd = os.open(tmp, _TEMP_FLAGS, 0o666)
+    if mode is not None:
+        try:
+            os.chmod(tmp, mode)
+        except OSError:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+    return fd, tmp
+
+
+def temp_dir_beside(path: str | Path) -> Path:
+    """A new empty folder beside ``path``, to be filled and swapped in for it, with
+    the permissions a plain mkdir gives (mkdtemp's are 0700), or those of the folder
+    it replaces."""
+    path = Path(path)
+    mode = _mode_to_keep(path)
+    tmp = _temp_name(path)
+    os.mkdir(tmp, 0o777)
+    if mode is not None:
+        try:
+            os.chmod(tmp, mode)
+        except OSError:
+            tmp.rmdir()
+            raise
+    return tmp
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

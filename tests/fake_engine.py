@@ -2,17 +2,22 @@
 it streams the same JSON-line events without torch.
 
     python fake_engine.py RUN_DIR [--resume CHECKPOINT] [--steps N] [--rate EVENTS_PER_S]
-                          [--mode ok|crash|oom|hang]
+                          [--mode ok|crash|oom|hang] [--grandchild keep|detach]
 
 crash: dies with a traceback on stderr and no error event, halfway.
 oom:   reports an out-of-memory error event halfway and exits 1.
 hang:  after the first step, hangs and ignores STOP (a stuck CUDA call): Stop must kill it.
-Otherwise honours RUN_DIR/STOP after each step: writes a COMPLETE checkpoint and ends cancelled.
+Otherwise honours RUN_DIR/STOP after each step: writes a COMPLETE checkpoint and ends cancelled;
+a STOP there before the first step ends it cancelled with no checkpoint, like the engine.
+--grandchild: first starts a process that ignores SIGTERM (an accelerate worker that does
+not stop), writing its pid to RUN_DIR/grandchild.pid; "keep" shares this stdout with it,
+"detach" gives it none.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +35,20 @@ def save_checkpoint(run: RunDir, step: int) -> Path:
     return folder
 
 
+GRANDCHILD = ("import os, signal, sys, time\n"
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+              "open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid()))\n"
+              "os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
+              "while True: time.sleep(1)\n")
+
+
+def start_grandchild(pid_file: Path, keep_stdout: bool) -> None:
+    subprocess.Popen([sys.executable, "-c", GRANDCHILD, str(pid_file)], stdin=subprocess.DEVNULL,
+                     stdout=None if keep_stdout else subprocess.DEVNULL)
+    while not pid_file.exists():  # it ignores SIGTERM only from now on
+        time.sleep(0.01)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir")
@@ -37,13 +56,19 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--mode", default="ok")
+    parser.add_argument("--grandchild", choices=["keep", "detach"])
     args = parser.parse_args()
     run = RunDir(Path(args.run_dir)).ensure()
+    if args.grandchild:
+        start_grandchild(run.root / "grandchild.pid", args.grandchild == "keep")
     first = int(Path(args.resume).name.split("-")[1]) + 1 if args.resume else 1
     emit = EventWriter(run.events, echo=sys.stdout)
     emit(event("started", total_steps=args.steps, resumed_from=args.resume))
     pause = 1.0 / args.rate
     for step in range(first, args.steps + 1):
+        if (run.root / "STOP").exists() and step == first:
+            emit(event("finished", status="cancelled", step=first - 1, checkpoint=None))
+            return 0
         if (run.root / "STOP").exists():
             checkpoint = save_checkpoint(run, step - 1)
             emit(event("checkpoint", step=step - 1, path=str(checkpoint)))

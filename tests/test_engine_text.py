@@ -1,4 +1,5 @@
 """The text engine on the tiny model shipped in resources/: a few steps per run."""
+import hashlib
 import json
 import os
 import signal
@@ -264,14 +265,18 @@ def test_merged_export_and_cli(straight, tokenizer, capsys):
     from lora_studio.cli import main
     job, folder, _, result = straight
     write_job_toml(job, folder.job_toml)
-    assert main(["export", str(folder.root), "--merged"]) == 0
+    assert main(["export", str(folder.root), "--format", "merged"]) == 0
     merged_dir = folder.exports / "t-merged"
-    assert str(merged_dir) in capsys.readouterr().out
+    shard = next(merged_dir.glob("*.safetensors"))
+    digest = hashlib.sha256(shard.read_bytes()).hexdigest()
+    assert f"{shard}  (merged, SHA-256 {digest})" in capsys.readouterr().out.splitlines()
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     result.model.eval()
     assert torch.allclose(_logits(merged, tokenizer), _logits(result.model, tokenizer), atol=1e-4)
-    shard = next(merged_dir.glob("*.safetensors"))
     assert read_metadata(shard)["lora_studio.steps"] == "6"
+    assert main(["export", str(folder.root), "--merged"]) == 0  # the old spelling; same bytes
+    assert digest in capsys.readouterr().out
+    assert hashlib.sha256(shard.read_bytes()).hexdigest() == digest
     assert not [p for p in folder.exports.iterdir() if p.name.startswith(".")]  # no temp left
     assert main(["export", str(folder.root.parent)]) == 1
     assert "not a run folder" in capsys.readouterr().err

@@ -66,7 +66,7 @@ def test_gui_without_a_display_says_what_to_do_instead_of_aborting():
 def test_train_runs_headless_without_qt(tmp_path):
     runs = tmp_path / "runs sans écran"
     report, output = run_headless(
-        "train", str(ROOT / "presets" / "demo-text-tiny.toml"), "--set", "training.max_steps=2",
+        "train", str(ROOT / "presets" / "demo-text-tiny.toml"), "--set", "training.max_steps=2", "--set", "training.batch_size=2",
         "--set", "output.sample_every_n_steps=0", "--set", "output.save_every_n_steps=0",
         "--set", f"output.output_dir={runs}", cwd=tmp_path)
     assert report["code"] == 0, output

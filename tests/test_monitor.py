@@ -127,3 +127,16 @@ def test_visible_devices_that_are_not_indices_show_every_card(monkeypatch, visib
     snap = monitor.snapshot(fake_nvml([("A", 0, GIB, (8, 0))]))
     expected = 1 if visible else 0
     assert len(monitor.visible_gpus(snap)) == expected
+
+
+def test_gpu_facts_describe_the_cards_a_run_sees(monkeypatch):
+    snap = monitor.snapshot(fake_nvml([("Tesla T4", 0, 16 * GIB, (7, 5)),
+                                       ("NVIDIA GeForce RTX 4090", 0, 24 * GIB, (8, 9))]))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    both = monitor.gpu_facts(snap)
+    assert both.name == "Tesla T4" and not both.supports_bf16 and both.device_count == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    second = monitor.gpu_facts(snap)
+    assert (second.name, second.total_vram_bytes, second.supports_bf16, second.device_count) == \
+        ("NVIDIA GeForce RTX 4090", 24 * GIB, True, 1) and second.cuda_available
+    assert monitor.gpu_facts(monitor.snapshot(fake_nvml([], init_error="x"))) == monitor.GpuFacts()

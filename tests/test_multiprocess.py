@@ -68,7 +68,7 @@ def two_process_run(tmp_path_factory) -> tuple[RunDir, Path, subprocess.Complete
     env["LORA_STUDIO_WEIGHT_HASHES"] = str(hashes)
     proc = subprocess.run(
         [sys.executable, "-m", "lora_studio", "train", str(PRESET), "--processes", "2",
-         "--set", f"training.max_steps={STEPS}", "--set", "output.save_every_n_steps=2",
+         "--set", f"training.max_steps={STEPS}", "--set", "training.batch_size=2", "--set", "output.save_every_n_steps=2",
          "--set", "output.sample_every_n_steps=2", "--set", f"output.output_dir={work / 'runs'}"],
         cwd=work, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
     runs = list_runs(work / "runs")

@@ -122,6 +122,33 @@ def test_kohya_keys_and_metadata(trained):
     assert len(meta["ss_new_sd_model_hash"]) == 64
 
 
+def test_cli_export_repeats_the_bytes_the_run_exported(trained, capsys):
+    from lora_studio.cli import main
+    from lora_studio.config.jobfile import write_job_toml
+    from lora_studio.engine.export import export_run
+
+    job, run, result, events = trained
+    write_job_toml(job, run.job_toml)
+    announced = events[-1]["sha256"]
+    kohya = {e.format: e.path for e in result.exports}["kohya"]
+    assert main(["export", str(run.root)]) == 0  # kohya is the image default
+    assert capsys.readouterr().out.splitlines() == [
+        f"{kohya}  (kohya, SHA-256 {announced[str(kohya)]})"]
+    (diffusers,) = export_run(run.root, "diffusers")
+    assert diffusers.sha256 == announced[str(diffusers.path)]
+    assert main(["export", str(run.root), "--format", "merged"]) == 1
+    assert "'merged' is not an export format for image runs" in capsys.readouterr().err
+
+
+def test_a_later_run_in_the_process_may_change_mixed_precision(tmp_path):
+    from lora_studio.engine.loop import make_accelerator
+
+    make_accelerator("bf16")  # an earlier run's setting, left in accelerate's global state
+    result = train_sd(make_job(TINY_SD, training={"max_steps": 1}), run_dir(tmp_path),
+                      lambda ev: None, lambda: False)
+    assert result.exports
+
+
 def test_resume_continues_with_the_same_losses(trained, tmp_path):
     job, run, result, events = trained
     uninterrupted = [e["loss"] for e in events if e["type"] == "progress"]

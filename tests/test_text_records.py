@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from lora_studio.data.text_records import (TextDataError, Turn, detect_format, load_text_records,
-                                           read_file)
+from lora_studio.data.text_records import (RecordError, TextDataError, Turn, detect_format,
+                                           json_items, load_text_records, read_file)
 
 
 def _jsonl(path, rows, newline="\n", bom=False):
@@ -74,6 +74,15 @@ def test_json_list_and_data_key_keep_line_numbers(tmp_path):
     broken.write_text('[{"text": "a"},\n {"text": }]', encoding="utf-8")
     problems = read_file(broken).problems
     assert len(problems) == 1 and problems[0].line == 2 and "invalid JSON" in problems[0].message
+
+
+def test_json_items_lines_and_bad_top_level():
+    text = '{"meta": {"a": [1, 2]},\n "data": [\n  {"text": "one"},\n\n  {"text": "two"}\n]}'
+    assert json_items(text) == [(3, {"text": "one"}), (5, {"text": "two"})]
+    assert json_items('[\n"x", 3]') == [(2, "x"), (2, 3)]
+    for bad in ('5', '"text"', '{"rows": []}', ''):
+        with pytest.raises(RecordError, match="list of records"):
+            json_items(bad)
 
 
 def test_bad_records_reported_with_file_and_line(tmp_path):

@@ -12,7 +12,8 @@ from lora_studio.config import JobConfig
 from lora_studio.config.jobfile import write_job_toml
 from lora_studio.runs.events import EventWriter, event
 from lora_studio.runs.layout import RunDir, new_run_dir
-from lora_studio.ui.gpu_panel import GpuPanel, gpu_facts
+from lora_studio.hardware.monitor import gpu_facts
+from lora_studio.ui.gpu_panel import GpuPanel
 from lora_studio.ui.series import TrainingSeries
 from lora_studio.ui.training_view import TrainingView, format_eta, progress_text
 from ui_fixtures import fake_engine, no_gpu, one_gpu, window  # noqa: F401  (fixture)

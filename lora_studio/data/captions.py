@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from lora_studio.fsutil import temp_beside
 
 UTF8 = "utf-8"
 UTF8_BOM = "utf-8-sig"
@@ -140,7 +141,7 @@ _BATCH = 512  # temp files open at once
 _pool: ThreadPoolExecutor | None = None
 
 
-def _commit(tmp: str, fd: int, target: Path) -> os.stat_result | OSError:
+def _commit(tmp: Path, fd: int, target: Path) -> os.stat_result | OSError:
     """fsync the temp file and rename it over the target. Run for many files at
     once in a thread pool: the filesystem journals them together, an order of
     magnitude faster than one after the other on a busy disk."""
@@ -179,7 +180,7 @@ def write_captions(batch: Sequence[tuple[CaptionFile, str]],
                         results[i] = CaptionConflict(cf.path, disk_text)
                         continue
                 data, encoding = encode_caption(cf, text)
-                fd, tmp = tempfile.mkstemp(prefix=f".{cf.path.name}.", suffix=".tmp", dir=cf.path.parent)
+                fd, tmp = temp_beside(cf.path)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]

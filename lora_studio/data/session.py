@@ -161,6 +161,37 @@ class CaptionSession:
         self._assign(i, self.files[i].text)
         self.dirty.discard(i)
 
+    # -- leaving -------------------------------------------------------------
+    def unsaved_summary(self) -> str:
+        """What closing this session now would lose, in words; "" when nothing."""
+        if not self.dirty:
+            return ""
+        conflicts = len(self.dirty & set(self.conflicts))
+        unreadable = len(self.dirty & set(self.read_errors))
+        other = len(self.dirty) - conflicts - unreadable
+        parts = []
+        if conflicts:
+            parts.append(f"{conflicts} caption(s) you edited were changed on disk by another "
+                         "program; Save writes your version over theirs.")
+        if unreadable:
+            parts.append(f"{unreadable} edited caption file(s) could not be read when opened and "
+                         "are never written over: Save cannot keep those edits.")
+        if other:
+            parts.append(f"{other} other caption edit(s) are not saved yet.")
+        return " ".join(parts)
+
+    def leave(self, choice: str) -> tuple[bool, SaveReport]:
+        """Settle the unsaved edits before this session is closed. ``choice``: "save"
+        writes them all (over changes made on disk too), "discard" drops them,
+        "cancel" keeps the session. True when it may close; the report lists what
+        "save" wrote and what it could not."""
+        if not self.dirty or choice == "discard":
+            return True, SaveReport()
+        if choice == "save":
+            report = self.save(force=True)
+            return report.ok, report
+        return False, SaveReport()
+
     # -- health and filters --------------------------------------------------
     def set_image_checks(self, checks: dict[int, ImageCheck]) -> None:
         self.checks.update(checks)

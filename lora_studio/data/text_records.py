@@ -216,11 +216,17 @@ def _array_items(text: str, start: int, decoder: json.JSONDecoder) -> list[tuple
     return items
 
 
-def _json_items(text: str) -> list[tuple[int, Any]]:
-    """Elements of a top-level list or of the "data" list of a top-level object, with
-    their line numbers. The text has already been checked to be valid JSON."""
+def json_items(text: str) -> list[tuple[int, Any]]:
+    """The records of a .json dataset file with the line each starts on: the elements
+    of a top-level list, or of the "data" list of a top-level object.
+
+    ``text`` must be valid JSON (check it with json.loads first; the line numbers are
+    what that check cannot give). Raises RecordError when the top level is neither a
+    list nor an object with a "data" list."""
     decoder = json.JSONDecoder()
     i = _skip_ws(text, 0)
+    if i == len(text) or text[i] not in "[{":
+        raise RecordError('a .json file must hold a list of records or {"data": [...]}')
     if text[i] == "[":
         return _array_items(text, i, decoder)
     i = _skip_ws(text, i + 1)  # inside the top-level object: walk its keys
@@ -259,7 +265,7 @@ def _raw_items(path: Path, text: str, problems: list[RecordProblem]) -> list[tup
             problems.append(RecordProblem(path, 0, 'expected a list of records or {"data": [...]}'))
             return []
         try:
-            return _json_items(text)
+            return json_items(text)
         except RecordError as exc:
             problems.append(RecordProblem(path, 0, str(exc)))
             return []

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_studio.data.text_records import (PROMPT_KEYS, RESPONSE_KEYS, RecordError, RecordProblem,
-                                           _json_items, detect_format, normalise, read_file)
+                                           detect_format, json_items, normalise, read_file)
 from lora_studio.fsutil import atomic_write_bytes
 
 EDITABLE_SUFFIXES = (".jsonl", ".json")
@@ -86,8 +86,8 @@ class TextTable:
         else:
             try:
                 self.top = json.loads(self.text)
-                items = _json_items(self.text)
-            except (json.JSONDecodeError, RecordError, IndexError):
+                items = json_items(self.text)
+            except (json.JSONDecodeError, RecordError):
                 items = []
             self.rows = [Row(line, obj, "") for line, obj in items]
             self._rebind_json_rows()
@@ -174,7 +174,7 @@ class TextTable:
         if self.path.suffix.lower() == ".jsonl":
             self._lines = text.splitlines()
         else:  # re-indented: records start on new lines now
-            for r, (line, _obj) in zip(self.rows, _json_items(text)):
+            for r, (line, _obj) in zip(self.rows, json_items(text)):
                 r.line = line
         self.text = text
         for r in self.rows:

@@ -2,7 +2,10 @@
 
 Runs RUN_DIR/job.toml, printing events as JSON lines on stdout and appending them to
 RUN_DIR/events.jsonl. SIGINT / SIGTERM or a RUN_DIR/STOP file cancel cleanly: the
-current step finishes, a checkpoint is written and ``finished`` says "cancelled".
+current step finishes, a checkpoint is written and ``finished`` says "cancelled"; a
+STOP that is there before the first step (pressed while this process was starting
+up) ends the run at once, with no new checkpoint. The launcher removes a stale STOP
+before starting this process; the engine never deletes it.
 ``--resume`` alone continues from the run's latest complete checkpoint.
 Exit status: 0 finished or cancelled, 1 failed, 2 the job could not be read.
 """
@@ -17,7 +20,7 @@ from ..config.findings import has_errors
 from ..config.jobfile import JobFileError, read_job_toml
 from ..runs.events import EventWriter, encode, event
 from ..runs.layout import RunDir
-from .control import STOP_FILE, EngineError, StopRequest
+from .control import EngineError, StopRequest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +70,6 @@ def main(argv: list[str] | None = None) -> int:
             except EngineError as exc:
                 emit(exc.to_event())
                 return 2
-        if main_process:  # a STOP left by an earlier cancel must not stop this run
-            (run.root / STOP_FILE).unlink(missing_ok=True)
         from .run import run as run_job
         with StopRequest(None, run.root).handling_signals() as stop:
             run_job(job, run.root, emit, stop, resume)

@@ -97,10 +97,11 @@ def run_in_process(job: JobConfig, run: RunDir, resume: Path | None = None,
                    display: Callable[[dict], None] | None = None) -> dict | None:
     """Run the engine here with Ctrl+C as a clean cancel; returns the last
     ``finished`` / ``error`` event."""
-    from .control import STOP_FILE, StopRequest
+    from ..runs.launch import clear_stale_stop
+    from .control import StopRequest
     from .run import run as run_job
     display = display or TerminalProgress()
-    (run.root / STOP_FILE).unlink(missing_ok=True)
+    clear_stale_stop(run)
     last: dict | None = None
     with EventWriter(run.events) as writer, StopRequest(None, run.root).handling_signals() as stop:
         def emit(ev: dict) -> None:
@@ -160,19 +161,15 @@ def demo(kind: str, overrides: list[str], print_findings: Callable[[list[Finding
     return train(builtin_dir() / DEMO_PRESETS[kind], overrides, None, print_findings)
 
 
-def export(run_dir: Path, merged: bool) -> int:
+def export(run_dir: Path, fmt: str | None) -> int:
+    """``lora-studio export``: one line per file written, "PATH  (FORMAT, SHA-256 HEX)"."""
     from .control import EngineError
     from .export import export_run
-    from .sd_export import ADAPTER_FILE, export_sd_run
     try:
-        if (RunDir(run_dir).final / ADAPTER_FILE).exists():  # an image LoRA
-            for done in export_sd_run(run_dir):
-                print(f"{done.path}  ({done.format}, SHA-256 {done.sha256})")
-            return 0
-        written = export_run(run_dir, merged=merged)
+        written = export_run(run_dir, fmt)
     except EngineError as exc:
         print(f"{exc.message}\n  hint: {exc.hint}", file=sys.stderr)
         return 1
-    for path in written:
-        print(path)
+    for done in written:
+        print(f"{done.path}  ({done.format}, SHA-256 {done.sha256})")
     return 0

@@ -18,8 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..runs.events import event
-
-STOP_FILE = "STOP"
+from ..runs.layout import STOP_FILE
 
 TEXT_OOM_HINT = ("Lower training.batch_size (raise gradient_accumulation_steps to keep the "
                  "effective batch), enable training.gradient_checkpointing, lower "

@@ -8,46 +8,101 @@ swapped in whole, so an interrupted export never leaves a half file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
-import tempfile
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config.jobfile import read_job_toml
+from ..config.jobfile import JobFileError, read_job_toml
 from ..config.schema import SCHEMA_VERSION, JobConfig
-from ..fsutil import atomic_write_bytes, atomic_write_text
+from ..fsutil import atomic_write_bytes, atomic_write_text, temp_beside, temp_dir_beside
+from ..runs.exports import (IMAGE_ADAPTER, TEXT_ADAPTER, default_format, format_names,
+                            run_family)
 from ..runs.layout import RunDir
 from .control import EngineError
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_WEIGHTS = TEXT_ADAPTER
 ADAPTER_CONFIG = "adapter_config.json"
 META_PREFIX = "lora_studio."
 
 
+@dataclass(frozen=True)
+class Exported:
+    format: str       # a name from runs.exports.FORMATS
+    path: Path
+    sha256: str
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def atomic_save_safetensors(tensors: dict, path: str | Path,
                             metadata: dict[str, str] | None = None) -> Path:
-    """save_file to a temp file beside ``path``, fsync, rename over it. Streams to disk,
-    so large merged models are not held twice in memory."""
+    """save_file to a temp file beside ``path``, put its header in canonical order, fsync,
+    rename over it. Streams to disk, so large merged models are not held twice in memory."""
     from safetensors.torch import save_file
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
                   metadata=metadata)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        # safetensors 0.8 writes its own 0600 temp file and renames it over ours.
+        os.chmod(tmp, mode)
+        canonicalise_header(tmp)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def canonical_header(header: dict) -> bytes:
+    """The safetensors header as sorted, compact JSON padded with spaces to a multiple
+    of 8 (the format aligns the data that way)."""
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return text + b" " * (-len(text) % 8)
+
+
+def canonicalise_header(file: Path) -> None:
+    """Rewrite the header of the safetensors file ``file`` canonically, and fsync it.
+
+    safetensors writes ``__metadata__`` in a random order (a Rust HashMap), so the same
+    export would get a new SHA-256 each time. Data offsets are relative to the end of
+    the header, so the data bytes stay as they are: patched in place when the header
+    keeps its length (what save_file writes always does), streamed after the new header
+    into a second temp file otherwise."""
+    with open(file, "r+b") as fh:
+        old_len = int.from_bytes(fh.read(8), "little")
+        header = canonical_header(json.loads(fh.read(old_len)))
+        if len(header) == old_len:
+            fh.seek(8)
+            fh.write(header)
+            fh.flush()
+            os.fsync(fh.fileno())
+            return
+        out_fd, out = temp_beside(file)
+        try:
+            with os.fdopen(out_fd, "wb") as dest:
+                dest.write(len(header).to_bytes(8, "little") + header)
+                shutil.copyfileobj(fh, dest, 1 << 20)
+                dest.flush()
+                os.fsync(dest.fileno())
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+    os.replace(out, file)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -110,7 +165,7 @@ def write_merged_model(merged, tokenizer, folder: str | Path, metadata: dict[str
     training metadata in every shard's header."""
     from safetensors.torch import load_file
     folder = Path(folder)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    tmp = temp_dir_beside(folder)
     try:
         merged.save_pretrained(tmp, max_shard_size="2GB")
         if tokenizer is not None:
@@ -124,23 +179,40 @@ def write_merged_model(merged, tokenizer, folder: str | Path, metadata: dict[str
     return folder
 
 
-def export_run(run_root: str | Path, merged: bool = False) -> list[Path]:
-    """``lora-studio export RUN_DIR [--merged]``: the run's trained adapter into
-    ``exports/``, and the merged full model when asked."""
+def export_run(run_root: str | Path, fmt: str | None = None) -> list[Exported]:
+    """``lora-studio export RUN_DIR [--format FORMAT]``: the run's trained LoRA into
+    ``exports/`` in one format (the family's default when None). Text: ``peft``
+    (``<name>/``, the adapter folder) or ``merged`` (``<name>-merged/``, a full model);
+    image: ``kohya`` (``<name>.safetensors``) or ``diffusers`` (``<name>-diffusers/``).
+    Returns every file written, with its SHA-256."""
     run = RunDir(Path(run_root))
     if not run.job_toml.exists():
         raise EngineError("config", f"{run.root} is not a run folder (no job.toml).",
                           "Pass a folder under your runs folder, e.g. runs/my_lora-20250101-120000.")
-    job, _ = read_job_toml(run.job_toml)
-    if not (run.final / ADAPTER_WEIGHTS).exists():
+    try:
+        job, _ = read_job_toml(run.job_toml)
+    except JobFileError as exc:
+        raise EngineError("config", str(exc), "Restore the run's job.toml; the trained adapter "
+                                              "in final/ is untouched.") from None
+    family = run_family(run)
+    trained = {"text": TEXT_ADAPTER, "image": IMAGE_ADAPTER}.get(family or "")
+    if trained is None or not (run.final / trained).exists():
         raise EngineError("config", f"{run.root} has no trained adapter in final/ yet.",
                           "Let the run finish, or resume it: lora-studio train --resume "
                           f"\"{run.root}\".")
-    out = run.exports / job.output.output_name
-    written = copy_adapter(run.final, out)
-    if merged:
-        written.append(_export_merged_text(job, run))
-    return written
+    fmt = fmt or default_format(family)
+    if fmt not in format_names(family):
+        raise EngineError("config", f"'{fmt}' is not an export format for {family} runs.",
+                          f"Use --format {' or '.join(format_names(family))}.")
+    if family == "image":
+        from .sd_export import export_sd
+        return export_sd(run, job, (fmt,))
+    if fmt == "merged":
+        folder = _export_merged_text(job, run)
+        written = sorted(p for p in folder.rglob("*") if p.is_file())
+    else:
+        written = copy_adapter(run.final, run.exports / job.output.output_name)
+    return [Exported(fmt, path, sha256_file(path)) for path in written]
 
 
 def _export_merged_text(job: JobConfig, run: RunDir) -> Path:
@@ -148,9 +220,6 @@ def _export_merged_text(job: JobConfig, run: RunDir) -> Path:
 
     from .text import load_base_model, load_tokenizer, resolve_model
     info = resolve_model(job)
-    if info.family != "text":
-        raise EngineError("config", "A merged export is made for text models only.",
-                          "Use the adapter in exports/ with your image tool.")
     metadata = read_metadata(run.final / ADAPTER_WEIGHTS)
     base = load_base_model(job, info.path, quantize=False)
     model = PeftModel.from_pretrained(base, str(run.final))

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..hardware.monitor import HARDWARE_INTERVAL_S, GpuMonitor, HardwareReporter
 from ..runs.events import Emit, event
 from .control import ProgressMeter, check_finite
 
@@ -147,21 +148,54 @@ def record_weight_hash(folder: str | Path, process_index: int, step: int, params
         fh.write(f"{step} {digest.hexdigest()}\n")
 
 
+def hardware_reporter(accelerator, emit: Emit, monitor: GpuMonitor | None = None,
+                      interval_s: float = HARDWARE_INTERVAL_S) -> HardwareReporter:
+    """The reporter of the main process; on CUDA its events carry the allocator's peak
+    on this process's device, the figure the VRAM estimate is checked against."""
+    extra = None
+    if accelerator.device.type == "cuda":
+        def extra() -> dict:
+            return {"peak_allocated": int(torch.cuda.max_memory_allocated(accelerator.device))}
+    return HardwareReporter(emit, interval_s, monitor, extra)
+
+
 def train_loop(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
                hooks: LoopHooks, emit: Emit, stop: Callable[[], bool],
-               start_step: int = 0) -> LoopOutcome:
+               start_step: int = 0, monitor: GpuMonitor | None = None,
+               hardware_interval_s: float = HARDWARE_INTERVAL_S) -> LoopOutcome:
+    """Train from ``start_step`` to ``spec.total_steps`` or until ``stop``. The main
+    process emits a ``hardware`` event at the start, every ``hardware_interval_s``
+    seconds and at the end (``monitor``: the GPU reader, tests pass a fake one)."""
+    hardware = hardware_reporter(accelerator, emit, monitor, hardware_interval_s) \
+        if accelerator.is_main_process else None
+    try:
+        return _run_steps(accelerator, model, optimizer, scheduler, params, spec, hooks, emit,
+                          stop, start_step, hardware.poll if hardware else lambda: False)
+    finally:
+        if hardware is not None:
+            hardware.poll(force=True)  # the peak, also when the run failed (out of memory)
+            hardware.close()
+
+
+def _run_steps(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
+               hooks: LoopHooks, emit: Emit, stop: Callable[[], bool], start_step: int,
+               poll_hardware: Callable[[], bool]) -> LoopOutcome:
     hash_dir = os.environ.get(WEIGHT_HASHES_ENV)
     step = start_step
     meter = ProgressMeter(spec.total_steps, start_step)
     losses: list[float] = []
     plain = plain_torch_step(accelerator)
     model.train()
+    poll_hardware()
     while step < spec.total_steps:
         epoch = step // spec.steps_per_epoch
         groups = chunks(hooks.epoch_batches(epoch), spec.gradient_accumulation_steps)
         for group in groups[step % spec.steps_per_epoch:]:
             if _any_process(accelerator, stop()):
-                return LoopOutcome("cancelled", step, hooks.save_checkpoint(step), losses)
+                # no step ran: the resumed-from checkpoint (if any) already holds this state,
+                # and rewriting it would risk the only good copy
+                saved = hooks.save_checkpoint(step) if step > start_step else None
+                return LoopOutcome("cancelled", step, saved, losses)
             lr = optimizer.param_groups[0]["lr"]
             loss = optimizer_step(accelerator, model, optimizer, scheduler, params, group,
                                   hooks.compute_loss, spec.max_grad_norm, plain)
@@ -173,6 +207,7 @@ def train_loop(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
             it_s, eta_s = meter.tick(step)
             emit(event("progress", step=step, total=spec.total_steps, epoch=epoch + 1,
                        loss=round(loss, 6), lr=lr, it_s=round(it_s, 3), eta_s=round(eta_s, 1)))
+            poll_hardware()
             if spec.save_every_n_steps and step % spec.save_every_n_steps == 0 \
                     and step < spec.total_steps:
                 hooks.save_checkpoint(step)

@@ -32,17 +32,45 @@ def effective_batch_event(job: JobConfig, processes: int) -> dict:
                          f"process(es) x {t.gradient_accumulation_steps} accumulation step(s).")
 
 
+def stop_agreed(stop: Callable[[], bool], state) -> bool:
+    """Whether any launched process was asked to stop; all of them take the same branch,
+    or the ones that go on would wait forever for the others in a collective call."""
+    flag = stop()
+    if state.num_processes == 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+    value = torch.tensor([1.0 if flag else 0.0], device=state.device)
+    dist.all_reduce(value)
+    return value.item() > 0
+
+
+def resume_step(resume: Path | None) -> int:
+    """The step a run starts from, read from the checkpoint folder's name (step-NNNNNN)."""
+    if resume is None:
+        return 0
+    digits = Path(resume).name.rpartition("-")[2]
+    return int(digits) if digits.isdigit() else 0
+
+
 def run(job: JobConfig, run_dir: str | Path, emit: Emit,
         should_stop: Callable[[], bool] | None = None, resume: Path | None = None) -> None:
     """Train ``job`` in ``run_dir``. ``should_stop`` is polled once per optimizer step (a
-    ``STOP`` file in the run folder counts too); ``resume`` is a checkpoint folder."""
+    ``STOP`` file in the run folder counts too); ``resume`` is a checkpoint folder. A stop
+    asked for before the first step ends the run before the model loads, with no new
+    checkpoint: a resumed run's checkpoint stays as it was."""
     run_folder = RunDir(Path(run_dir)).ensure()
     stop = should_stop if isinstance(should_stop, StopRequest) else StopRequest(should_stop,
                                                                                 run_folder.root)
     family = "text"
     try:
         from accelerate import PartialState  # the launched processes' state, or a single one
-        emit(effective_batch_event(job, PartialState().num_processes))
+        state = PartialState()
+        if stop_agreed(stop, state):
+            emit(event("finished", status="cancelled", step=resume_step(resume), checkpoint=None,
+                       message="Stopped before training started."))
+            return
+        emit(effective_batch_event(job, state.num_processes))
         family = detect_family(job)
         if family == "text":
             from .text import train

@@ -24,28 +24,20 @@ from pathlib import Path
 
 import torch
 
-from lora_studio.config.jobfile import read_job_toml
 from lora_studio.config.schema import JobConfig
 from lora_studio.data.tags import tag_counts
+from lora_studio.runs.exports import IMAGE_ADAPTER
 from lora_studio.runs.layout import RunDir
 
 from .control import EngineError
-from .export import atomic_save_safetensors, read_metadata, training_metadata
+from .export import Exported, atomic_save_safetensors, read_metadata, sha256_file, training_metadata
 
-ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_FILE = IMAGE_ADAPTER
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 FACTS_KEY = "lora_studio.sd_facts"
 KOHYA_PREFIX = {"unet": "lora_unet", "text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
 BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
 _LORA_A, _LORA_B = ".lora_A.weight", ".lora_B.weight"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def legacy_hash_file(path: Path) -> str:
@@ -223,13 +215,6 @@ def kohya_metadata(job: JobConfig, facts: TrainFacts) -> dict[str, str]:
     return {k: str(v) for k, v in {**ss, **spec}.items()}
 
 
-@dataclass(frozen=True)
-class Exported:
-    format: str       # "kohya" / "diffusers"
-    path: Path
-    sha256: str
-
-
 def export_kohya(tensors, job: JobConfig, facts: TrainFacts, path: Path,
                  extra_metadata: dict[str, str]) -> Exported:
     weights = to_kohya(tensors, facts.family, job.network.alpha)
@@ -247,16 +232,10 @@ def export_diffusers(tensors, job: JobConfig, folder: Path, extra_metadata: dict
     return Exported("diffusers", path, sha256_file(path))
 
 
-def export_sd_run(run_root: str | Path, formats: tuple[str, ...] = ("kohya", "diffusers")) -> list[Exported]:
-    """Write the run's image LoRA to exports/: `<name>.safetensors` (kohya / A1111 /
-    ComfyUI) and `<name>-diffusers/pytorch_lora_weights.safetensors`."""
-    run = RunDir(Path(run_root))
-    job, _ = read_job_toml(run.job_toml)
-    return export_sd(run, job, formats)
-
-
 def export_sd(run: RunDir, job: JobConfig,
               formats: tuple[str, ...] = ("kohya", "diffusers")) -> list[Exported]:
+    """The run's image LoRA in exports/: `<name>.safetensors` (kohya / A1111 / ComfyUI)
+    and `<name>-diffusers/pytorch_lora_weights.safetensors`, as many as asked."""
     tensors, facts, metadata = read_final(run)
     extra = {k: v for k, v in metadata.items() if k.startswith("lora_studio.") and k != FACTS_KEY}
     run.exports.mkdir(exist_ok=True)

@@ -22,7 +22,8 @@ from lora_studio.runs.layout import RunDir
 
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from .control import EngineError
-from .loop import LoopHooks, LoopOutcome, LoopSpec, steps_per_epoch, total_steps, train_loop
+from .loop import (LoopHooks, LoopOutcome, LoopSpec, make_accelerator, steps_per_epoch, total_steps,
+                   train_loop)
 from .optim import build_optimizer, build_scheduler
 from .sd_data import (ImageSet, LatentCache, TrainImage, epoch_batches, latent_caching_possible,
                       load_image_set, pixels)
@@ -248,7 +249,6 @@ class SDRunResult:
 def train_sd(job: JobConfig, run: RunDir, emit: Emit, stop: Callable[[], bool],
              resume: Path | None = None) -> SDRunResult:
     """Train an image LoRA into `run`; returns the model as it is at the end."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers import DDPMScheduler
 
@@ -258,7 +258,7 @@ def train_sd(job: JobConfig, run: RunDir, emit: Emit, stop: Callable[[], bool],
                           "Set training.mixed_precision to 'no' (or 'bf16' on a recent CPU).")
     started_at = time.time()
     # Accumulation is the shared loop's (accelerate's own would scale the loss twice).
-    accelerator = Accelerator(mixed_precision=tr.mixed_precision)
+    accelerator = make_accelerator(tr.mixed_precision)
     set_seed(tr.seed)
     main = accelerator.is_main_process
     emit_main = emit if main else (lambda ev: None)

@@ -9,13 +9,17 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any
 
-from lora_studio.runs.events import event
+from lora_studio.config.gpu import GpuFacts
+from lora_studio.runs.events import Emit, event
 
 NO_GPU = "no NVIDIA GPU"
+HARDWARE_INTERVAL_S = 3.0  # between the engine's hardware events: live enough, and cheap
 
 
 @dataclass(frozen=True)
@@ -198,9 +202,19 @@ def visible_gpus(snap: HardwareSnapshot) -> tuple[GpuInfo, ...]:
     return tuple(by_index[i] for i in wanted if i in by_index)
 
 
-def hardware_event(snap: HardwareSnapshot | None = None) -> dict:
+def gpu_facts(snap: HardwareSnapshot) -> GpuFacts:
+    """What validation needs to know about the GPUs a training process will see."""
+    gpus = visible_gpus(snap)
+    if not gpus:
+        return GpuFacts()
+    return GpuFacts(name=gpus[0].name, total_vram_bytes=gpus[0].vram_total, supports_bf16=gpus[0].bf16,
+                    cuda_available=True, device_count=len(gpus))
+
+
+def hardware_event(snap: HardwareSnapshot | None = None, **extra: Any) -> dict:
     """The engine's ``hardware`` event: per-GPU figures plus totals over the GPUs the
-    run uses (VRAM summed, utilisation averaged, the hottest temperature)."""
+    run uses (VRAM summed, utilisation averaged, the hottest temperature); ``extra``
+    fields are added as they are."""
     snap = snapshot() if snap is None else snap
     gpus = visible_gpus(snap)
     utils = [g.util for g in gpus if g.util is not None]
@@ -216,4 +230,44 @@ def hardware_event(snap: HardwareSnapshot | None = None) -> dict:
     }
     if not gpus:
         fields["message"] = snap.message or f"{NO_GPU} is visible to this process"
-    return event("hardware", **fields)
+    return event("hardware", **fields, **extra)
+
+
+class HardwareReporter:
+    """Emits ``hardware`` events for a running job: on the first poll, then at most
+    once every ``interval_s`` seconds of wall time, however fast the steps are. A
+    machine whose first reading finds no GPU gets that one event only: its state
+    does not change during a run.
+
+    extra: called at each event for fields the caller knows (the engine adds the
+    allocator's peak)."""
+
+    def __init__(self, emit: Emit, interval_s: float = HARDWARE_INTERVAL_S,
+                 monitor: GpuMonitor | None = None,
+                 extra: Callable[[], dict[str, Any]] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self._emit = emit
+        self._interval = interval_s
+        self._monitor = monitor or GpuMonitor()
+        self._extra = extra
+        self._clock = clock
+        self._last: float | None = None
+        self._done = False
+
+    def poll(self, force: bool = False) -> bool:
+        """Emit an event when it is due (or ``force``); whether one was emitted."""
+        if self._done:
+            return False
+        now = self._clock()
+        first = self._last is None
+        if not (first or force or now - self._last >= self._interval):
+            return False
+        self._last = now
+        snap = self._monitor.read()
+        self._done = first and not snap.gpus
+        extra = self._extra() if self._extra is not None and snap.gpus else {}
+        self._emit(hardware_event(snap, **extra))
+        return True
+
+    def close(self) -> None:
+        self._monitor.close()

@@ -9,6 +9,7 @@ activated has none).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -48,6 +49,54 @@ def engine_env(base: dict[str, str] | None = None) -> dict[str, str]:
 STDERR_NAME = "engine-stderr.log"  # the GUI worker writes the same file
 
 
+# A console window would pop up beside the app for each child on Windows.
+NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+
+
+def group_options() -> dict:
+    """Popen options that start the engine in a process group of its own, so that a
+    forced stop reaches what it started too (accelerate launch's worker processes)."""
+    if os.name == "nt":
+        return {"creationflags": NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def signal_group(proc: subprocess.Popen, hard: bool) -> None:
+    """Ask (``hard`` False) or force (``hard`` True) every process of the group that
+    ``proc`` leads, started with group_options(), to end; processes already gone are
+    fine. Windows (not tested here): CTRL_BREAK_EVENT to the group, or, where that
+    cannot be sent (no console), and when forced, ``taskkill /T /F`` on the tree, which
+    only finds the children while their parent is alive."""
+    if os.name == "nt":
+        if not hard:
+            try:
+                proc.send_signal(signal.CTRL_BREAK_EVENT)
+                return
+            except OSError:
+                pass
+        if proc.poll() is None:
+            try:
+                subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)],
+                               capture_output=True, stdin=subprocess.DEVNULL,
+                               creationflags=NO_WINDOW, timeout=30)
+            except (OSError, subprocess.SubprocessError):
+                pass
+            if proc.poll() is None:
+                proc.kill()
+        return
+    try:  # the group's id is its leader's pid (start_new_session)
+        os.killpg(proc.pid, signal.SIGKILL if hard else signal.SIGTERM)
+    except OSError:  # the group has ended
+        pass
+
+
+def clear_stale_stop(run: RunDir) -> None:
+    """Call just before starting the engine: a STOP left by an earlier stop must not end
+    this run. The engine itself never removes it, so a Stop pressed while the engine is
+    still importing is kept and honoured."""
+    run.stop_file.unlink(missing_ok=True)
+
+
 def follow_engine(command: list[str], run: RunDir, display: Callable[[dict], None]) -> dict | None:
     """Run the engine command to its end, showing its events as they come; returns the
     last ``finished`` / ``error`` event. The engine writes events.jsonl itself; when
@@ -56,6 +105,7 @@ def follow_engine(command: list[str], run: RunDir, display: Callable[[dict], Non
     after their step and save, so this keeps reading until they exit."""
     last: dict | None = None
     stderr_path = run.root / STDERR_NAME
+    clear_stale_stop(run)
     with open(stderr_path, "ab") as err:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                 env=engine_env(), text=True, encoding="utf-8", errors="replace")

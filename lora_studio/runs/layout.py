@@ -12,6 +12,9 @@ from pathlib import Path
 from .events import read_events
 
 SUBDIRS = ("checkpoints", "samples", "final", "exports")
+# Its presence asks the engine to stop. Only a launcher removes it, before starting the
+# engine: a Stop pressed while the engine is still starting up must not be lost.
+STOP_FILE = "STOP"
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,10 @@ class RunDir:
     @property
     def events(self) -> Path:
         return self.root / "events.jsonl"
+
+    @property
+    def stop_file(self) -> Path:
+        return self.root / STOP_FILE
 
     @property
     def checkpoints(self) -> Path:

@@ -24,6 +24,7 @@ from ..config.paths import resolve_local_path
 from ..hardware.monitor import gpu_facts
 from ..runs.layout import RunDir, new_run_dir
 from .dataset_browser import DatasetBrowser
+from .fit_box import FitBox
 from .panel_state import PanelState
 from .param_panel import ParamPanel
 from .preset_bar import PresetBar
@@ -84,11 +85,12 @@ class MainWindow(QMainWindow):
         params_layout.addWidget(self.preset_bar)
         params_layout.addWidget(self.panel, 1)
         train_row = QHBoxLayout()
-        train_row.addStretch(1)
+        self.fit_box = FitBox(lambda: self.training.gpu_panel.snapshot)
+        train_row.addWidget(self.fit_box, 1)
         self.params_train_button = QPushButton("Train ▶")
         self.params_train_button.setToolTip("Start a run with these parameters (Ctrl+Enter)")
         self.params_train_button.clicked.connect(self.train)
-        train_row.addWidget(self.params_train_button)
+        train_row.addWidget(self.params_train_button, 0, Qt.AlignmentFlag.AlignBottom)
         params_layout.addLayout(train_row)
 
         self.runs = RunsView(runs_folder(self.state.values["output.output_dir"]))
@@ -104,6 +106,7 @@ class MainWindow(QMainWindow):
 
         self.panel.edited.connect(self.preset_bar.update_title)
         self.panel.validated.connect(self._on_validated)
+        self.fit_box.apply_values.connect(self._apply_fit)
         self.preset_bar.loaded.connect(self.panel.refresh)
         self.preset_bar.loaded.connect(self._remember_preset)
         self.preset_bar.message.connect(self._status)
@@ -200,6 +203,12 @@ class MainWindow(QMainWindow):
         folder = runs_folder(self.state.values["output.output_dir"] or "runs")
         if folder != self.runs.folder:
             self.runs.set_folder(folder)
+        self.fit_box.update_fit(self.state.job, self.preset_bar.base_dir)
+
+    def _apply_fit(self, values: dict) -> None:
+        self.panel.apply_values(values)
+        self._status("Auto-fit changed: " + ", ".join(SPECS[p].title for p in values)
+                     + ". Revert undoes it.")
 
     def _sync_train_button(self) -> None:
         self.params_train_button.setEnabled(self.state.can_train and not self.training.is_running)
@@ -316,6 +325,7 @@ class MainWindow(QMainWindow):
         self.settings.setValue("geometry", self.saveGeometry())
         self.training.shutdown()
         self.browser.shutdown()
+        self.fit_box.shutdown()
 
 
 def settle_gc() -> None:

@@ -13,12 +13,14 @@ from PySide6.QtCore import (QAbstractListModel, QAbstractTableModel, QCoreApplic
 from PySide6.QtGui import QColor, QImage, QImageReader, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QCompleter, QFileDialog, QFrame,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListView,
-                               QListWidget, QListWidgetItem, QPushButton, QSizePolicy, QSpinBox,
+                               QListWidget, QListWidgetItem, QMessageBox, QPushButton,
+                               QSizePolicy, QSpinBox,
                                QSplitter, QStackedWidget, QTableView, QToolButton, QVBoxLayout,
                                QWidget)
 
 from ..data.buckets import bucket_for
 from ..data.health import PROBLEMS
+from ..data.leftovers import remove_stale_temp_files
 from ..data.scan import DatasetError, caption_path_for, scan_images, text_record_files
 from ..data.session import CaptionSession, SaveReport, load_caption
 from ..data.tags import add_tag, batch_preview, keep_tokens_split, remove_tag, replace_tag
@@ -441,6 +443,8 @@ class DatasetBrowser(QWidget):
         except DatasetError as exc:
             self.show_message(f"{exc.message} {exc.hint}")
             return False
+        if not self._may_leave():
+            return False
         self.health.stop()
         self.root = dataset.root
         self.items = dataset.items
@@ -465,14 +469,38 @@ class DatasetBrowser(QWidget):
         self._update_filter_label()
         skipped = (f" Skipped (0 repeats): {', '.join(dataset.skipped_folders)}."
                    if dataset.skipped_folders else "")
-        self._opened_message = (f"{len(self.items)} images in {dataset.root}, "
-                                f"{dataset.samples_per_epoch} samples per epoch.{skipped}")
-        self.show_message(f"{self._opened_message} Reading captions…")
         self._caption_paths = [it.caption_path or caption_path_for(it.image_path, dataset.caption_extension)
                                for it in dataset.items]
+        removed = remove_stale_temp_files({p.parent for p in self._caption_paths})
+        leftovers = (f" Removed {len(removed)} leftover temp file(s) of an interrupted save."
+                     if removed else "")
+        self._opened_message = (f"{len(self.items)} images in {dataset.root}, "
+                                f"{dataset.samples_per_epoch} samples per epoch.{skipped}{leftovers}")
+        self.show_message(f"{self._opened_message} Reading captions…")
         self._loaded_captions = []
         self.caption_timer.start()  # the grid paints first; captions follow in slices
         return True
+
+    def _may_leave(self) -> bool:
+        """Before the open captions are replaced (after flush()): ask what to do with
+        edits that are still not on disk (changed on disk meanwhile, autosave off, a
+        write that failed). False: keep this folder open."""
+        if self.session is None or not self.session.dirty:
+            return True
+        choice = self.ask_unsaved(self.session.unsaved_summary())
+        may, report = self.session.leave(choice)
+        self._after_save(report)
+        if not may and choice == "cancel":
+            self.show_message(f"Kept {self.root} open; its unsaved edits are still there.")
+        return may
+
+    def ask_unsaved(self, summary: str) -> str:
+        """"save", "discard" or "cancel"."""
+        buttons = QMessageBox.StandardButton
+        answer = QMessageBox.question(
+            self, "Unsaved caption edits", f"{summary}\n\nSave them before opening another folder?",
+            buttons.Save | buttons.Discard | buttons.Cancel, buttons.Cancel)
+        return {buttons.Save: "save", buttons.Discard: "discard"}.get(answer, "cancel")
 
     def _load_caption_slice(self) -> None:
         done = len(self._loaded_captions)
@@ -874,6 +902,10 @@ class DatasetBrowser(QWidget):
         if self.session is None:
             return SaveReport()
         report = self.session.save(keys, force=force)
+        self._after_save(report)
+        return report
+
+    def _after_save(self, report: SaveReport) -> None:
         self.grid_model.refresh_keys(report.saved)
         if report.errors:
             self.show_message(next(iter(report.errors.values())))
@@ -883,7 +915,6 @@ class DatasetBrowser(QWidget):
         self._show_conflict()
         self._update_actions()
         self._emit_dirty()
-        return report
 
     def save_all(self) -> SaveReport | None:
         """Ctrl+S: save every unsaved caption (and the open text dataset)."""

@@ -8,20 +8,13 @@ from collections.abc import Callable
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QGroupBox, QLabel, QProgressBar, QVBoxLayout, QWidget
 
-from ..config.gpu import GpuFacts
 from ..hardware.monitor import GpuMonitor, HardwareSnapshot
 
 GIB = 1024 ** 3
 POLL_MS = 1000
-
-
-def gpu_facts(snap: HardwareSnapshot) -> GpuFacts:
-    """What validation needs to know about the card, from the monitor's reading."""
-    if not snap.gpus:
-        return GpuFacts()
-    first = snap.gpus[0]
-    return GpuFacts(name=first.name, total_vram_bytes=first.vram_total, supports_bf16=first.bf16,
-                    cuda_available=True, device_count=len(snap.gpus))
+PEAK_HELP = ("The most VRAM in use on the card while the engine trained, read by the engine "
+             "every few seconds; in brackets the peak PyTorch itself allocated, the figure the "
+             "VRAM estimate predicts without the CUDA context.")
 
 
 def describe_gpu(gpu) -> str:
@@ -47,6 +40,15 @@ def no_gpu_text(snap: HardwareSnapshot) -> str:
         " Training runs on the CPU and is slow."
 
 
+def run_peak_text(vram_peak: int | None, allocated_peak: int | None) -> str:
+    """The line about the current run, from the engine's hardware events (short: the
+    panel is narrow)."""
+    if vram_peak is None:
+        return "This run: no NVIDIA GPU seen by the engine"
+    text = f"This run: peak {vram_peak / GIB:.1f} GiB"
+    return text + (f" (PyTorch {allocated_peak / GIB:.1f} GiB)" if allocated_peak else "")
+
+
 class GpuPanel(QGroupBox):
     def __init__(self, read: Callable[[], HardwareSnapshot] | None = None,
                  parent: QWidget | None = None):
@@ -61,7 +63,12 @@ class GpuPanel(QGroupBox):
         self.details: list[QLabel] = []
         self.ram = QLabel()
         self.layout_.addWidget(self.ram)
+        self.run_peak = QLabel()
+        self.run_peak.setToolTip(PEAK_HELP)
+        self.layout_.addWidget(self.run_peak)
         self.layout_.addStretch(1)
+        self._vram_peak: int | None = None
+        self._allocated_peak: int | None = None
         self.snapshot: HardwareSnapshot | None = None
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
@@ -100,6 +107,20 @@ class GpuPanel(QGroupBox):
             bar.setFormat(f"GPU {gpu.index} VRAM {share:.0%}")
             label.setText(describe_gpu(gpu))
         self.ram.setText(describe_ram(snap))
+
+    def show_engine_reading(self, ev: dict) -> None:
+        """A ``hardware`` event of the run being shown: keep its peak."""
+        used, allocated = ev.get("vram_used"), ev.get("peak_allocated")
+        if isinstance(used, int):
+            self._vram_peak = max(self._vram_peak or 0, used)
+        if isinstance(allocated, int):
+            self._allocated_peak = max(self._allocated_peak or 0, allocated)
+        self.run_peak.setText(run_peak_text(self._vram_peak, self._allocated_peak))
+        self.run_peak.setToolTip(str(ev.get("message") or PEAK_HELP))
+
+    def clear_run(self) -> None:
+        self._vram_peak = self._allocated_peak = None
+        self.run_peak.clear()
 
     def shutdown(self) -> None:
         self.timer.stop()

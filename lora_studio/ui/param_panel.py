@@ -160,6 +160,14 @@ class ParamPanel(QWidget):
         self.edited.emit()
         self._timer.start()
 
+    def apply_values(self, values: dict) -> None:
+        """Set several fields at once, as if the user had edited them (auto-fit)."""
+        for path, value in values.items():
+            self.state.set(path, value)
+            self.rows[path].editor.set_value(value)
+        self.edited.emit()
+        self.validate_now()
+
     def validate_now(self) -> None:
         self._timer.stop()
         self.state.validate()

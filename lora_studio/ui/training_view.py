@@ -13,14 +13,15 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QIcon, QPixmap
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QInputDialog, QLabel, QListView, QListWidget,
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListView, QListWidget,
                                QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
                                QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
-from ..config.jobfile import JobFileError, read_job_toml
 from ..runs.events import read_events
+from ..runs.exports import default_format, run_family
 from ..runs.layout import RunDir
 from . import worker as worker_mod
+from .export_dialog import ExportDialog, ExportResult
 from .gpu_panel import GpuPanel
 from .series import TrainingSeries
 
@@ -28,10 +29,6 @@ REDRAW_MS = 100
 LOG_LINES = 5000
 THUMB = 160
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-# What `lora-studio export` can write, default first: a text run's PEFT adapter (and
-# the merged model on request); an image run's kohya .safetensors and diffusers
-# folder, written together.
-EXPORT_FORMATS = {"text": ["peft", "merged"], "image": ["kohya + diffusers"]}
 
 
 def format_eta(seconds: float | None) -> str:
@@ -70,15 +67,6 @@ def progress_text(ev: dict) -> str:
     return "  ·  ".join(parts)
 
 
-def run_kind(run: RunDir) -> str:
-    """'text' or 'image' from the run's job.toml ('text' when it cannot tell)."""
-    try:
-        job, _ = read_job_toml(run.job_toml)
-    except JobFileError:
-        return "text"
-    return "image" if job.kind == "image" else "text"
-
-
 class Banner(QFrame):
     """An engine error in plain sight: message, hint, and a close button."""
 
@@ -112,6 +100,7 @@ class TrainingView(QWidget):
     train_clicked = Signal()   # the window builds the run from the parameter panel
     run_started = Signal()
     run_ended = Signal()       # a run or an export ended: the runs list refreshes
+    export_ended = Signal()    # last_export_files or last_export_error says how
     status = Signal(str)       # a line for the status bar
 
     def __init__(self, gpu_read=None, parent: QWidget | None = None):
@@ -121,6 +110,9 @@ class TrainingView(QWidget):
         self.export_command: Callable = worker_mod.export_command
         self.worker: worker_mod.TrainingWorker | None = None
         self.exporter: worker_mod.ExportWorker | None = None
+        self.last_export_files: list[tuple[str, str]] = []
+        self.last_export_error = ""
+        self.export_dialog: ExportDialog | None = None
         self.run: RunDir | None = None
         self.series = TrainingSeries()
         self._drawn = -1
@@ -129,7 +121,7 @@ class TrainingView(QWidget):
         self._can_train = False
         self._run_status = "new"
         self._has_checkpoint = False
-        self._run_kind = "text"
+        self._run_kind = "text"  # the run's family, which picks the export formats
 
         layout = QVBoxLayout(self)
         self.banner = Banner()
@@ -157,20 +149,8 @@ class TrainingView(QWidget):
         self.export_button.clicked.connect(lambda: self.export())
         self.export_as_button.clicked.connect(self._export_as)
 
-        self.export_box = QFrame()
-        self.export_box.setObjectName("exportBox")
-        self.export_box.setStyleSheet("#exportBox { background: #e8f5e9; border: 1px solid #2e7d32;"
-                                      " border-radius: 4px; }")
-        export_layout = QHBoxLayout(self.export_box)
-        self.export_label = QLabel()
-        self.export_label.setWordWrap(True)
-        self.export_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.open_folder_button = QPushButton("Open folder")
-        self.open_folder_button.clicked.connect(self._open_export_folder)
-        export_layout.addWidget(self.export_label, 1)
-        export_layout.addWidget(self.open_folder_button, 0, Qt.AlignmentFlag.AlignTop)
-        self.export_box.hide()
-        self.export_folder: Path | None = None
+        self.export_box = ExportResult()
+        self.export_label = self.export_box.label
         layout.addWidget(self.export_box)
 
         progress_row = QHBoxLayout()
@@ -270,7 +250,7 @@ class TrainingView(QWidget):
         can_export = not running and not exporting and self._run_status == "finished"
         self.export_button.setEnabled(can_export)
         self.export_as_button.setEnabled(can_export)
-        self.export_button.setText(f"Export ({EXPORT_FORMATS[self._run_kind][0]})"
+        self.export_button.setText(f"Export ({default_format(self._run_kind)})"
                                    if can_export else "Export")
 
     def _refresh_run_facts(self) -> None:
@@ -278,7 +258,7 @@ class TrainingView(QWidget):
         run = self.run
         self._run_status = run.status() if run is not None else "new"
         self._has_checkpoint = run is not None and run.latest_checkpoint() is not None
-        self._run_kind = run_kind(run) if run is not None else "text"
+        self._run_kind = (run_family(run) if run is not None else None) or "text"
         self._update_buttons()
 
     def _say(self, text: str) -> None:
@@ -295,6 +275,7 @@ class TrainingView(QWidget):
         self.log_view.clear()
         self.gallery.clear()
         self.text_samples.clear()
+        self.gpu_panel.clear_run()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.progress_label.setText("Idle")
@@ -380,6 +361,8 @@ class TrainingView(QWidget):
                                                        else "."))
         elif kind == "checkpoint":
             self.log_view.appendPlainText(f"Checkpoint saved: {ev.get('path', '')}")
+        elif kind == "hardware":
+            self.gpu_panel.show_engine_reading(ev)
         elif kind == "sample":
             self._add_sample(ev)
         elif kind == "error":
@@ -464,10 +447,16 @@ class TrainingView(QWidget):
             self._outcome = ""
 
     # -- export --------------------------------------------------------------
-    def export(self, fmt: str | None = None) -> None:
+    @property
+    def export_folder(self) -> Path | None:
+        return self.export_box.folder
+
+    def export(self, fmt: str | None = None) -> bool:
+        """Export the run in ``fmt`` (its family's default when None) in a child
+        process; False when a run or another export is in the way."""
         if self.run is None or self.is_running or self.exporter is not None:
-            return
-        fmt = fmt or EXPORT_FORMATS[self._run_kind][0]
+            return False
+        fmt = fmt or default_format(self._run_kind)
         self.exporter = worker_mod.ExportWorker(self.run.root, fmt,
                                                 command=self.export_command(self.run.root, fmt),
                                                 parent=self)
@@ -475,20 +464,18 @@ class TrainingView(QWidget):
         self.exporter.start()
         self._say(f"Exporting ({fmt})…")
         self._update_buttons()
+        return True
 
     def _export_as(self) -> None:
         if self.run is None:
             return
-        formats = EXPORT_FORMATS[self._run_kind]
-        fmt, ok = QInputDialog.getItem(self, "Export as", "Format:", formats, 0, False)
-        if ok:
-            self.export(fmt)
+        if self.export_dialog is not None:
+            self.export_dialog.deleteLater()
+        self.export_dialog = ExportDialog(self, self._run_kind, self)
+        self.export_dialog.open()
 
     def _export_done(self, files: list) -> None:
-        lines = [f"{path}\nSHA-256 {digest}" for path, digest in files]
-        self.export_label.setText("Exported:\n" + "\n".join(lines))
-        self.export_folder = Path(files[0][0]).parent
-        self.export_box.show()
+        self.export_box.show_files(files)
         self._say(f"Exported {Path(files[0][0]).name}")
 
     def _export_failed(self, message: str) -> None:
@@ -499,17 +486,15 @@ class TrainingView(QWidget):
     def _export_ended(self) -> None:
         exporter, self.exporter = self.exporter, None
         if exporter is not None:
+            self.last_export_files, self.last_export_error = exporter.files, exporter.error
             if exporter.files:
                 self._export_done(exporter.files)
             else:
                 self._export_failed(exporter.error)
             exporter.deleteLater()
         self._refresh_run_facts()
+        self.export_ended.emit()
         self.run_ended.emit()
-
-    def _open_export_folder(self) -> None:
-        if self.export_folder is not None:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.export_folder)))
 
     def shutdown(self) -> None:
         """Before the window closes: stop the timers and a running engine."""

@@ -48,10 +48,6 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
 
 
-# A console window would pop up beside the app for each child on Windows.
-NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
-
-
 def tail_lines(path: Path, n: int = 15) -> list[str]:
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
@@ -75,10 +71,12 @@ class TrainingWorker(QThread):
         self.resume = Path(resume) if resume else None
         self.command = command or engine_command(self.run_dir.root, self.resume)
         self.stop_grace_s = stop_grace_s
+        self.kill_grace_s = KILL_GRACE_S
         self.stop_requested = False
         self._proc: subprocess.Popen | None = None
         self._timers: list[threading.Timer] = []
         self._ended = False  # a finished or error event was seen
+        self._group_done = threading.Event()  # the engine's whole process group has ended
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._drain_timer = QTimer(self)  # lives in the UI thread, like this object
         self._drain_timer.setInterval(DRAIN_MS)
@@ -86,7 +84,7 @@ class TrainingWorker(QThread):
 
     @property
     def stop_file(self) -> Path:
-        return self.run_dir.root / "STOP"
+        return self.run_dir.stop_file
 
     @property
     def stderr_path(self) -> Path:
@@ -94,7 +92,7 @@ class TrainingWorker(QThread):
 
     # -- UI thread -----------------------------------------------------------
     def start(self) -> None:
-        self.stop_file.unlink(missing_ok=True)  # a stale request from the last stop
+        launch.clear_stale_stop(self.run_dir)
         super().start()
         self._drain_timer.start()
 
@@ -131,16 +129,19 @@ class TrainingWorker(QThread):
         self._timers.append(timer)
         timer.start()
 
+    # The engine runs in a process group of its own (accelerate launch starts one
+    # process per GPU under it): terminate and kill go to the whole group, also once
+    # its leader is gone, until the worker has seen the group end.
     def _terminate(self) -> None:
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            self._later(KILL_GRACE_S, self._kill)
+        if proc is not None and not self._group_done.is_set():
+            launch.signal_group(proc, hard=False)
+            self._later(self.kill_grace_s, self._kill)
 
     def _kill(self) -> None:
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        if proc is not None and not self._group_done.is_set():
+            launch.signal_group(proc, hard=True)
 
     # -- worker thread -------------------------------------------------------
     def _dispatch(self, ev: dict) -> None:
@@ -164,7 +165,7 @@ class TrainingWorker(QThread):
                 self._proc = subprocess.Popen(
                     self.command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                     env=child_env(), text=True, encoding="utf-8", errors="replace", bufsize=1,
-                    creationflags=NO_WINDOW)
+                    **launch.group_options())
         except OSError as exc:
             self._record(event("error", kind="internal",
                                message=f"Could not start the training process: {exc}",
@@ -182,6 +183,10 @@ class TrainingWorker(QThread):
         code = self._proc.wait()
         for timer in self._timers:
             timer.cancel()
+        # Output closed and the leader gone: whatever is left of its group (a process
+        # that let go of stdout) has nobody reading it and would hold the GPU.
+        launch.signal_group(self._proc, hard=True)
+        self._group_done.set()
         if not self._ended:
             self._record(self._ending(code))
         self._queue.put(("exit", code))
@@ -213,10 +218,6 @@ def _snapshot(folder: Path) -> dict[Path, float]:
     return {p: p.stat().st_mtime for p in folder.rglob("*") if p.is_file()}
 
 
-# Export format -> extra arguments of `lora-studio export RUN_DIR`.
-EXPORT_ARGS = {"peft": [], "merged": ["--merged"], "kohya + diffusers": []}
-
-
 def printed_files(stdout: str) -> list[Path]:
     """The files `lora-studio export` reports, one a line ("PATH" or
     "PATH  (format, SHA-256 ...)"); a folder stands for the files in it."""
@@ -233,8 +234,9 @@ def printed_files(stdout: str) -> list[Path]:
 
 
 def export_command(run_dir: Path, fmt: str | None = None) -> list[str]:
+    """`lora-studio export RUN_DIR [--format FMT]` (runs.exports.FORMATS; None: the default)."""
     return [sys.executable, "-m", "lora_studio", "export", str(run_dir),
-            *EXPORT_ARGS.get(fmt or "peft", [])]
+            *(["--format", fmt] if fmt else [])]
 
 
 class ExportWorker(QThread):
@@ -256,7 +258,7 @@ class ExportWorker(QThread):
         try:
             proc = subprocess.run(self.command, capture_output=True, text=True, encoding="utf-8",
                                   errors="replace", env=child_env(), stdin=subprocess.DEVNULL,
-                                  creationflags=NO_WINDOW)
+                                  creationflags=launch.NO_WINDOW)
         except OSError as exc:
             self.error = f"Could not start the exporter: {exc}"
             return

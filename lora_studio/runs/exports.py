@@ -1,0 +1,61 @@
+"""The export formats of a finished run, per model family, default first: what
+``lora-studio export RUN_DIR --format`` accepts and what the window offers. Plain
+data (no torch), so the window can read it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config.jobfile import JobFileError, read_job_toml
+from .layout import RunDir
+
+# What a finished run keeps in final/, by family.
+TEXT_ADAPTER = "adapter_model.safetensors"   # with adapter_config.json: a PEFT folder
+IMAGE_ADAPTER = "adapter.safetensors"        # PEFT names per pipeline component
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str          # the --format value
+    label: str
+    explanation: str   # one line: what it is and what loads it
+
+
+FORMATS: dict[str, tuple[ExportFormat, ...]] = {
+    "text": (
+        ExportFormat("peft", "PEFT adapter",
+                     "adapter_model.safetensors + adapter_config.json: PeftModel.from_pretrained, "
+                     "transformers, vLLM."),
+        ExportFormat("merged", "Merged model",
+                     "The base model with the adapter merged in: a full transformers folder, "
+                     "as large as the base model."),
+    ),
+    "image": (
+        ExportFormat("kohya", "kohya / A1111 / ComfyUI",
+                     "One .safetensors with lora_unet_ / lora_te_ keys and ss_* metadata: "
+                     "A1111, Forge, ComfyUI, kohya tools."),
+        ExportFormat("diffusers", "diffusers / PEFT",
+                     "pytorch_lora_weights.safetensors for diffusers' pipeline.load_lora_weights."),
+    ),
+}
+
+
+def run_family(run: RunDir) -> str | None:
+    """'text' or 'image': what final/ holds, else the job's declared family; None when
+    neither tells (a run not trained yet whose model family is 'auto')."""
+    if (run.final / IMAGE_ADAPTER).exists():
+        return "image"
+    if (run.final / TEXT_ADAPTER).exists():
+        return "text"
+    try:
+        kind = read_job_toml(run.job_toml)[0].kind
+    except JobFileError:
+        return None
+    return None if kind == "unknown" else kind
+
+
+def default_format(family: str) -> str:
+    return FORMATS[family][0].name
+
+
+def format_names(family: str) -> list[str]:
+    return [f.name for f in FORMATS[family]]

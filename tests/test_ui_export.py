@@ -1,0 +1,117 @@
+"""One-click export with the family's default format, and the "Export as…" dialog,
+driven with a stand-in exporter (the real one is tested in test_exports.py and
+through the demo in test_ui_demo.py)."""
+import hashlib
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from PySide6.QtGui import QDesktopServices
+
+from lora_studio.config.jobfile import write_job_toml
+from lora_studio.config.parse import parse_job
+from lora_studio.runs.events import EventWriter, event
+from lora_studio.runs.exports import IMAGE_ADAPTER, TEXT_ADAPTER
+from lora_studio.runs.layout import new_run_dir
+from lora_studio.ui.export_dialog import ExportDialog
+from lora_studio.ui.training_view import TrainingView
+from ui_fixtures import no_gpu
+
+ENDED = 20_000  # ms for the stand-in exporter on a busy machine
+# Writes exports/lora-<format>.safetensors holding the format's name, and lists it as
+# `lora-studio export` does; a third argument makes it fail.
+EXPORTER = textwrap.dedent("""
+    import pathlib, sys
+    run, fmt = pathlib.Path(sys.argv[1]), sys.argv[2]
+    if len(sys.argv) > 3:
+        sys.exit("disk full while writing " + fmt)
+    out = run / "exports" / f"lora-{fmt}.safetensors"
+    out.write_bytes(fmt.encode())
+    print(f"{out}  ({fmt}, SHA-256 ignored)")
+""")
+
+
+def finished_run(tmp_path, family):
+    job, _ = parse_job({"model": {"family": family}})
+    run = new_run_dir(tmp_path / "runs ü", family)
+    write_job_toml(job, run.job_toml)
+    (run.final / (TEXT_ADAPTER if family == "text" else IMAGE_ADAPTER)).write_bytes(b"trained")
+    with EventWriter(run.events) as write:
+        write(event("started", total_steps=1))
+        write(event("finished", status="completed"))
+    return run
+
+
+@pytest.fixture
+def view(qtbot):
+    widget = TrainingView(no_gpu)
+    qtbot.addWidget(widget)
+    widget.resize(1000, 700)
+    widget.show()
+    widget.export_command = lambda run_dir, fmt: [sys.executable, "-c", EXPORTER, str(run_dir), fmt]
+    yield widget
+    widget.shutdown()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_one_click_exports_the_family_default(view, qtbot, tmp_path):
+    run = finished_run(tmp_path, "sd1")
+    view.show_run(run.root)
+    assert view.export_button.isEnabled() and view.export_button.text() == "Export (kohya)"
+    with qtbot.waitSignal(view.export_ended, timeout=ENDED):
+        view.export_button.click()
+    assert f"{run.exports / 'lora-kohya.safetensors'}\nSHA-256 {sha(b'kohya')}" in \
+        view.export_label.text()
+    assert view.export_folder == run.exports
+
+
+def test_export_as_dialog_runs_the_chosen_format_and_shows_the_result(view, qtbot, tmp_path,
+                                                                      monkeypatch):
+    run = finished_run(tmp_path, "sdxl")
+    view.show_run(run.root)
+    view.export_as_button.click()
+    dialog = view.export_dialog
+    assert dialog.isVisible() and dialog.isModal()
+    assert list(dialog.radios) == ["kohya", "diffusers"] and dialog.chosen() == "kohya"
+    assert "ComfyUI" in dialog.radios["kohya"].text()
+
+    dialog.radios["diffusers"].click()
+    with qtbot.waitSignal(view.export_ended, timeout=ENDED):
+        dialog.export_button.click()
+        assert not dialog.export_button.isEnabled() and "Exporting (diffusers)" in dialog.status.text()
+    written = run.exports / "lora-diffusers.safetensors"
+    assert dialog.result.isVisible() and not dialog.status.isVisible()
+    assert f"{written}\nSHA-256 {sha(b'diffusers')}" in dialog.result.label.text()
+    assert view.export_label.text() == dialog.result.label.text()  # the view shows it too
+    assert not (run.exports / "lora-kohya.safetensors").exists()
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()))
+    dialog.result.open_folder_button.click()
+    assert [Path(p) for p in opened] == [run.exports]
+
+    view.export_command = lambda run_dir, fmt: [sys.executable, "-c", EXPORTER, str(run_dir), fmt,
+                                                "fail"]
+    with qtbot.waitSignal(view.export_ended, timeout=ENDED):
+        dialog.export_button.click()
+    assert "disk full while writing diffusers" in dialog.status.text()
+    assert dialog.status.isVisible() and not dialog.result.isVisible()
+    assert dialog.export_button.isEnabled()
+
+
+def test_text_runs_offer_peft_and_merged(view, qtbot, tmp_path):
+    run = finished_run(tmp_path, "text")
+    view.show_run(run.root)
+    assert view.export_button.text() == "Export (peft)"
+    dialog = ExportDialog(view, "text")
+    qtbot.addWidget(dialog)
+    assert list(dialog.radios) == ["peft", "merged"]
+    with qtbot.waitSignal(view.export_ended, timeout=ENDED):
+        assert view.export()  # the one-click export, still running when the dialog asks
+        dialog.start_export()
+        assert "in progress" in dialog.status.text() and dialog.export_button.isEnabled()
+    assert (run.exports / "lora-peft.safetensors").exists()
+    assert not dialog.result.isVisible()  # the dialog shows only the exports it started
