@@ -3,6 +3,7 @@ target, so a crash or a kill leaves either the old file or the new one, never a 
 Works on Windows (os.replace overwrites there too) and with non-ASCII paths."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -100,3 +101,12 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8",
     if newline != "\n":
         text = text.replace("\r\n", "\n").replace("\n", newline)
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks so a large model is never held whole."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -6,10 +6,12 @@
 #   packaging/build.sh smoke KIND   smoke-test an existing slim / full bundle again
 #   packaging/build.sh desktop      install the Linux menu entry and icons for this user
 #
-# Bundles go to build/pyinstaller/dist/ (needs: pip install -e ".[package]").
+# Bundles go to build/pyinstaller/dist/, or to $LORA_STUDIO_BUILD_DIR/dist/ when that
+# is set (the test suite builds into a temp folder). Needs: pip install -e ".[package]".
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-OUT="$ROOT/build/pyinstaller"
+OUT="${LORA_STUDIO_BUILD_DIR:-$ROOT/build/pyinstaller}"
+case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac  # relative to where it was started
 cd "$ROOT"
 
 pyinstaller_build() {
@@ -30,6 +32,17 @@ smoke() {
     local app="$OUT/dist/$1/$1"
     "$app" --help >/dev/null
     "$app" check "$(smoke_preset)"
+    # A preset that does not validate: exit code 1 and the findings, no traceback.
+    local broken="$OUT/smoke/Mes données/cassé.toml"
+    sed 's|^path = "\(.*\)chat.jsonl"|path = "\1absent.jsonl"|' "$(smoke_preset)" > "$broken"
+    local status=0
+    "$app" check "$broken" > "$OUT/smoke/broken.txt" 2>&1 || status=$?
+    if [ "$status" != 1 ] || ! grep -q "absent.jsonl" "$OUT/smoke/broken.txt" \
+            || grep -q Traceback "$OUT/smoke/broken.txt"; then
+        cat "$OUT/smoke/broken.txt" >&2
+        echo "broken preset: expected exit code 1 and a message naming absent.jsonl, got $status" >&2
+        exit 1
+    fi
     # The interpreter form the engine is started with (sys.executable -u -m ...).
     "$app" -u -m lora_studio --help >/dev/null
     if [ "$1" = lora-studio ]; then
@@ -72,7 +85,7 @@ case "${1:-}" in
         echo "installed $data/applications/lora-studio.desktop"
         ;;
     *)
-        sed -n '2,9p' "$0"
+        sed -n '2,10p' "$0"
         exit 2
         ;;
 esac

@@ -176,3 +176,12 @@ def test_the_window_asks_the_cli_for_the_chosen_format(tmp_path):
     assert export_command(tmp_path, "diffusers")[-3:] == [str(tmp_path), "--format", "diffusers"]
     assert export_command(tmp_path)[1:] == ["-m", "lora_studio", "export", str(tmp_path)]
     assert export_command(tmp_path)[0] == sys.executable
+
+
+def test_shared_metadata_names_the_base_model_without_local_folders(tmp_path):
+    from lora_studio.engine.export import shareable_model_name
+    local = tmp_path / "Jane Doe" / "models" / "my-llama"
+    local.mkdir(parents=True)
+    assert shareable_model_name(str(local)) == "my-llama"
+    assert shareable_model_name(str(tmp_path / "sd15.safetensors")) == "sd15.safetensors"
+    assert shareable_model_name("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"

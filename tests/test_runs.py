@@ -1,3 +1,4 @@
+import hashlib
 import json
 import multiprocessing
 import os
@@ -5,7 +6,7 @@ import time
 
 from lora_studio.config import JobConfig
 from lora_studio.config.jobfile import read_job_toml, write_job_toml
-from lora_studio.fsutil import atomic_write_text
+from lora_studio.fsutil import atomic_write_text, sha256_file
 from lora_studio.runs.events import EventWriter, decode, event, read_events
 from lora_studio.runs.layout import list_runs, new_run_dir
 
@@ -69,3 +70,10 @@ def test_atomic_write_keeps_crlf(tmp_path):
     path = tmp_path / "c.txt"
     atomic_write_text(path, "a, b\nc", newline="\r\n")
     assert path.read_bytes() == b"a, b\r\nc"
+
+
+def test_sha256_file_matches_across_read_blocks(tmp_path):
+    path = tmp_path / "lora wëights.safetensors"
+    data = bytes(range(256)) * (3 * 4096 + 1)  # a little over 3 MiB: several 1 MiB blocks
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..errors import HintedError
 from .paths import clean_path_text, path_candidates, resolve_local_path
 
 Family = Literal["text", "sd1", "sd2", "sdxl"]
@@ -59,15 +60,9 @@ _SINGLE_FILE_UNET_NAMES = {
 _OPENCLIP_NAMES = {"c_fc": "fc1", "c_proj": "fc2", "out_proj": "out_proj"}
 
 
-class ModelInfoError(Exception):
+class ModelInfoError(HintedError):
     """The model could not be read. `reason` is one of: empty, missing, pickle,
     malformed, unsupported."""
-
-    def __init__(self, reason: str, message: str, hint: str):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.hint = hint
 
 
 @dataclass(frozen=True)

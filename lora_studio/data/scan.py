@@ -22,20 +22,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import HintedError
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 TEXT_RECORD_EXTENSIONS = frozenset({".jsonl", ".json", ".txt"})  # as text_records.py reads
 _REPEAT_FOLDER = re.compile(r"^(\d+)_(.+)$")
 _BLANK_CHECK_BYTES = 8  # captions this small are read to tell blank (BOM, spaces) from short
 
 
-class DatasetError(Exception):
+class DatasetError(HintedError):
     """The dataset cannot be scanned. `reason`: missing, not_a_folder, unreadable, wrong_format."""
-
-    def __init__(self, reason: str, message: str, hint: str):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.hint = hint
 
 
 @dataclass(frozen=True)

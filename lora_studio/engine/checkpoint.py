@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..fsutil import atomic_write_bytes, atomic_write_text
+from ..runs.events import Emit, event
 from .control import EngineError
 from .export import atomic_save_safetensors
 
@@ -77,6 +79,23 @@ def save_checkpoint(root: Path, step: int, *, trainable: dict[str, torch.Tensor]
     atomic_write_bytes(folder / "rng.pt", _torch_bytes(capture_rng()))
     atomic_write_text(folder / "state.json", json.dumps({"step": step, **state}, indent=2))
     atomic_write_text(folder / COMPLETE, "")
+    return folder
+
+
+def save_checkpoint_in_step(accelerator, emit: Emit, root: Path, step: int, *,
+                            trainable: Callable[[], dict[str, torch.Tensor]], optimizer,
+                            scheduler, state: dict) -> Path | None:
+    """save_checkpoint, called by every process of a run: all wait for each other, the
+    main process gathers ``trainable``, writes the checkpoint and announces it, and all
+    wait again, so no process runs ahead (or exits) while it is being written. The
+    folder on the main process, None on the others."""
+    accelerator.wait_for_everyone()
+    folder = None
+    if accelerator.is_main_process:
+        folder = save_checkpoint(root, step, trainable=trainable(), optimizer=optimizer,
+                                 scheduler=scheduler, state=state)
+        emit(event("checkpoint", step=step, path=str(folder)))
+    accelerator.wait_for_everyone()
     return folder
 
 

@@ -8,7 +8,6 @@ swapped in whole, so an interrupted export never leaves a half file.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,8 +18,10 @@ from typing import Any
 
 from .. import __version__
 from ..config.jobfile import JobFileError, read_job_toml
+from ..config.model_info import looks_like_hub_id
 from ..config.schema import SCHEMA_VERSION, JobConfig
-from ..fsutil import atomic_write_bytes, atomic_write_text, temp_beside, temp_dir_beside
+from ..fsutil import (atomic_write_bytes, atomic_write_text, sha256_file, temp_beside,
+                      temp_dir_beside)
 from ..runs.exports import (IMAGE_ADAPTER, TEXT_ADAPTER, default_format, format_names,
                             run_family)
 from ..runs.layout import RunDir
@@ -36,14 +37,6 @@ class Exported:
     format: str       # a name from runs.exports.FORMATS
     path: Path
     sha256: str
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def atomic_save_safetensors(tensors: dict, path: str | Path,
@@ -111,11 +104,20 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return dict(fh.metadata() or {})
 
 
+def shareable_model_name(source: str) -> str:
+    """A Hub id as it is, a local model by its file or folder name only: the header of
+    a LoRA people share must not carry the trainer's folders (and user name)."""
+    if looks_like_hub_id(source) and not Path(source).exists():
+        return source
+    return Path(source).name
+
+
 def training_metadata(job: JobConfig, *, family: str, steps: int, dataset_size: int,
                       base_model: str) -> dict[str, str]:
     """What the adapter was trained from, as safetensors header strings."""
     values: dict[str, Any] = {
-        "base_model": base_model, "family": family, "rank": job.network.rank,
+        "base_model": shareable_model_name(base_model), "family": family,
+        "rank": job.network.rank,
         "alpha": f"{job.network.alpha:g}", "steps": steps, "dataset_size": dataset_size,
         "learning_rate": f"{job.optimizer.learning_rate:g}", "seed": job.training.seed,
         "output_name": job.output.output_name, "schema_version": SCHEMA_VERSION,

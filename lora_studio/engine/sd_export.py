@@ -26,11 +26,12 @@ import torch
 
 from lora_studio.config.schema import JobConfig
 from lora_studio.data.tags import tag_counts
+from lora_studio.fsutil import sha256_file
 from lora_studio.runs.exports import IMAGE_ADAPTER
 from lora_studio.runs.layout import RunDir
 
 from .control import EngineError
-from .export import Exported, atomic_save_safetensors, read_metadata, sha256_file, training_metadata
+from .export import Exported, atomic_save_safetensors, read_metadata, training_metadata
 
 ADAPTER_FILE = IMAGE_ADAPTER
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"

@@ -20,7 +20,7 @@ from lora_studio.data.caption_options import captions_vary, prepare_caption
 from lora_studio.runs.events import Emit, event
 from lora_studio.runs.layout import RunDir
 
-from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import load_checkpoint, restore_rng, save_checkpoint_in_step
 from .control import EngineError
 from .loop import (LoopHooks, LoopOutcome, LoopSpec, make_accelerator, steps_per_epoch, total_steps,
                    train_loop)
@@ -324,16 +324,11 @@ def train_sd(job: JobConfig, run: RunDir, emit: Emit, stop: Callable[[], bool],
         cache_text=not params_te and not captions_vary(ds.shuffle_caption, ds.caption_dropout_rate))
 
     def save(step: int) -> Path | None:
-        accelerator.wait_for_everyone()
-        folder = None
-        if main:
-            folder = save_checkpoint(run.checkpoints, step, trainable=lora_state(adapted),
-                                     optimizer=optimizer, scheduler=scheduler,
-                                     state={"family": model.family, "total_steps": total,
-                                            "images": len(image_set.images)})
-            emit(event("checkpoint", step=step, path=str(folder)))
-        accelerator.wait_for_everyone()
-        return folder
+        return save_checkpoint_in_step(accelerator, emit, run.checkpoints, step,
+                                       trainable=lambda: lora_state(adapted),
+                                       optimizer=optimizer, scheduler=scheduler,
+                                       state={"family": model.family, "total_steps": total,
+                                              "images": len(image_set.images)})
 
     def sample(step: int) -> None:
         if main and job.output.sample_prompts:

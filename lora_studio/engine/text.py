@@ -25,7 +25,7 @@ from ..data.text_records import TextRecord, Turn, load_text_records, TextDataErr
 from ..fsutil import atomic_write_text
 from ..runs.events import Emit, event
 from ..runs.layout import RunDir
-from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import load_checkpoint, restore_rng, save_checkpoint_in_step
 from .control import EngineError
 from .export import copy_adapter, training_metadata, write_peft_adapter
 from .loop import (LoopHooks, LoopOutcome, LoopSpec, chunks, epoch_order, make_accelerator,
@@ -411,18 +411,13 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop, resume: Path | None = N
         return model(**{k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}).loss
 
     def save(step: int) -> Path | None:
-        accelerator.wait_for_everyone()
-        folder = None
-        if main:
-            folder = save_checkpoint(run.checkpoints, step,
-                                     trainable=get_peft_model_state_dict(unwrapped),
-                                     optimizer=optimizer, scheduler=scheduler,
-                                     state={"epoch": step // per_epoch, "step_in_epoch": step % per_epoch,
-                                            "total_steps": total, "dataset_size": len(data),
-                                            "seed": job.training.seed})
-            emit(event("checkpoint", step=step, path=str(folder)))
-        accelerator.wait_for_everyone()
-        return folder
+        return save_checkpoint_in_step(accelerator, emit, run.checkpoints, step,
+                                       trainable=lambda: get_peft_model_state_dict(unwrapped),
+                                       optimizer=optimizer, scheduler=scheduler,
+                                       state={"epoch": step // per_epoch,
+                                              "step_in_epoch": step % per_epoch,
+                                              "total_steps": total, "dataset_size": len(data),
+                                              "seed": job.training.seed})
 
     def sample(step: int) -> None:
         if main and job.output.sample_prompts:

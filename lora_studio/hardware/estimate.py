@@ -51,6 +51,7 @@ from .inventory import (
     text_inventory,
     unet_blocks,
     unet_inventory,
+    unet_layers,
     vae_inventory,
 )
 from .monitor import GpuInfo
@@ -453,34 +454,17 @@ def unet_walk(config: Mapping, batch: int, height: int, width: int, cb: int, tar
             kept += c * n * cb
 
     n = height * width
-    for b, kind in enumerate(u["down_types"]):
-        c_in = ch[b - 1] if b else ch[0]
-        for j in range(u["layers"][b]):
-            resnet(c_in if j == 0 else ch[b], ch[b], n)
-            if "CrossAttn" in kind:
-                transformer(ch[b], n, u["depth"][b], u["context"][b], u["heads"][b])
-        if b < len(ch) - 1:
-            sampler(ch[b], n)  # the downsampling conv keeps its full-size input
+    for layer in unet_layers(u):
+        if layer.kind == "resnet":
+            resnet(layer.c_in, layer.c_out, n)
+        elif layer.kind == "attention":
+            transformer(layer.c_out, n, layer.depth, layer.context, layer.heads)
+        elif layer.kind == "downsample":
+            sampler(layer.c_in, n)  # the downsampling conv keeps its full-size input
             n //= 4
-    resnet(ch[-1], ch[-1], n)
-    transformer(ch[-1], n, u["depth"][-1], u["context"][-1], u["heads"][-1])
-    resnet(ch[-1], ch[-1], n)
-    rev = list(reversed(ch))
-    rev_layers, rev_depth, rev_context, rev_heads = (list(reversed(u[k])) for k in
-                                                     ("layers", "depth", "context", "heads"))
-    c_out = rev[0]
-    for b, kind in enumerate(u["up_types"]):
-        prev, c_out = c_out, rev[b]
-        c_skip_last = rev[min(b + 1, len(ch) - 1)]
-        layers = rev_layers[b] + 1
-        for j in range(layers):
-            skip = c_skip_last if j == layers - 1 else c_out
-            resnet((prev if j == 0 else c_out) + skip, c_out, n)
-            if "CrossAttn" in kind:
-                transformer(c_out, n, rev_depth[b], rev_context[b], rev_heads[b])
-        if b < len(ch) - 1:
+        else:
             n *= 4
-            sampler(c_out, n)  # the upsampling conv keeps its upsampled input
+            sampler(layer.c_in, n)  # the upsampling conv keeps its upsampled input
     kept += rb * ch[0] * n + 12 * u["out_channels"] * n  # norm, SiLU, conv_out; the fp32 loss
     working = 3 * ch[0] * n * 4  # the first gradients of the backward, in fp32
     if checkpointing:

@@ -8,7 +8,8 @@ config alone (calibration, tests, quantised checkpoints) without torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 Inventory = dict[str, tuple[int, ...]]  # parameter name -> shape
 
@@ -179,6 +180,58 @@ def unet_blocks(config: Mapping) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class UnetLayer:
+    kind: str          # "resnet", "attention" (a Transformer2DModel), "downsample", "upsample"
+    name: str          # its module path, e.g. "up_blocks.1.resnets.2"
+    c_in: int
+    c_out: int
+    depth: int = 0     # attention only: transformer blocks, cross-attention width, heads
+    context: int = 0
+    heads: int = 0
+
+
+def unet_layers(u: Mapping) -> Iterator[UnetLayer]:
+    """The resnets, attentions and resamplers of a UNet (``unet_blocks``) in forward
+    order, down blocks, middle, up blocks; an up block's resnets take the channels of
+    the skip connection on top of their own. The inventory and the activation walk
+    both follow it."""
+    ch = u["channels"]
+    last = len(ch) - 1
+    c_out = ch[0]
+    for b, kind in enumerate(u["down_types"]):
+        c_in, c_out = c_out, ch[b]
+        for j in range(u["layers"][b]):
+            yield UnetLayer("resnet", f"down_blocks.{b}.resnets.{j}", c_in if j == 0 else c_out, c_out)
+            if "CrossAttn" in kind:
+                yield UnetLayer("attention", f"down_blocks.{b}.attentions.{j}", c_out, c_out,
+                                u["depth"][b], u["context"][b], u["heads"][b])
+        if b < last:
+            yield UnetLayer("downsample", f"down_blocks.{b}.downsamplers.0", c_out, c_out)
+    c = ch[-1]
+    yield UnetLayer("resnet", "mid_block.resnets.0", c, c)
+    yield UnetLayer("attention", "mid_block.attentions.0", c, c,
+                    u["depth"][-1], u["context"][-1], u["heads"][-1])
+    yield UnetLayer("resnet", "mid_block.resnets.1", c, c)
+    rev = list(reversed(ch))
+    rev_layers, rev_depth, rev_context, rev_heads = (list(reversed(u[k])) for k in
+                                                     ("layers", "depth", "context", "heads"))
+    c_out = rev[0]
+    for b, kind in enumerate(u["up_types"]):
+        prev, c_out = c_out, rev[b]
+        c_skip_last = rev[min(b + 1, last)]
+        layers = rev_layers[b] + 1
+        for j in range(layers):
+            skip = c_skip_last if j == layers - 1 else c_out
+            yield UnetLayer("resnet", f"up_blocks.{b}.resnets.{j}",
+                            (prev if j == 0 else c_out) + skip, c_out)
+            if "CrossAttn" in kind:
+                yield UnetLayer("attention", f"up_blocks.{b}.attentions.{j}", c_out, c_out,
+                                rev_depth[b], rev_context[b], rev_heads[b])
+        if b < last:
+            yield UnetLayer("upsample", f"up_blocks.{b}.upsamplers.0", c_out, c_out)
+
+
 def unet_inventory(config: Mapping) -> Inventory:
     """Parameters of diffusers' UNet2DConditionModel (SD 1.x / 2.x / SDXL layouts)."""
     u = unet_blocks(config)
@@ -190,35 +243,13 @@ def unet_inventory(config: Mapping) -> Inventory:
     if config.get("addition_embed_type") == "text_time":
         _linear(inv, "add_embedding.linear_1", int(config["projection_class_embeddings_input_dim"]), temb)
         _linear(inv, "add_embedding.linear_2", temb, temb)
-    c_out = ch[0]
-    for b, kind in enumerate(u["down_types"]):
-        c_in, c_out = c_out, ch[b]
-        for j in range(u["layers"][b]):
-            _resnet(inv, f"down_blocks.{b}.resnets.{j}", c_in if j == 0 else c_out, c_out, temb)
-            if "CrossAttn" in kind:
-                _transformer_2d(inv, f"down_blocks.{b}.attentions.{j}", c_out, u["depth"][b],
-                                u["context"][b], u["linear_proj"])
-        if b < len(ch) - 1:
-            _conv(inv, f"down_blocks.{b}.downsamplers.0.conv", c_out, c_out, 3)
-    c = ch[-1]
-    _resnet(inv, "mid_block.resnets.0", c, c, temb)
-    _transformer_2d(inv, "mid_block.attentions.0", c, u["depth"][-1], u["context"][-1], u["linear_proj"])
-    _resnet(inv, "mid_block.resnets.1", c, c, temb)
-    rev = list(reversed(ch))
-    rev_layers, rev_depth, rev_context = (list(reversed(u[k])) for k in ("layers", "depth", "context"))
-    c_out = rev[0]
-    for b, kind in enumerate(u["up_types"]):
-        prev, c_out = c_out, rev[b]
-        c_in = rev[min(b + 1, len(ch) - 1)]
-        layers = rev_layers[b] + 1
-        for j in range(layers):
-            skip = c_in if j == layers - 1 else c_out
-            _resnet(inv, f"up_blocks.{b}.resnets.{j}", (prev if j == 0 else c_out) + skip, c_out, temb)
-            if "CrossAttn" in kind:
-                _transformer_2d(inv, f"up_blocks.{b}.attentions.{j}", c_out, rev_depth[b],
-                                rev_context[b], u["linear_proj"])
-        if b < len(ch) - 1:
-            _conv(inv, f"up_blocks.{b}.upsamplers.0.conv", c_out, c_out, 3)
+    for layer in unet_layers(u):
+        if layer.kind == "resnet":
+            _resnet(inv, layer.name, layer.c_in, layer.c_out, temb)
+        elif layer.kind == "attention":
+            _transformer_2d(inv, layer.name, layer.c_out, layer.depth, layer.context, u["linear_proj"])
+        else:
+            _conv(inv, f"{layer.name}.conv", layer.c_in, layer.c_out, 3)
     _norm(inv, "conv_norm_out", ch[0])
     _conv(inv, "conv_out", ch[0], u["out_channels"], 3)
     return inv

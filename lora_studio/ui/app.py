@@ -310,15 +310,31 @@ class MainWindow(QMainWindow):
 
     # -- closing -------------------------------------------------------------
     def closeEvent(self, event) -> None:
-        if self.training.is_running:
-            answer = QMessageBox.question(
-                self, "Training is running",
-                "Stop the run and close? The engine saves a checkpoint you can resume from.")
-            if answer != QMessageBox.StandardButton.Yes:
-                event.ignore()
-                return
+        if not self.may_close():
+            event.ignore()
+            return
         self.shutdown()
         super().closeEvent(event)
+
+    def may_close(self) -> bool:
+        """Ask before quitting stops a run or loses caption edits; False: stay open.
+        The run is asked about first because answering it changes nothing yet,
+        while saving the captions does."""
+        if self.training.is_running and not self.ask_stop_run():
+            return False
+        return self.browser.may_close()
+
+    def ask_stop_run(self) -> bool:
+        """True: stop the run and quit."""
+        buttons = QMessageBox.StandardButton
+        box = QMessageBox(QMessageBox.Icon.Question, "Training is running",
+                          "A run is in progress. Stop it and quit?\n\n"
+                          "The engine finishes its current step and saves a checkpoint: "
+                          "resume the run later from the Runs tab.", buttons.Cancel, self)
+        stop = box.addButton("Stop and quit", QMessageBox.ButtonRole.AcceptRole)
+        box.setDefaultButton(buttons.Cancel)
+        box.exec()
+        return box.clickedButton() is stop
 
     def shutdown(self) -> None:
         """Remember the geometry, stop a run, save pending captions, stop the timers."""

@@ -443,7 +443,7 @@ class DatasetBrowser(QWidget):
         except DatasetError as exc:
             self.show_message(f"{exc.message} {exc.hint}")
             return False
-        if not self._may_leave():
+        if not self._may_leave("opening another folder"):
             return False
         self.health.stop()
         self.root = dataset.root
@@ -481,24 +481,24 @@ class DatasetBrowser(QWidget):
         self.caption_timer.start()  # the grid paints first; captions follow in slices
         return True
 
-    def _may_leave(self) -> bool:
-        """Before the open captions are replaced (after flush()): ask what to do with
-        edits that are still not on disk (changed on disk meanwhile, autosave off, a
-        write that failed). False: keep this folder open."""
+    def _may_leave(self, action: str) -> bool:
+        """Before the open captions are replaced or the application quits (after
+        flush()): ask what to do with edits that are still not on disk (changed on
+        disk meanwhile, autosave off, a write that failed). False: keep this folder open."""
         if self.session is None or not self.session.dirty:
             return True
-        choice = self.ask_unsaved(self.session.unsaved_summary())
+        choice = self.ask_unsaved(self.session.unsaved_summary(), action)
         may, report = self.session.leave(choice)
         self._after_save(report)
         if not may and choice == "cancel":
             self.show_message(f"Kept {self.root} open; its unsaved edits are still there.")
         return may
 
-    def ask_unsaved(self, summary: str) -> str:
-        """"save", "discard" or "cancel"."""
+    def ask_unsaved(self, summary: str, action: str) -> str:
+        """"save", "discard" or "cancel"; `action` ends the question ("quitting")."""
         buttons = QMessageBox.StandardButton
         answer = QMessageBox.question(
-            self, "Unsaved caption edits", f"{summary}\n\nSave them before opening another folder?",
+            self, "Unsaved caption edits", f"{summary}\n\nSave them before {action}?",
             buttons.Save | buttons.Discard | buttons.Cancel, buttons.Cancel)
         return {buttons.Save: "save", buttons.Discard: "discard"}.get(answer, "cancel")
 
@@ -939,6 +939,12 @@ class DatasetBrowser(QWidget):
                 self._save()
         if self.text_view.dirty:
             self.text_view.save()
+
+    def may_close(self) -> bool:
+        """Before the application quits: save what autosave may, then ask about the
+        edits that would still be lost. False: the user chose to stay."""
+        self.flush()
+        return self._may_leave("quitting")
 
     def shutdown(self) -> None:
         """Save, then stop the background workers (the health check stops after

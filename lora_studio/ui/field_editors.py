@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QSignalBlocker, Signal
+from PySide6.QtCore import QSignalBlocker, Signal, SignalInstance
 from PySide6.QtGui import QDoubleValidator
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout,
                                QLineEdit, QMenu, QPlainTextEdit, QSpinBox, QToolButton, QWidget)
@@ -41,6 +41,14 @@ class FieldEditor(QWidget):
         self.spec = spec
         self.layout_ = QHBoxLayout(self)
         self.layout_.setContentsMargins(0, 0, 0, 0)
+        self._input: QWidget = self
+
+    def _hold(self, widget: QWidget, edited: SignalInstance, stretch: int = 1) -> None:
+        """Put the input widget in the row: its ``edited`` signal is the editor's
+        ``changed``, and it takes the focus (label buddy, jump to a finding)."""
+        self.layout_.addWidget(widget, stretch)
+        edited.connect(self.changed)
+        self._input = widget
 
     def value(self) -> Any:
         raise NotImplementedError
@@ -49,16 +57,15 @@ class FieldEditor(QWidget):
         raise NotImplementedError
 
     def focus_widget(self) -> QWidget:
-        return self
+        return self._input
 
 
 class CheckEditor(FieldEditor):
     def __init__(self, spec, parent=None):
         super().__init__(spec, parent)
         self.box = QCheckBox()
-        self.layout_.addWidget(self.box)
+        self._hold(self.box, self.box.toggled, stretch=0)
         self.layout_.addStretch(1)
-        self.box.toggled.connect(self.changed)
 
     def value(self):
         return self.box.isChecked()
@@ -67,17 +74,12 @@ class CheckEditor(FieldEditor):
         with QSignalBlocker(self.box):
             self.box.setChecked(bool(value))
 
-    def focus_widget(self):
-        return self.box
-
-
 class ChoiceEditor(FieldEditor):
     def __init__(self, spec, parent=None):
         super().__init__(spec, parent)
         self.box = QComboBox()
         self.box.addItems(list(spec.choices))
-        self.layout_.addWidget(self.box, 1)
-        self.box.currentTextChanged.connect(self.changed)
+        self._hold(self.box, self.box.currentTextChanged)
 
     def value(self):
         return self.box.currentText()
@@ -89,10 +91,6 @@ class ChoiceEditor(FieldEditor):
                 self.box.addItem(text)
             self.box.setCurrentText(text)
 
-    def focus_widget(self):
-        return self.box
-
-
 class IntEditor(FieldEditor):
     def __init__(self, spec, parent=None):
         super().__init__(spec, parent)
@@ -101,8 +99,7 @@ class IntEditor(FieldEditor):
         self.box.setRange(int(max(low, -INT_LIMIT)) if low is not None else -INT_LIMIT,
                           int(min(high, INT_LIMIT)) if high is not None else INT_LIMIT)
         self.box.setAccelerated(True)
-        self.layout_.addWidget(self.box, 1)
-        self.box.valueChanged.connect(self.changed)
+        self._hold(self.box, self.box.valueChanged)
 
     def value(self):
         return self.box.value()
@@ -110,10 +107,6 @@ class IntEditor(FieldEditor):
     def set_value(self, value):
         with QSignalBlocker(self.box):
             self.box.setValue(int(value))
-
-    def focus_widget(self):
-        return self.box
-
 
 class FloatEditor(FieldEditor):
     def __init__(self, spec, parent=None):
@@ -124,8 +117,7 @@ class FloatEditor(FieldEditor):
         # An exclusive bound is allowed in the box on purpose: validation explains it.
         self.box.setRange(low if low is not None else -1e9, high if high is not None else 1e9)
         self.box.setSingleStep(0.01 if (high or 10) <= 1 else 1.0)
-        self.layout_.addWidget(self.box, 1)
-        self.box.valueChanged.connect(self.changed)
+        self._hold(self.box, self.box.valueChanged)
 
     def value(self):
         return self.box.value()
@@ -133,10 +125,6 @@ class FloatEditor(FieldEditor):
     def set_value(self, value):
         with QSignalBlocker(self.box):
             self.box.setValue(float(value))
-
-    def focus_widget(self):
-        return self.box
-
 
 class TextFloatEditor(FieldEditor):
     """A float typed as text (1e-4); empty means 'unset' for optional fields."""
@@ -149,8 +137,7 @@ class TextFloatEditor(FieldEditor):
         self.edit.setValidator(validator)
         if spec.optional:
             self.edit.setPlaceholderText("same as learning rate")
-        self.layout_.addWidget(self.edit, 1)
-        self.edit.textEdited.connect(self.changed)
+        self._hold(self.edit, self.edit.textEdited)
 
     def value(self):
         text = self.edit.text().strip()
@@ -166,16 +153,11 @@ class TextFloatEditor(FieldEditor):
             self.edit.setText("" if value is None else (f"{value:g}" if isinstance(value, float)
                                                         else str(value)))
 
-    def focus_widget(self):
-        return self.edit
-
-
 class TextEditor(FieldEditor):
     def __init__(self, spec, parent=None):
         super().__init__(spec, parent)
         self.edit = QLineEdit()
-        self.layout_.addWidget(self.edit, 1)
-        self.edit.textEdited.connect(self.changed)
+        self._hold(self.edit, self.edit.textEdited)
         if spec.widget in ("dir", "file", "path"):
             self._add_picker(spec.widget)
 
@@ -210,10 +192,6 @@ class TextEditor(FieldEditor):
         with QSignalBlocker(self.edit):
             self.edit.setText("" if value is None else str(value))
 
-    def focus_widget(self):
-        return self.edit
-
-
 class LinesEditor(FieldEditor):
     """A list of strings, one a line."""
 
@@ -222,8 +200,7 @@ class LinesEditor(FieldEditor):
         self.edit = QPlainTextEdit()
         self.edit.setTabChangesFocus(True)
         self.edit.setFixedHeight(self.edit.fontMetrics().lineSpacing() * 4 + 12)
-        self.layout_.addWidget(self.edit, 1)
-        self.edit.textChanged.connect(self.changed)
+        self._hold(self.edit, self.edit.textChanged)
 
     def value(self):
         return [line.strip() for line in self.edit.toPlainText().splitlines() if line.strip()]
@@ -232,10 +209,6 @@ class LinesEditor(FieldEditor):
         with QSignalBlocker(self.edit):
             items = value if isinstance(value, list) else [str(value)]
             self.edit.setPlainText("\n".join(str(v) for v in items))
-
-    def focus_widget(self):
-        return self.edit
-
 
 def make_editor(spec: FieldSpec, parent: QWidget | None = None) -> FieldEditor:
     if spec.kind == "bool":

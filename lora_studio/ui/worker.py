@@ -10,7 +10,6 @@ burst of events arrives as one batch instead of one queued call each.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QThread, QTimer, Signal
 
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_text, sha256_file
 from ..config.jobfile import JobFileError, read_job_toml
 from ..runs import launch
 from ..runs.events import EventWriter, decode, event
@@ -204,14 +203,6 @@ class TrainingWorker(QThread):
                      hint=detail)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _snapshot(folder: Path) -> dict[Path, float]:
     if not folder.is_dir():
         return {}
@@ -274,4 +265,4 @@ class ExportWorker(QThread):
         if not written:
             self.error = f"The exporter ended without writing a file in {self.run_dir.exports}."
             return
-        self.files = [(str(p), sha256_of(p)) for p in written]
+        self.files = [(str(p), sha256_file(p)) for p in written]
