@@ -33,6 +33,17 @@ def test_series_grows_smooths_and_cuts_back_on_resume():
     assert math.isnan(series.view("loss")[-1]) and not math.isnan(series.view("smooth")[-1])
 
 
+def test_learning_rate_axis_top_follows_the_series():
+    series = TrainingSeries(capacity=4)
+    for step, lr in enumerate([0.0, 5e-4, 1e-3, 2e-4], start=1):
+        series.append(step, 1.0, lr)
+    assert series.lr_max == 1e-3
+    series.append(2, 1.0, 1e-4)                          # resumed at step 2: the peak is cut
+    assert series.lr_max == 1e-4
+    series.clear()
+    assert series.lr_max == 0.0
+
+
 def test_progress_text_and_eta():
     assert format_eta(3725) == "1:02:05" and format_eta(65) == "1:05" and format_eta(None) == "–"
     text = progress_text({"step": 5, "total": 40, "epoch": 1, "loss": 1.23456, "lr": 1e-4,

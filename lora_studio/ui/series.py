@@ -18,11 +18,13 @@ class TrainingSeries:
         self.smooth = np.full(capacity, np.nan)
         self.lr = np.full(capacity, np.nan)
         self.n = 0
+        self.lr_max = 0.0  # the learning-rate axis runs from 0 to this
         self._ema = 0.0
         self._ema_weight = 0.0  # for the bias correction of the first points
 
     def clear(self) -> None:
         self.n = 0
+        self.lr_max = 0.0
         self._ema = 0.0
         self._ema_weight = 0.0
 
@@ -39,6 +41,7 @@ class TrainingSeries:
         it and rebuild the EMA from what is left."""
         keep = int(np.searchsorted(self.steps[: self.n], step, side="left"))
         self.n = keep
+        self.lr_max = float(np.nanmax(self.lr[:keep], initial=0.0))
         self._ema = 0.0
         self._ema_weight = 0.0
         for i in range(keep):
@@ -61,6 +64,8 @@ class TrainingSeries:
         self.loss[i] = loss if valid else np.nan
         self.smooth[i] = self._update_ema(loss) if valid else (self.smooth[i - 1] if i else np.nan)
         self.lr[i] = lr if lr is not None else np.nan
+        if lr is not None and math.isfinite(lr):
+            self.lr_max = max(self.lr_max, lr)
         self.n += 1
 
     def view(self, name: str) -> np.ndarray:

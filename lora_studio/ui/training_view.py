@@ -434,6 +434,9 @@ class TrainingView(QWidget):
             self.raw_curve.setData(steps, self.series.view("loss"))
             self.smooth_curve.setData(steps, self.series.view("smooth"))
             self.lr_curve.setData(steps, self.series.view("lr"))
+            if self.series.lr_max > 0:
+                # From 0, fixed: autorange makes a constant rate a flat line in a void.
+                self.lr_plot.setYRange(0, self.series.lr_max * 1.1, padding=0)
         if self._progress is not None:
             ev, self._progress = self._progress, None
             step, total = _num(ev, "step") or 0, _num(ev, "total", "total_steps")
