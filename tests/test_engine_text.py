@@ -321,3 +321,24 @@ def test_engine_process_streams_json_and_cancels_on_sigterm(tmp_path):
     assert events[-1]["type"] == "finished" and events[-1]["status"] == "cancelled"
     assert (Path(events[-1]["checkpoint"]) / COMPLETE).exists()
     assert [e["type"] for e in read_events(folder.events)] == [e["type"] for e in events]
+
+
+def test_terminal_progress_redraws_on_a_tty_and_prints_lines_into_a_log():
+    import io
+    from lora_studio.engine.cli_train import TerminalProgress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    events = [{"type": "progress", "step": s, "total": 40, "loss": 1.0, "it_s": 2.0, "eta_s": 3}
+              for s in range(1, 41)]
+    tty, log = Tty(), io.StringIO()
+    for out in (tty, log):
+        show = TerminalProgress(out)
+        for ev in events:
+            show(ev)
+    assert tty.getvalue().count("\r") == 40 and "\n" not in tty.getvalue()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) == 20  # every 5 %: steps 2, 4, ... 40
+    assert lines[-1].startswith("step 40/40")

@@ -53,6 +53,21 @@ def resume_step(resume: Path | None) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
+def quiet_libraries() -> None:
+    """The engine reports through events: the libraries' own progress bars (weights
+    loading, pipeline denoising) would only garble the terminal line and the GUI's
+    stderr tail, and peft 0.21 trips transformers 5's deprecation of
+    ``is_gradient_checkpointing`` on every model, which no user can act on."""
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                            category=FutureWarning)
+
+
 def run(job: JobConfig, run_dir: str | Path, emit: Emit,
         should_stop: Callable[[], bool] | None = None, resume: Path | None = None) -> None:
     """Train ``job`` in ``run_dir``. ``should_stop`` is polled once per optimizer step (a
@@ -63,6 +78,7 @@ def run(job: JobConfig, run_dir: str | Path, emit: Emit,
     stop = should_stop if isinstance(should_stop, StopRequest) else StopRequest(should_stop,
                                                                                 run_folder.root)
     family = "text"
+    quiet_libraries()
     try:
         from accelerate import PartialState  # the launched processes' state, or a single one
         state = PartialState()
