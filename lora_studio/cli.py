@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import traceback
@@ -18,7 +19,7 @@ from typing import Callable
 from .config.fields import SPECS, OverrideError, apply_overrides
 from .config.findings import Finding
 from .config.gpu import GpuFacts
-from .config.presets import PresetError, find_preset, list_presets, read_preset
+from .config.presets import PresetError, find_preset, import_preset, list_presets, read_preset
 from .config.validate import check
 
 DEBUG_ENV = "LORA_STUDIO_DEBUG"
@@ -87,10 +88,36 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_presets_import(args: argparse.Namespace) -> int:
+    if args.name is not None and not args.name.strip():
+        raise CliError("--name is empty; give the imported preset a name, or leave --name out "
+                       "to keep the file's own name.")
+    result = import_preset(args.file, name=args.name or "")
+    print(f"Imported {args.file}\n  as {result.path}")
+    print_findings(result.findings)
+    if result.unsupported:
+        print("Not imported (no equivalent in LoRA Studio):")
+        for key, value in result.unsupported.items():
+            print(f"  {key} = {json.dumps(value, ensure_ascii=False)}")
+    return 1 if any(f.level == "error" for f in result.findings) else 0
+
+
 def add_presets(sub) -> None:
-    p = sub.add_parser("presets", help="list the built-in and your presets",
-                       description="List the built-in presets and yours, with family, VRAM class and file.")
+    p = sub.add_parser("presets", help="list the built-in and your presets, or import one",
+                       description="List the built-in presets and yours, with family, VRAM class and file; "
+                                   "'presets import FILE' adds a preset to yours.")
     p.set_defaults(run=cmd_presets)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    imp = actions.add_parser("import", help="copy a .toml preset or convert a kohya_ss .json config "
+                                            "into your presets",
+                             description="Copy a LoRA Studio preset (.toml) or convert a kohya_ss LoRA "
+                                         "config (.json) into your preset folder, and print where it "
+                                         "was written, what to check and the kohya_ss settings that "
+                                         "were not imported. Exit status 1 when the imported preset "
+                                         "has errors; nothing is written when the file cannot be read.")
+    imp.add_argument("file", type=Path, metavar="FILE")
+    imp.add_argument("--name", metavar="NAME", help="the preset's name (default: the name in the file)")
+    imp.set_defaults(run=cmd_presets_import)
 
 
 def _print_keys() -> None:

@@ -72,6 +72,54 @@ def test_presets_lists_builtins_and_user_presets(capsys, config_dir):
     assert "Good" in line and "user" in line and "8GB" in line
 
 
+KOHYA = Path(__file__).parent / "data" / "kohya-sd15-character.json"
+
+
+def test_presets_import_kohya_json_prints_where_findings_and_unsupported(capsys, config_dir):
+    assert cli.main(["presets", "import", str(KOHYA)]) == 0
+    out = capsys.readouterr().out
+    written = config_dir / "presets" / "anna-muller-v1.toml"
+    assert written.is_file() and f"as {written}" in out
+    assert "Optimizer arguments not imported" in out and "0 errors" in out
+    unsupported = out.split("Not imported (no equivalent in LoRA Studio):\n")[1].splitlines()
+    assert "  clip_skip = 2" in unsupported and '  sample_sampler = "euler_a"' in unsupported
+    assert cli.main(["presets"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if "anna-muller-v1.toml" in l)
+    assert "user" in line and "sd1" in line
+
+
+def test_presets_import_toml_under_a_new_name(capsys, config_dir, preset_files):
+    assert cli.main(["presets", "import", str(preset_files / "good.toml"), "--name", "Mein Stil"]) == 0
+    out = capsys.readouterr().out
+    assert "Not imported" not in out
+    written = config_dir / "presets" / "mein-stil.toml"
+    assert written.is_file() and 'name = "Mein Stil"' in written.read_text(encoding="utf-8")
+
+
+def test_presets_import_with_errors_writes_and_exits_1(capsys, config_dir, preset_files):
+    assert cli.main(["presets", "import", str(preset_files / "broken.toml")]) == 1
+    out = capsys.readouterr().out
+    assert "network.rank" in out and "Fix the errors" in out
+    assert (config_dir / "presets" / "broken.toml").is_file()
+
+
+@pytest.mark.parametrize("name,content,argv,needle", [
+    ("bad kohya.json", '{"network_dim": 8,\n  "x": }', [], "line 2, column 8: not valid JSON"),
+    ("list.json", "[1, 2]", [], "expected a JSON object"),
+    ("notes.txt", "hello", [], "cannot be imported"),
+    ("missing.json", None, [], "no such file"),
+    ("ok.json", "{}", ["--name", " "], "--name is empty"),
+])
+def test_presets_import_bad_file_exits_2_and_writes_nothing(capsys, tmp_path, config_dir,
+                                                           name, content, argv, needle):
+    if content is not None:
+        (tmp_path / name).write_text(content, encoding="utf-8")
+    assert cli.main(["presets", "import", str(tmp_path / name), *argv]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("lora-studio: error: ") and needle in err and "Traceback" not in err
+    assert out == "" and not (config_dir / "presets").exists()
+
+
 def test_check_good_preset_passes(capsys, preset_files):
     assert cli.main(["check", str(preset_files / "good.toml")]) == 0
     out = capsys.readouterr().out

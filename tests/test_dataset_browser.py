@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -230,6 +231,68 @@ def test_text_dataset_table(qtbot, tmp_path):
     assert not b.dirty
     assert not b.open_text_dataset(tmp_path / "missing.jsonl")
     assert "does not exist" in b.status.text()
+
+
+def _unsavable_text_edit(qtbot, tmp_path, answer):
+    """A browser with a text record edited in a folder that is then unplugged;
+    its questions are answered with `answer` ("save" plugs the folder back first)."""
+    folder = tmp_path / "clé usb"
+    folder.mkdir()
+    for name in ("a.jsonl", "b.jsonl"):
+        (folder / name).write_text(json.dumps({"prompt": name, "response": "A"}) + "\n")
+    b = DatasetBrowser()
+    qtbot.addWidget(b)
+    assert b.open_text_dataset(folder)
+    view = b.text_view
+    next(edit for path, edit in view._editors if path == ("response",)).setPlainText("A, edited")
+    shutil.rmtree(folder)
+    asked = []
+
+    def ask(summary, action):
+        asked.append((summary, action))
+        if answer == "save":
+            folder.mkdir()
+        return answer
+    b.ask_unsaved = ask
+    return b, folder / "a.jsonl", asked
+
+
+@pytest.mark.parametrize("answer", ["cancel", "discard", "save"])
+def test_opening_another_text_dataset_asks_about_unsaved_records(qtbot, tmp_path, answer):
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"prompt": "Q", "response": "A"}) + "\n")
+    b, first, asked = _unsavable_text_edit(qtbot, tmp_path, answer)
+    assert b.open_text_dataset(other) is (answer != "cancel")
+    (summary, action), = asked
+    assert action == "opening another text dataset"
+    assert summary.startswith(f"1 edited record(s) in {first} are not saved. Cannot save {first}")
+    assert b.text_view.table.path == (first if answer == "cancel" else other)
+    assert b.dirty is (answer == "cancel")
+    if answer == "cancel":
+        assert f"Kept {first} open" in b.status.text()
+    if answer == "save":
+        assert json.loads(first.read_text())["response"] == "A, edited"
+
+
+@pytest.mark.parametrize("answer", ["cancel", "discard"])
+def test_opening_an_image_folder_asks_about_unsaved_records(qtbot, tmp_path, answer):
+    root = _make_dataset(tmp_path / "images")
+    b, first, asked = _unsavable_text_edit(qtbot, tmp_path, answer)
+    assert b.open_folder(root) is (answer == "discard")
+    assert [a for _s, a in asked] == ["opening an image folder"]
+    if answer == "cancel":
+        assert b.pages.currentIndex() == 1 and b.text_view.dirty
+    else:  # the hidden table is closed, so quitting later does not ask again
+        assert b.wait_for_captions() and b.text_view.table is None and not b.dirty
+    b.shutdown()
+
+
+def test_switching_file_in_a_text_folder_can_be_cancelled(qtbot, tmp_path):
+    b, first, asked = _unsavable_text_edit(qtbot, tmp_path, "cancel")
+    b.text_files.setCurrentIndex(1)
+    b.text_files.activated.emit(1)
+    assert [a for _s, a in asked] == ["opening another file"]
+    assert b.text_files.currentIndex() == 0 and b.text_view.table.path == first and b.dirty
 
 
 def test_health_child_dying_is_reported_not_crashing(qtbot, browser):

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -75,3 +76,21 @@ def test_unsupported_and_unreadable(tmp_path):
     assert t.rows == [] and t.problems
     t.save()
     assert whole.read_text() == "[{"
+
+
+def test_unsaved_summary_and_a_failed_save_that_keeps_the_edits(tmp_path):
+    folder = tmp_path / "clé usb"
+    folder.mkdir()
+    p = folder / "d.jsonl"
+    p.write_text('{"prompt": "Q1", "response": "A1"}\n')
+    t = TextTable(p)
+    assert t.unsaved_summary() == "" and t.try_save() == ""
+    t.set_field(0, ("response",), "A1, edited")
+    assert t.unsaved_summary() == f"1 edited record(s) in {p} are not saved."
+    shutil.rmtree(folder)  # the drive was unplugged
+    error = t.try_save()
+    assert error.startswith(f"Cannot save {p}: ") and "Nothing was changed on disk" in error
+    assert t.dirty and not folder.exists()
+    folder.mkdir()
+    assert t.try_save() == "" and not t.dirty and t.unsaved_summary() == ""
+    assert json.loads(p.read_text())["response"] == "A1, edited"

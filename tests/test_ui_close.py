@@ -1,4 +1,7 @@
-"""Closing the main window never drops caption edits or a run without asking."""
+"""Closing the main window never drops caption edits, text-record edits or a run
+without asking."""
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -92,6 +95,61 @@ def test_closing_saves_plain_edits_without_asking(win, tmp_path, monkeypatch):
     asked = answer_unsaved(monkeypatch, Button.Cancel)
     assert win.close() and not asked
     assert (root / "img 0.txt").read_text() == "saved on quitting\n"
+
+
+def edit_text_record(win, tmp_path) -> tuple[Path, Path]:
+    folder = tmp_path / "clé usb"
+    folder.mkdir()
+    data = folder / "chat données.jsonl"
+    data.write_text(json.dumps({"prompt": "Hi", "response": "Hello"}) + "\n", encoding="utf-8")
+    assert win.browser.open_text_dataset(data)
+    view = win.browser.text_view
+    next(edit for path, edit in view._editors if path == ("response",)).setPlainText("Hello, edited")
+    assert view.dirty
+    return folder, data
+
+
+def _response(data: Path) -> str:
+    return json.loads(data.read_text(encoding="utf-8"))["response"]
+
+
+def test_closing_saves_text_record_edits_without_asking(win, tmp_path, monkeypatch):
+    _folder, data = edit_text_record(win, tmp_path)
+    asked = answer_unsaved(monkeypatch, Button.Cancel)
+    assert win.close() and not asked
+    assert _response(data) == "Hello, edited"
+
+
+@pytest.mark.parametrize("button, plugged_back, closed", [
+    (Button.Cancel, False, False),
+    (Button.Discard, False, True),
+    (Button.Save, True, True),
+    (Button.Save, False, False),
+], ids=["cancel", "discard", "save", "save-fails-again"])
+def test_closing_asks_about_text_records_that_could_not_be_saved(win, tmp_path, monkeypatch, button,
+                                                                plugged_back, closed):
+    folder, data = edit_text_record(win, tmp_path)
+    shutil.rmtree(folder)  # the drive was unplugged: the save on quitting fails
+    asked = []
+
+    def question(parent, title, text, *args):
+        asked.append(text)
+        if plugged_back:
+            folder.mkdir()
+        return button
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    assert win.close() is closed
+    assert len(asked) == 1
+    assert asked[0].startswith(f"1 edited record(s) in {data} are not saved. Cannot save {data}: ")
+    assert asked[0].endswith("Save them before quitting?")
+    assert win.isVisible() is not closed
+    view = win.browser.text_view
+    if plugged_back:
+        assert _response(data) == "Hello, edited" and not view.dirty
+    else:
+        assert not folder.exists()  # nothing written anywhere
+    if not closed:  # the edit is still there to save later
+        assert view.dirty and view.table.rows[0].obj["response"] == "Hello, edited"
 
 
 def _start_long_run(win, qtbot, tmp_path) -> Path:

@@ -169,7 +169,8 @@ def _read_text(path: Path) -> str:
 def _read_document(path: Path) -> dict:
     if path.suffix.lower() == ".json":
         raise PresetError(path, "is a JSON file; presets are TOML.",
-                          "A kohya_ss config can be imported: the Import button of the preset bar.")
+                          "A kohya_ss config can be imported: the Import button of the preset bar, "
+                          "or lora-studio presets import FILE.")
     text = _read_text(path)
     try:
         return tomllib.loads(text)
@@ -385,9 +386,9 @@ def delete_preset(path: str | Path) -> None:
         raise PresetError(path, "no such file.") from None
 
 
-def import_preset(file: str | Path) -> ImportResult:
-    """Copy a .toml preset, or convert a kohya_ss LoRA .json config, into the user folder.
-    Nothing is written when the file cannot be read."""
+def import_preset(file: str | Path, name: str = "") -> ImportResult:
+    """Copy a .toml preset, or convert a kohya_ss LoRA .json config, into the user folder,
+    renamed to `name` when given. Nothing is written when the file cannot be read."""
     file = Path(file)
     suffix = file.suffix.lower()
     if suffix == SUFFIX:
@@ -409,6 +410,8 @@ def import_preset(file: str | Path) -> ImportResult:
     else:
         raise PresetError(file, "cannot be imported.",
                           "Import a LoRA Studio preset (.toml) or a kohya_ss LoRA config (.json).")
+    if name.strip():
+        meta = replace(meta, name=name.strip())
     path = _write(user_preset_path(meta.name), meta, data)
     return ImportResult(path, findings + parse_job(data)[1], unsupported)
 

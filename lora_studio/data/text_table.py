@@ -157,6 +157,19 @@ class TextTable:
             return f"{exc} ({fmt} format)"
         return ""
 
+    def unsaved_summary(self) -> str:
+        """What closing the table now would lose, in words; "" when nothing."""
+        edited = sum(r.edited for r in self.rows)
+        return f"{edited} edited record(s) in {self.path} are not saved." if edited else ""
+
+    def try_save(self) -> str:
+        """save(); a write that failed comes back as the message to show ("" when saved)."""
+        try:
+            self.save()
+        except OSError as exc:
+            return f"Cannot save {self.path}: {exc.strerror or exc}. Nothing was changed on disk."
+        return ""
+
     def save(self) -> None:
         """Write the file atomically; nothing is written when nothing was edited."""
         if not self.dirty:

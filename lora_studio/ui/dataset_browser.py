@@ -443,7 +443,8 @@ class DatasetBrowser(QWidget):
         except DatasetError as exc:
             self.show_message(f"{exc.message} {exc.hint}")
             return False
-        if not self._may_leave("opening another folder"):
+        if not self._may_leave("opening another folder") \
+                or not self._may_leave_text("opening an image folder"):
             return False
         self.health.stop()
         self.root = dataset.root
@@ -494,11 +495,25 @@ class DatasetBrowser(QWidget):
             self.show_message(f"Kept {self.root} open; its unsaved edits are still there.")
         return may
 
+    def _may_leave_text(self, action: str) -> bool:
+        """_may_leave for the open text dataset: its edits that flush() could not
+        write. Asked last, because Discard closes the table at once."""
+        view = self.text_view
+        if not view.dirty:
+            return True
+        path = view.table.path
+        choice = self.ask_unsaved(" ".join(filter(None, (view.table.unsaved_summary(),
+                                                          view.save_error))), action)
+        may = view.leave(choice)
+        if not may and choice == "cancel":
+            self.show_message(f"Kept {path} open; its unsaved edits are still there.")
+        return may
+
     def ask_unsaved(self, summary: str, action: str) -> str:
         """"save", "discard" or "cancel"; `action` ends the question ("quitting")."""
         buttons = QMessageBox.StandardButton
         answer = QMessageBox.question(
-            self, "Unsaved caption edits", f"{summary}\n\nSave them before {action}?",
+            self, "Unsaved edits", f"{summary}\n\nSave them before {action}?",
             buttons.Save | buttons.Discard | buttons.Cancel, buttons.Cancel)
         return {buttons.Save: "save", buttons.Discard: "discard"}.get(answer, "cancel")
 
@@ -542,6 +557,8 @@ class DatasetBrowser(QWidget):
         except DatasetError as exc:
             self.show_message(f"{exc.message} {exc.hint}")
             return False
+        if not self._may_leave_text("opening another text dataset"):
+            return False
         self.text_files.clear()
         for f in files:
             self.text_files.addItem(str(f), f)
@@ -558,8 +575,12 @@ class DatasetBrowser(QWidget):
             self.folder_combo.setVisible(len(self.folders) > 1 or any(f.name for f in self.folders))
 
     def _open_text_file(self, path) -> bool:
-        if self.text_view.dirty:
-            self.text_view.save()
+        self.text_view.save()
+        if not self._may_leave_text("opening another file"):
+            shown = self.text_view.table.path
+            self.text_files.setCurrentIndex(next(
+                i for i in range(self.text_files.count()) if self.text_files.itemData(i) == shown))
+            return False
         return self.text_view.open(path)
 
     # -- health ----------------------------------------------------------------
@@ -944,7 +965,7 @@ class DatasetBrowser(QWidget):
         """Before the application quits: save what autosave may, then ask about the
         edits that would still be lost. False: the user chose to stay."""
         self.flush()
-        return self._may_leave("quitting")
+        return self._may_leave("quitting") and self._may_leave_text("quitting")
 
     def shutdown(self) -> None:
         """Save, then stop the background workers (the health check stops after

@@ -67,6 +67,7 @@ class TextDatasetView(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.table: TextTable | None = None
+        self.save_error = ""  # why the last save failed; "" after a save or an open
         self._editors: list[tuple[tuple, QPlainTextEdit]] = []
         self._row = -1
 
@@ -130,6 +131,7 @@ class TextDatasetView(QWidget):
             self.message.emit(str(exc))
             return False
         self.table = table
+        self.save_error = ""
         self._row = -1
         self.model.set_table(table)
         self.view.resizeColumnToContents(0)
@@ -192,14 +194,34 @@ class TextDatasetView(QWidget):
     def save(self) -> bool:
         if self.table is None or not self.table.dirty:
             return True
-        try:
-            self.table.save()
-        except OSError as exc:
-            self.message.emit(f"Cannot save {self.table.path}: {exc.strerror or exc}. "
-                              f"Nothing was changed on disk.")
+        self.save_error = self.table.try_save()
+        if self.save_error:
+            self.message.emit(self.save_error)
             return False
         self.model.dataChanged.emit(self.model.index(0, 0),
                                     self.model.index(self.model.rowCount() - 1, 1))
         self._set_dirty(False)
         self.message.emit(f"Saved {self.table.path.name}")
         return True
+
+    def leave(self, choice: str) -> bool:
+        """Settle unsaved edits before the table is replaced or the application quits:
+        "save" writes them, "discard" closes the table without writing, "cancel"
+        keeps it. True: it may go."""
+        if not self.dirty:
+            return True
+        if choice == "discard":
+            self.close_table()
+            return True
+        return choice == "save" and self.save()
+
+    def close_table(self) -> None:
+        self.table = None
+        self.save_error = ""
+        self._row = -1
+        self.model.set_table(None)
+        self._clear_form()
+        self.record_error.clear()
+        self.problems.clear()
+        self.title.clear()
+        self._set_dirty(False)
