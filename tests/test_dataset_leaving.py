@@ -96,6 +96,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from test_dataset_browser import _make_dataset, _select, browser  # noqa: E402,F401
+from ui_fixtures import answer_questions  # noqa: E402
 
 
 @pytest.fixture
@@ -109,16 +110,6 @@ def conflicted(browser):
     return b, root, key
 
 
-def answer(monkeypatch, button):
-    asked = []
-
-    def question(parent, title, text, *args):
-        asked.append(text)
-        return button
-    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
-    return asked
-
-
 @pytest.mark.parametrize("button, on_disk, opened", [
     (QMessageBox.StandardButton.Cancel, "edited in another program", False),
     (QMessageBox.StandardButton.Discard, "edited in another program", True),
@@ -128,7 +119,7 @@ def test_opening_another_folder_asks_about_conflicts(conflicted, tmp_path, monke
                                                      button, on_disk, opened):
     b, root, key = conflicted
     other = _make_dataset(tmp_path / "other")
-    asked = answer(monkeypatch, button)
+    asked = answer_questions(monkeypatch, button)
     assert b.open_folder(other) is opened
     assert len(asked) == 1 and "changed on disk by another program" in asked[0]
     assert (root / "img 0.txt").read_text() == on_disk
@@ -139,7 +130,7 @@ def test_opening_another_folder_asks_about_conflicts(conflicted, tmp_path, monke
 
 def test_no_question_when_everything_is_saved(browser, tmp_path, monkeypatch):
     b, _root = browser
-    asked = answer(monkeypatch, QMessageBox.StandardButton.Cancel)
+    asked = answer_questions(monkeypatch, QMessageBox.StandardButton.Cancel)
     _select(b, "img 0.jpg")
     b.editor.setPlainText("saved on leaving")
     assert b.open_folder(_make_dataset(tmp_path / "other")) and not asked

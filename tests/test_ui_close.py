@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from lora_studio.runs.layout import RunDir
 from lora_studio.ui.app import MainWindow
 from test_dataset_browser import _make_dataset, _select
-from ui_fixtures import fake_engine, no_gpu
+from ui_fixtures import answer_questions, fake_engine, no_gpu
 
 ENDED = 20_000
 Button = QMessageBox.StandardButton
@@ -35,16 +35,6 @@ def win(qtbot, tmp_path, monkeypatch):
     window.close()
     window.shutdown()
     window.deleteLater()
-
-
-def answer_unsaved(monkeypatch, button):
-    asked = []
-
-    def question(parent, title, text, *args):
-        asked.append(text)
-        return button
-    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
-    return asked
 
 
 def make_conflict(win, tmp_path):
@@ -74,7 +64,7 @@ def conflicted_window(win, tmp_path):
 def test_closing_asks_about_a_caption_conflict(conflicted_window, monkeypatch, button, on_disk,
                                               closed):
     win, root, key = conflicted_window
-    asked = answer_unsaved(monkeypatch, button)
+    asked = answer_questions(monkeypatch, button)
     assert win.close() is closed
     assert len(asked) == 1
     assert "changed on disk by another program" in asked[0] and "before quitting?" in asked[0]
@@ -82,7 +72,7 @@ def test_closing_asks_about_a_caption_conflict(conflicted_window, monkeypatch, b
     assert win.isVisible() is not closed
     if not closed:
         assert win.browser.session.texts[key] == "mine"
-        answer_unsaved(monkeypatch, Button.Discard)
+        answer_questions(monkeypatch, Button.Discard)
         assert win.close()
 
 
@@ -92,7 +82,7 @@ def test_closing_saves_plain_edits_without_asking(win, tmp_path, monkeypatch):
     assert win.browser.wait_for_captions()
     _select(win.browser, "img 0.jpg")
     win.browser.editor.setPlainText("saved on quitting")
-    asked = answer_unsaved(monkeypatch, Button.Cancel)
+    asked = answer_questions(monkeypatch, Button.Cancel)
     assert win.close() and not asked
     assert (root / "img 0.txt").read_text() == "saved on quitting\n"
 
@@ -115,7 +105,7 @@ def _response(data: Path) -> str:
 
 def test_closing_saves_text_record_edits_without_asking(win, tmp_path, monkeypatch):
     _folder, data = edit_text_record(win, tmp_path)
-    asked = answer_unsaved(monkeypatch, Button.Cancel)
+    asked = answer_questions(monkeypatch, Button.Cancel)
     assert win.close() and not asked
     assert _response(data) == "Hello, edited"
 
@@ -187,10 +177,10 @@ def test_cancelling_the_caption_question_keeps_the_run_going(win, qtbot, tmp_pat
     run = _start_long_run(win, qtbot, tmp_path)
     make_conflict(win, tmp_path)
     monkeypatch.setattr(win, "ask_stop_run", lambda: True)
-    answer_unsaved(monkeypatch, Button.Cancel)
+    answer_questions(monkeypatch, Button.Cancel)
     assert not win.close()
     assert win.training.is_running and not (run / "STOP").exists()
-    answer_unsaved(monkeypatch, Button.Discard)
+    answer_questions(monkeypatch, Button.Discard)
     assert win.close()
 
 

@@ -48,3 +48,15 @@ def window(qtbot, tmp_path, monkeypatch):
     if win.training.is_running:
         win.training.worker.stop_grace_s = 0.5
     win.shutdown()
+
+
+def answer_questions(monkeypatch, button):
+    """Answer every QMessageBox.question with ``button``; the texts asked are collected."""
+    from PySide6.QtWidgets import QMessageBox
+    asked = []
+
+    def question(parent, title, text, *args):
+        asked.append(text)
+        return button
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    return asked
