@@ -80,3 +80,14 @@ def test_dataset_kind_is_told_from_the_path(tmp_path):
     assert not is_text_dataset(IMAGES, "text")  # no .jsonl inside: a folder of images
     (tmp_path / "a.jsonl").write_text("{}\n", encoding="utf-8")
     assert is_text_dataset(tmp_path, "text") and not is_text_dataset(tmp_path, "image")
+
+
+def test_dataset_browser_follows_the_jobs_bucket_and_keep_tokens(window):
+    window.panel.apply_values({"dataset.resolution": 768, "dataset.min_bucket_reso": 320,
+                               "dataset.max_bucket_reso": 1536, "dataset.bucket_reso_steps": 32,
+                               "dataset.keep_tokens": 2})
+    window.panel.validate_now()
+    browser = window.browser
+    assert (browser.resolution, browser.min_bucket, browser.max_bucket, browser.bucket_step) == (
+        768, 320, 1536, 32)
+    assert browser.keep_spin.value() == 2

@@ -204,6 +204,11 @@ class MainWindow(QMainWindow):
         if folder != self.runs.folder:
             self.runs.set_folder(folder)
         self.fit_box.update_fit(self.state.job, self.preset_bar.base_dir)
+        # The browser shows each image's bucket and the kept tags for this job's settings.
+        ds = self.state.job.dataset
+        self.browser.set_keep_tokens(ds.keep_tokens)
+        self.browser.set_bucket_params(ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso,
+                                       ds.bucket_reso_steps)
 
     def _apply_fit(self, values: dict) -> None:
         self.panel.apply_values(values)
