@@ -38,10 +38,6 @@ def tag_counts(captions: Iterable[str]) -> Counter:
     return counts
 
 
-def has_tag(caption: str, tag: str) -> bool:
-    return tag in split_tags(caption)
-
-
 def add_tag(caption: str, tag: str, at_start: bool = False) -> str:
     """Add `tag` (or several, comma-separated) unless already present."""
     tags = split_tags(caption)

@@ -8,8 +8,6 @@ checkpoint it left; a completed one with ``status="completed"``.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,10 +88,3 @@ def read_events(path: Path) -> Iterator[dict]:
             ev = decode(line)
             if ev is not None:
                 yield ev
-
-
-def stdout_emit() -> Emit:
-    def emit(ev: dict) -> None:
-        sys.stdout.write(encode(ev) + os.linesep)
-        sys.stdout.flush()
-    return emit
