@@ -69,13 +69,14 @@ def manual_step_times(job) -> list[float]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, get_scheduler
 
-    from lora_studio.engine import loop, text
+    from lora_studio.engine.core import order
+    from lora_studio.engine.text import data, model as text_model, tokens
     set_seed(job.training.seed)
-    info = text.resolve_model(job)
-    tokenizer = text.load_tokenizer(info.path)
-    data = text.load_dataset(job, tokenizer, lambda ev: None)
+    info = text_model.resolve_model(job)
+    tokenizer = text_model.load_tokenizer(info.path)
+    data = data.load_dataset(job, tokenizer, lambda ev: None)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(info.path)),
-                           LoraConfig(r=16, lora_alpha=16, target_modules=text.target_modules(job, info),
+                           LoraConfig(r=16, lora_alpha=16, target_modules=text_model.target_modules(job, info),
                                       task_type="CAUSAL_LM"))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=job.optimizer.weight_decay)
@@ -83,13 +84,13 @@ def manual_step_times(job) -> list[float]:
                               num_training_steps=job.training.max_steps)
     steps, epoch = [], 0
     while len(steps) < job.training.max_steps:
-        steps += loop.chunks(loop.epoch_order(len(data), epoch, job.training.seed),
+        steps += order.chunks(order.epoch_order(len(data), epoch, job.training.seed),
                              job.training.batch_size)
         epoch += 1
     model.train()
     marks = []
     for indices in steps[: job.training.max_steps]:
-        batch = text.collate([data[i] for i in indices], tokenizer.pad_token_id)
+        batch = tokens.collate([data[i] for i in indices], tokenizer.pad_token_id)
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, job.optimizer.max_grad_norm)

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lora_studio.config.parse import parse_job  # noqa: E402
-from lora_studio.engine.sd_train import train_sd  # noqa: E402
+from lora_studio.engine import image  # noqa: E402
+from lora_studio.engine.core.trainer import train  # noqa: E402
 from lora_studio.runs.layout import RunDir  # noqa: E402
 
 
@@ -33,7 +34,8 @@ def second_epoch_seconds(cache_latents: bool, resolution: int, workdir: Path) ->
     })
     assert not [f for f in findings if f.level == "error"], findings
     events: list[dict] = []
-    train_sd(job, RunDir(workdir / job.output.output_name).ensure(), events.append, lambda: False)
+    train(job, RunDir(workdir / job.output.output_name).ensure(), events.append, lambda: False,
+          image.prepare)
     progress = [e for e in events if e["type"] == "progress"]
     end_of = {e["epoch"]: e["time"] for e in progress}  # time of each epoch's last step
     return end_of[2] - end_of[1]

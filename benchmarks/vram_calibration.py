@@ -137,7 +137,7 @@ def sd_step(unet, scheduler, cell: Cell, device: str):
     """One step's loss through the engine's diffusion_loss, with cached-style inputs."""
     import torch
 
-    from lora_studio.engine.sd_train import Cond, diffusion_loss
+    from lora_studio.engine.image.loss import Cond, diffusion_loss
 
     side = cell.size // 8
     latents = torch.randn(cell.batch, 4, side, side, device=device)
@@ -150,7 +150,9 @@ def sd_step(unet, scheduler, cell: Cell, device: str):
         cond.pooled = torch.randn(cell.batch, pooled, device=device, dtype=unet.dtype)
         time_ids = torch.tensor([[cell.size, cell.size, 0, 0, cell.size, cell.size]] * cell.batch,
                                 device=device, dtype=unet.dtype)
-    return diffusion_loss(unet, scheduler, latents, cond, time_ids, "epsilon", 0.0, 0.0)
+    generators = [torch.Generator().manual_seed(i) for i in range(cell.batch)]
+    return diffusion_loss(unet, scheduler, latents, cond, time_ids, "epsilon", 0.0, 0.0,
+                          generators).mean()
 
 
 def write_text_model(model: Model, folder: Path, device: str) -> Path:
@@ -170,7 +172,7 @@ def write_text_model(model: Model, folder: Path, device: str) -> Path:
 def load_text(cell: Cell, folder: Path, device: str):
     """The model as the engine builds it for this cell's job (4-bit, checkpointing, LoRA)."""
     from lora_studio.config.model_info import inspect_model
-    from lora_studio.engine.text import build_peft_model, load_base_model
+    from lora_studio.engine.text.model import build_peft_model, load_base_model
 
     job = cell.job()
     base = load_base_model(job, folder)
@@ -190,7 +192,7 @@ def train_steps(loss_fn, trainable, cell: Cell, steps: int, device: str) -> None
     """The engine's step: autocast forward, backward, clip, optimizer step, grads to None."""
     import torch
 
-    from lora_studio.engine.optim import build_optimizer
+    from lora_studio.engine.core.optim import build_optimizer
 
     optimizer = build_optimizer([{"params": trainable}], cell.job().optimizer, on_cuda=device == "cuda")
     for _ in range(steps):

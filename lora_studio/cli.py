@@ -132,12 +132,6 @@ def _print_keys() -> None:
         print(f"      {spec.title}. {spec.help}")
 
 
-def machine_gpu() -> GpuFacts:
-    """This machine's GPU as validation sees it, read through NVML (no torch import)."""
-    from .hardware.monitor import gpu_facts, snapshot
-    return gpu_facts(snapshot())
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     if args.list_keys:
         _print_keys()
@@ -146,6 +140,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise CliError("check needs a preset file, e.g. lora-studio check presets/demo-text-tiny.toml")
     preset = read_preset(find_preset(args.preset))
     data = apply_overrides(preset.data, args.set)
+    from .hardware.monitor import machine_gpu
     gpu = None if args.no_hardware else machine_gpu()
     job, found = check(data, gpu=gpu, base_dir=preset.base_dir)
     findings = preset.findings + found
@@ -171,12 +166,12 @@ def add_check(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine import cli_train
+    from . import commands
     if args.resume is None and not args.preset:
         raise CliError("train needs a preset file, e.g. lora-studio train presets/demo-text-tiny.toml")
     preset = find_preset(args.preset) if args.resume is None else None
     overrides = args.set + ([f"training.processes={args.processes}"] if args.processes else [])
-    return cli_train.train(preset, overrides, args.resume, print_findings)
+    return commands.train(preset, overrides, args.resume, print_findings)
 
 
 def add_train(sub) -> None:
@@ -194,8 +189,8 @@ def add_train(sub) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .engine import cli_train
-    return cli_train.demo(args.kind, args.set, print_findings)
+    from . import commands
+    return commands.demo(args.kind, args.set, print_findings)
 
 
 def add_demo(sub) -> None:
@@ -209,10 +204,10 @@ def add_demo(sub) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .engine import cli_train
+    from . import commands
     if args.merged and args.format not in (None, "merged"):
         raise CliError(f"--merged is --format merged; it cannot go with --format {args.format}")
-    return cli_train.export(args.run_dir, "merged" if args.merged else args.format)
+    return commands.export(args.run_dir, "merged" if args.merged else args.format)
 
 
 def add_export(sub) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lora_studio import cli
+from lora_studio.hardware import monitor
 from lora_studio.config.findings import Finding
 from lora_studio.config.gpu import GpuFacts
 from lora_studio.config.presets import CONFIG_DIR_ENV
@@ -37,7 +38,7 @@ def tiny_text_model(folder: Path) -> None:
 @pytest.fixture(autouse=True)
 def no_gpu(monkeypatch):
     """Findings must not depend on the machine the tests run on."""
-    monkeypatch.setattr(cli, "machine_gpu", GpuFacts)
+    monkeypatch.setattr(monitor, "machine_gpu", GpuFacts)
 
 
 @pytest.fixture(autouse=True)
@@ -153,7 +154,7 @@ def test_check_judges_against_this_machine_unless_told_not_to(capsys, preset_fil
 
 def test_machine_gpu_reads_this_machine(monkeypatch):
     monkeypatch.undo()  # the real reading, whatever this machine has
-    facts = cli.machine_gpu()
+    facts = monitor.machine_gpu()
     assert isinstance(facts, GpuFacts) and facts.cuda_available == (facts.device_count > 0)
 
 

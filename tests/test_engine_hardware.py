@@ -1,7 +1,7 @@
 """The engine's hardware events: time-based, main process only, once without a GPU."""
 import torch
 
-from lora_studio.engine.loop import LoopHooks, LoopSpec, make_accelerator, train_loop
+from lora_studio.engine.core.loop import LoopHooks, LoopSpec, make_accelerator, train_loop
 from lora_studio.hardware.monitor import NO_GPU, GpuMonitor, HardwareReporter
 from lora_studio.runs.events import decode, encode
 from test_monitor import GIB, fake_nvml
@@ -17,7 +17,9 @@ def _run(steps: int, monitor: GpuMonitor, interval_s: float) -> list[dict]:
     x, y = torch.randn(8, 4), torch.randn(8, 1)
     events: list[dict] = []
     hooks = LoopHooks(epoch_batches=lambda epoch: [[0, 1], [2, 3], [4, 5], [6, 7]],
-                      compute_loss=lambda idx: torch.nn.functional.mse_loss(model(x[idx]), y[idx]),
+                      batch_items=len,
+                      loss_sum=lambda idx: torch.nn.functional.mse_loss(model(x[idx]), y[idx],
+                                                                        reduction="sum"),
                       save_checkpoint=lambda step: None)
     outcome = train_loop(accelerator, model, optimizer, scheduler, list(model.parameters()),
                          LoopSpec(total_steps=steps, steps_per_epoch=4), hooks, events.append,

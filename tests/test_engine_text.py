@@ -13,10 +13,14 @@ import torch
 from lora_studio.config.jobfile import write_job_toml
 from lora_studio.config.parse import parse_job
 from lora_studio.data.text_records import TextRecord, Turn
-from lora_studio.engine import loop, text
-from lora_studio.engine.checkpoint import COMPLETE
-from lora_studio.engine.control import StopRequest
-from lora_studio.engine.export import ADAPTER_WEIGHTS, read_metadata
+from lora_studio.engine import text
+from lora_studio.engine.core import loop, trainer
+from lora_studio.engine.core.checkpoint import COMPLETE
+from lora_studio.engine.core.control import StopRequest
+from lora_studio.engine.core.safetensors_io import read_metadata
+from lora_studio.engine.text import data as text_data, model as text_model, tokens
+from lora_studio.engine.text import train as text_train
+from lora_studio.engine.text.export import ADAPTER_WEIGHTS
 from lora_studio.engine.run import run
 from lora_studio.runs.events import decode, read_events
 from lora_studio.runs.layout import RunDir, new_run_dir
@@ -54,7 +58,7 @@ def losses(events):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return text.load_tokenizer(MODEL)
+    return text_model.load_tokenizer(MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +68,7 @@ def straight(tmp_path_factory):
                            "sample_prompts": ["What colour is a plum?"], "sample_max_new_tokens": 6})
     folder = new_run_dir(tmp_path_factory.mktemp("runs"), "straight")
     events = Recorder()
-    result = text.train(job, folder, events, StopRequest())
+    result = trainer.train(job, folder, events, StopRequest(), text.prepare)
     return job, folder, events, result
 
 
@@ -77,16 +81,16 @@ def chat(*turns):
 def test_template_masks_exactly_the_prompt(tokenizer):
     record = chat(("system", "Be a pirate."), ("user", "Hi?"), ("assistant", "Arr."),
                   ("user", "Again?"), ("assistant", "Arr arr."))
-    item, cut = text.encode_record(record, tokenizer, use_template=True, responses_only=True,
+    item, cut = tokens.encode_record(record, tokenizer, use_template=True, responses_only=True,
                                    max_length=512)
     rendered = tokenizer.apply_chat_template(
         [{"role": t.role, "content": t.content} for t in record.turns], tokenize=False)
     assert not cut and tokenizer.decode(item.input_ids) == rendered
-    trained = [i for i, label in enumerate(item.labels) if label != text.IGNORE]
+    trained = [i for i, label in enumerate(item.labels) if label != tokens.IGNORE]
     assert all(item.labels[i] == item.input_ids[i] for i in trained)
     spans = tokenizer.decode([item.input_ids[i] for i in trained])
     assert spans == "Arr.<|end|>\nArr arr.<|end|>\n"
-    everything, _ = text.encode_record(record, tokenizer, use_template=True, responses_only=False,
+    everything, _ = tokens.encode_record(record, tokenizer, use_template=True, responses_only=False,
                                        max_length=512)
     assert everything.labels == everything.input_ids == item.input_ids
 
@@ -98,9 +102,9 @@ def test_template_that_marks_the_last_turn(tokenizer):
                          "{% if loop.last %}[final] {% endif %}{{ m['content'] }}<|end|>\n"
                          "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
     record = chat(("user", "Hi?"), ("assistant", "Arr."), ("user", "More?"), ("assistant", "Aye."))
-    item, _ = text.encode_record(record, tok, use_template=True, responses_only=True,
+    item, _ = tokens.encode_record(record, tok, use_template=True, responses_only=True,
                                  max_length=512)
-    trained = [t for t, label in zip(item.input_ids, item.labels) if label != text.IGNORE]
+    trained = [t for t, label in zip(item.input_ids, item.labels) if label != tokens.IGNORE]
     # " Aye" is one token that starts at the space the template put before the answer
     assert tok.decode(trained) == "Arr.<|end|> Aye.<|end|>"
     assert "[final]" in tok.decode(item.input_ids)
@@ -108,16 +112,16 @@ def test_template_that_marks_the_last_turn(tokenizer):
 
 def test_fallback_format_and_plain_text(tokenizer):
     record = chat(("user", "Hi?"), ("assistant", "Arr."))
-    item, _ = text.encode_record(record, tokenizer, use_template=False, responses_only=True,
+    item, _ = tokens.encode_record(record, tokenizer, use_template=False, responses_only=True,
                                  max_length=512)
     assert tokenizer.decode(item.input_ids) == "<s>User: Hi?\nAssistant: Arr.<|end|>\n"
-    trained = [t for t, label in zip(item.input_ids, item.labels) if label != text.IGNORE]
+    trained = [t for t, label in zip(item.input_ids, item.labels) if label != tokens.IGNORE]
     assert trained == tokenizer("Arr.", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     plain = TextRecord((Turn("text", "Ahoy matey"),), Path("x.txt"), 1, "text")
-    item, _ = text.encode_record(plain, tokenizer, use_template=True, responses_only=True,
+    item, _ = tokens.encode_record(plain, tokenizer, use_template=True, responses_only=True,
                                  max_length=512)
     assert item.labels == item.input_ids and item.input_ids[-1] == tokenizer.eos_token_id
-    assert text.template_in_use(tokenizer, "none") is False
+    assert tokens.template_in_use(tokenizer, "none") is False
 
 
 def test_truncation_is_counted_and_logged(tokenizer, tmp_path):
@@ -128,7 +132,7 @@ def test_truncation_is_counted_and_logged(tokenizer, tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
     job = make_job(dataset={"path": str(path), "max_seq_length": 24})
     events = Recorder()
-    data = text.load_dataset(job, tokenizer, events)
+    data = text_data.load_dataset(job, tokenizer, events)
     assert len(data) == 2 and all(len(d.input_ids) <= 24 for d in data)
     logs = {e.get("truncated"): e for e in events.of("log")}
     assert 2 in logs  # the long answer is cut, the long question leaves nothing to learn
@@ -180,7 +184,7 @@ def test_stop_file_cancels(tmp_path):
 
 
 def test_nan_loss_stops_with_an_error_event(tmp_path, monkeypatch):
-    original = text.build_peft_model
+    original = text_train.build_peft_model
 
     def poisoned(job, info, base):
         model = original(job, info, base)
@@ -188,7 +192,7 @@ def test_nan_loss_stops_with_an_error_event(tmp_path, monkeypatch):
         layer.register_forward_hook(lambda mod, args, out: out * float("nan"))
         return model
 
-    monkeypatch.setattr(text, "build_peft_model", poisoned)
+    monkeypatch.setattr(text_train, "build_peft_model", poisoned)
     events = Recorder()
     run(make_job(), tmp_path, events)
     error = events.of("error")[-1]
@@ -233,8 +237,8 @@ def test_export_round_trip_through_peft(straight, tokenizer):
     exported = folder.exports / "t"
     assert events.of("finished")[-1]["files"] == [str(exported / ADAPTER_WEIGHTS),
                                                   str(exported / "adapter_config.json")]
-    result.model.eval()
-    expected = _logits(result.model, tokenizer)
+    result.trainee.model.eval()
+    expected = _logits(result.trainee.model, tokenizer)
     loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(MODEL), exported).eval()
     assert torch.allclose(_logits(loaded, tokenizer), expected, atol=1e-5)
     base = _logits(AutoModelForCausalLM.from_pretrained(MODEL).eval(), tokenizer)
@@ -249,7 +253,7 @@ def test_export_round_trip_through_peft(straight, tokenizer):
 def test_failed_safetensors_write_leaves_the_old_file(tmp_path):
     from safetensors.torch import load_file
 
-    from lora_studio.engine.export import atomic_save_safetensors
+    from lora_studio.engine.core.safetensors_io import atomic_save_safetensors
     path = tmp_path / "adapter model.safetensors"
     atomic_save_safetensors({"a": torch.ones(2)}, path, {"step": "1"})
     shared = torch.zeros(4)
@@ -271,8 +275,8 @@ def test_merged_export_and_cli(straight, tokenizer, capsys):
     digest = hashlib.sha256(shard.read_bytes()).hexdigest()
     assert f"{shard}  (merged, SHA-256 {digest})" in capsys.readouterr().out.splitlines()
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
-    result.model.eval()
-    assert torch.allclose(_logits(merged, tokenizer), _logits(result.model, tokenizer), atol=1e-4)
+    result.trainee.model.eval()
+    assert torch.allclose(_logits(merged, tokenizer), _logits(result.trainee.model, tokenizer), atol=1e-4)
     assert read_metadata(shard)["lora_studio.steps"] == "6"
     assert main(["export", str(folder.root), "--merged"]) == 0  # the old spelling; same bytes
     assert digest in capsys.readouterr().out
@@ -325,7 +329,7 @@ def test_engine_process_streams_json_and_cancels_on_sigterm(tmp_path):
 
 def test_terminal_progress_redraws_on_a_tty_and_prints_lines_into_a_log():
     import io
-    from lora_studio.engine.cli_train import TerminalProgress
+    from lora_studio.runs.terminal import TerminalProgress
 
     class Tty(io.StringIO):
         def isatty(self):

@@ -14,8 +14,10 @@ from safetensors.torch import load_file, save_file
 from lora_studio.cli import main
 from lora_studio.config.parse import parse_job
 from lora_studio.config.jobfile import write_job_toml
-from lora_studio.engine.export import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, atomic_save_safetensors,
-                                       canonicalise_header, export_run, read_metadata)
+from lora_studio.engine.core.safetensors_io import (atomic_save_safetensors, canonicalise_header,
+                                                   read_metadata)
+from lora_studio.engine.exports import export_run
+from lora_studio.engine.text.export import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from lora_studio.fsutil import atomic_write_bytes, temp_dir_beside
 from lora_studio.runs.layout import new_run_dir
 
@@ -179,7 +181,7 @@ def test_the_window_asks_the_cli_for_the_chosen_format(tmp_path):
 
 
 def test_shared_metadata_names_the_base_model_without_local_folders(tmp_path):
-    from lora_studio.engine.export import shareable_model_name
+    from lora_studio.engine.core.metadata import shareable_model_name
     local = tmp_path / "Jane Doe" / "models" / "my-llama"
     local.mkdir(parents=True)
     assert shareable_model_name(str(local)) == "my-llama"

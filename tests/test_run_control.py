@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lora_studio.config.jobfile import write_job_toml
-from lora_studio.engine.checkpoint import COMPLETE
-from lora_studio.engine.cli_train import run_in_process
+from lora_studio.engine.core.checkpoint import COMPLETE
+from lora_studio.engine.run import run_in_process
 from lora_studio.engine.run import run
 from lora_studio.runs.events import decode, read_events
 from lora_studio.runs.launch import follow_engine

@@ -11,9 +11,10 @@ import torch
 from safetensors import safe_open
 
 from lora_studio.config.parse import parse_job
-from lora_studio.engine.control import EngineError
-from lora_studio.engine.sd_model import resolve_model
-from lora_studio.engine.sd_train import train_sd
+from lora_studio.engine import image
+from lora_studio.engine.core import trainer
+from lora_studio.engine.core.control import EngineError
+from lora_studio.engine.image.model import resolve_model
 from lora_studio.runs.layout import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,10 @@ def make_job(model_path, **sections):
     job, findings = parse_job(data)
     assert not [f for f in findings if f.level == "error"], findings
     return job
+
+
+def train_sd(job, run, emit, stop, resume=None):
+    return trainer.train(job, run, emit, stop, image.prepare, resume)
 
 
 def run_dir(tmp_path, name="run"):
@@ -85,7 +90,7 @@ def test_export_loads_in_diffusers_and_gives_the_trained_images(trained, fmt):
     from diffusers import StableDiffusionPipeline
 
     job, run, result, _ = trained
-    reference = images(result.model.pipe)
+    reference = images(result.trainee.base.pipe)
     export = {e.format: e.path for e in result.exports}[fmt]
     pipe = StableDiffusionPipeline.from_pretrained(TINY_SD)
     pipe.set_progress_bar_config(disable=True)
@@ -125,7 +130,7 @@ def test_kohya_keys_and_metadata(trained):
 def test_cli_export_repeats_the_bytes_the_run_exported(trained, capsys):
     from lora_studio.cli import main
     from lora_studio.config.jobfile import write_job_toml
-    from lora_studio.engine.export import export_run
+    from lora_studio.engine.exports import export_run
 
     job, run, result, events = trained
     write_job_toml(job, run.job_toml)
@@ -141,7 +146,7 @@ def test_cli_export_repeats_the_bytes_the_run_exported(trained, capsys):
 
 
 def test_a_later_run_in_the_process_may_change_mixed_precision(tmp_path):
-    from lora_studio.engine.loop import make_accelerator
+    from lora_studio.engine.core.loop import make_accelerator
 
     make_accelerator("bf16")  # an earlier run's setting, left in accelerate's global state
     result = train_sd(make_job(TINY_SD, training={"max_steps": 1}), run_dir(tmp_path),
@@ -176,7 +181,7 @@ def test_v_prediction_model_trains_on_velocity(tmp_path):
     job = make_job(folder, training={"max_steps": 2, "min_snr_gamma": 5.0, "noise_offset": 0.05})
     events = []
     result = train_sd(job, run_dir(tmp_path), events.append, lambda: False)
-    assert result.model.family == "sd2" and result.model.prediction_type == "v_prediction"
+    assert result.trainee.base.family == "sd2" and result.trainee.base.prediction_type == "v_prediction"
     losses = [e["loss"] for e in events if e["type"] == "progress"]
     assert len(losses) == 2 and all(np.isfinite(losses))
     path = {e.format: e.path for e in result.exports}["kohya"]
@@ -188,8 +193,9 @@ def test_v_prediction_model_trains_on_velocity(tmp_path):
 
 def test_loss_targets_velocity_or_noise_with_min_snr_and_offset():
     from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
 
-    from lora_studio.engine.sd_train import Cond, diffusion_loss
+    from lora_studio.engine.image.loss import Cond, diffusion_loss
 
     scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
     latents = torch.randn(2, 4, 8, 8)
@@ -200,32 +206,27 @@ def test_loss_targets_velocity_or_noise_with_min_snr_and_offset():
 
         def forward(self, noisy, t, hidden, added_cond_kwargs=None, return_dict=False):
             seen["t"] = t
-            seen["noisy"] = noisy
             return (torch.zeros_like(noisy),)
 
-    torch.manual_seed(0)
-    loss_v = diffusion_loss(Oracle(), scheduler, latents, Cond(torch.zeros(2, 77, 8)), None,
-                            "v_prediction", 0.0, 0.0)
-    torch.manual_seed(0)
-    noise = torch.randn_like(latents)
-    velocity = scheduler.get_velocity(latents, noise, seen["t"])
-    assert loss_v.item() == pytest.approx(velocity.pow(2).mean().item(), rel=1e-5)
-    torch.manual_seed(0)
-    loss_eps = diffusion_loss(Oracle(), scheduler, latents, Cond(torch.zeros(2, 77, 8)), None,
-                              "epsilon", 0.0, 0.0)
-    assert loss_eps.item() == pytest.approx(noise.pow(2).mean().item(), rel=1e-5)
+    def loss(prediction, offset, gamma):
+        generators = [torch.Generator().manual_seed(s) for s in (11, 12)]
+        return diffusion_loss(Oracle(), scheduler, latents, Cond(torch.zeros(2, 77, 8)), None,
+                              prediction, offset, gamma, generators)
 
-    from diffusers.training_utils import compute_snr
-    torch.manual_seed(0)
-    loss_snr = diffusion_loss(Oracle(), scheduler, latents, Cond(torch.zeros(2, 77, 8)), None,
-                              "epsilon", 0.0, 5.0)
+    # each sample's noise is the first draw of its own generator, its timestep comes after
+    noise = torch.stack([torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(s))
+                         for s in (11, 12)])
+    loss_v = loss("v_prediction", 0.0, 0.0)
+    assert loss_v.shape == (2,)
+    velocity = scheduler.get_velocity(latents, noise, seen["t"])
+    assert torch.allclose(loss_v, velocity.pow(2).mean(dim=(1, 2, 3)), rtol=1e-5)
+    loss_eps = loss("epsilon", 0.0, 0.0)
+    assert torch.allclose(loss_eps, noise.pow(2).mean(dim=(1, 2, 3)), rtol=1e-5)
+    loss_snr = loss("epsilon", 0.0, 5.0)
     snr = compute_snr(scheduler, seen["t"])
-    expected = (noise.pow(2).mean(dim=(1, 2, 3)) * torch.clamp(snr, max=5.0) / snr).mean()
-    assert loss_snr.item() == pytest.approx(expected.item(), rel=1e-5)
-    torch.manual_seed(0)
-    loss_offset = diffusion_loss(Oracle(), scheduler, latents, Cond(torch.zeros(2, 77, 8)), None,
-                                 "epsilon", 0.5, 0.0)
-    assert loss_offset.item() != pytest.approx(loss_eps.item(), rel=1e-3)
+    expected = noise.pow(2).mean(dim=(1, 2, 3)) * torch.clamp(snr, max=5.0) / snr
+    assert torch.allclose(loss_snr, expected, rtol=1e-5)
+    assert not torch.allclose(loss("epsilon", 0.5, 0.0), loss_eps, rtol=1e-3)
 
 
 def test_sdxl_two_text_encoders_export_and_reload(tmp_path):
@@ -234,14 +235,14 @@ def test_sdxl_two_text_encoders_export_and_reload(tmp_path):
     folder = make_tiny_sd.save(make_tiny_sd.build_sdxl(tmp_path), tmp_path / "tiny-sdxl")
     job = make_job(folder, network={"train_text_encoder": True}, training={"max_steps": 2})
     result = train_sd(job, run_dir(tmp_path), lambda ev: None, lambda: False)
-    assert result.model.family == "sdxl"
+    assert result.trainee.base.family == "sdxl"
     path = {e.format: e.path for e in result.exports}["kohya"]
     with safe_open(str(path), framework="pt") as fh:
         keys = set(fh.keys())
         assert fh.metadata()["ss_base_model_version"] == "sdxl_base_v1-0"
     assert any(k.startswith("lora_te1_") for k in keys) and any(k.startswith("lora_te2_") for k in keys)
     assert not any(k.startswith("lora_te_") for k in keys)
-    reference = images(result.model.pipe)
+    reference = images(result.trainee.base.pipe)
     pipe = StableDiffusionXLPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     pipe.load_lora_weights(str(path.parent), weight_name=path.name)
@@ -291,7 +292,7 @@ def single_file(tmp_path, monkeypatch):
 
 
 def test_hub_id_loads_from_the_local_cache(tmp_path, monkeypatch):
-    from lora_studio.engine.sd_model import load_sd
+    from lora_studio.engine.image.model import load_sd
 
     fake_hub_cache(tmp_path, monkeypatch, "someone/tiny-sd", TINY_SD)
     model = load_sd(make_job("someone/tiny-sd"))
@@ -304,7 +305,7 @@ def test_hub_id_loads_from_the_local_cache(tmp_path, monkeypatch):
 def test_single_file_checkpoint_loads_with_cached_configs(single_file):
     from diffusers import StableDiffusionPipeline
 
-    from lora_studio.engine.sd_model import load_sd
+    from lora_studio.engine.image.model import load_sd
 
     checkpoint, _ = single_file
     model = load_sd(make_job(checkpoint))
@@ -319,7 +320,7 @@ def test_single_file_checkpoint_loads_with_cached_configs(single_file):
 def test_single_file_without_cached_configs_says_what_to_download(single_file):
     import shutil
 
-    from lora_studio.engine.sd_model import load_sd
+    from lora_studio.engine.image.model import load_sd
 
     checkpoint, snapshot = single_file
     shutil.rmtree(snapshot)
@@ -334,7 +335,7 @@ def test_single_file_without_cached_configs_says_what_to_download(single_file):
 def test_image_set_skips_bad_images_by_name_and_buckets_the_rest(tmp_path):
     from PIL import Image
 
-    from lora_studio.engine.sd_data import epoch_batches, load_image_set
+    from lora_studio.engine.image.data import epoch_batches, load_image_set
 
     folder = tmp_path / "data set" / "3_thing"
     folder.mkdir(parents=True)
@@ -353,8 +354,9 @@ def test_image_set_skips_bad_images_by_name_and_buckets_the_rest(tmp_path):
     assert image_set.report.samples == {(128, 64): 3, (64, 128): 3, (64, 64): 3}
 
     batches = epoch_batches(image_set.images, 2, seed=1, epoch=0)
-    assert sorted(i for b in batches for i in b) == sorted([0, 1, 2] * 3)
-    assert all(len({image_set.images[i].bucket for i in b}) == 1 for b in batches)
+    assert sorted(i for b in batches for i in b.indices) == sorted([0, 1, 2] * 3)
+    assert sorted(s for b in batches for s in b.slots) == list(range(9))
+    assert all(len({image_set.images[i].bucket for i in b.indices}) == 1 for b in batches)
     assert batches == epoch_batches(image_set.images, 2, seed=1, epoch=0)
     assert batches != epoch_batches(image_set.images, 2, seed=1, epoch=1)
 
@@ -364,7 +366,7 @@ def test_pixels_crop_and_flip(tmp_path):
 
     from PIL import Image
 
-    from lora_studio.engine.sd_data import TrainImage, pixels
+    from lora_studio.engine.image.data import TrainImage, pixels
 
     img = Image.new("RGB", (100, 50), "black")
     img.paste((255, 255, 255), (0, 0, 50, 50))  # left half white
@@ -382,7 +384,7 @@ def test_pixels_crop_and_flip(tmp_path):
 def test_latent_cache_on_disk_is_reused(tmp_path):
     from PIL import Image
 
-    from lora_studio.engine.sd_data import LatentCache, TrainImage
+    from lora_studio.engine.image.data import LatentCache, TrainImage
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     image = TrainImage(tmp_path / "a.png", "", 1, "", (8, 8), (64, 64))
@@ -404,23 +406,25 @@ def test_latent_cache_on_disk_is_reused(tmp_path):
 
 
 def test_text_embeddings_are_encoded_once_per_caption(monkeypatch):
-    from lora_studio.engine import sd_train
-    from lora_studio.engine.sd_model import load_sd
+    from lora_studio.engine.core.family import RunContext
+    from lora_studio.engine.image import train as image_train
+    from lora_studio.engine.image.data import ImageSet
+    from lora_studio.engine.image.model import load_sd
 
     job = make_job(TINY_SD)
     model = load_sd(job)
     encoded = []
-    real = sd_train.encode_text
+    real = image_train.encode_text
 
     def counting(model, captions, device):
         encoded.extend(captions)
         return real(model, captions, device)
 
-    monkeypatch.setattr(sd_train, "encode_text", counting)
-    trainer = sd_train.SDTrainer(job=job, model=model, unet=model.pipe.unet, images=(),
-                                 noise_scheduler=None, device=torch.device("cpu"),
-                                 latent_cache=None, cache_text=True)
-    first = trainer._cond(["a red circle", "a blue square", "a red circle"])
-    second = trainer._cond(["a blue square"])
+    monkeypatch.setattr(image_train, "encode_text", counting)
+    ctx = RunContext(RunDir(Path("unused")), lambda ev: None, torch.device("cpu"), True, 1)
+    trainee = image_train.ImageTrainee(job=job, ctx=ctx, base=model, adapted={}, image_set=ImageSet(
+        (), (), None), noise_scheduler=None, latent_cache=None, cache_text=True)
+    first = trainee._cond(["a red circle", "a blue square", "a red circle"])
+    second = trainee._cond(["a blue square"])
     assert encoded == ["a red circle", "a blue square"]
     assert first.hidden.shape[0] == 3 and torch.equal(second.hidden[0], first.hidden[1])

@@ -20,7 +20,7 @@ from ..config.findings import has_errors
 from ..config.jobfile import JobFileError, read_job_toml
 from ..runs.events import EventWriter, encode, event
 from ..runs.layout import RunDir
-from .control import EngineError, StopRequest
+from .core.control import EngineError, StopRequest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         resume = None
         if args.resume:
-            from .checkpoint import resolve_resume
+            from .core.checkpoint import resolve_resume
             try:
                 resume = resolve_resume(run.root if args.resume == "latest" else Path(args.resume))
             except EngineError as exc:

@@ -9,19 +9,8 @@ from pathlib import Path
 from ..config.schema import JobConfig
 from ..runs.events import Emit, event
 from ..runs.layout import RunDir
-from .control import EngineError, StopRequest, error_event
-
-
-def detect_family(job: JobConfig) -> str:
-    """job.model.family, or the family read from the model files when it is 'auto'."""
-    if job.model.family != "auto":
-        return job.model.family
-    from .text import resolve_model
-    family = resolve_model(job).family
-    if family is None:
-        raise EngineError("config", f"Cannot tell what kind of model {job.model.path} is.",
-                          "Set model.family to text, sd1, sd2 or sdxl.")
-    return family
+from .core.control import StopRequest, error_event
+from .families import detect_family, family_package
 
 
 def effective_batch_event(job: JobConfig, processes: int) -> dict:
@@ -55,15 +44,13 @@ def resume_step(resume: Path | None) -> int:
 
 def quiet_libraries() -> None:
     """The engine reports through events: the libraries' own progress bars (weights
-    loading, pipeline denoising) would only garble the terminal line and the GUI's
+    loading) would only garble the terminal line and the GUI's
     stderr tail, and peft 0.21 trips transformers 5's deprecation of
     ``is_gradient_checkpointing`` on every model, which no user can act on."""
     import warnings
 
-    from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
     transformers_logging.disable_progress_bar()
-    diffusers_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
                             category=FutureWarning)
 
@@ -77,7 +64,7 @@ def run(job: JobConfig, run_dir: str | Path, emit: Emit,
     run_folder = RunDir(Path(run_dir)).ensure()
     stop = should_stop if isinstance(should_stop, StopRequest) else StopRequest(should_stop,
                                                                                 run_folder.root)
-    family = "text"
+    oom_hint = None
     quiet_libraries()
     try:
         from accelerate import PartialState  # the launched processes' state, or a single one
@@ -87,16 +74,32 @@ def run(job: JobConfig, run_dir: str | Path, emit: Emit,
                        message="Stopped before training started."))
             return
         emit(effective_batch_event(job, state.num_processes))
-        family = detect_family(job)
-        if family == "text":
-            from .text import train
-            train(job, run_folder, emit, stop, resume)
-        else:
-            from .sd_train import train_sd
-            train_sd(job, run_folder, emit, stop, resume)
+        package = family_package(detect_family(job))
+        oom_hint = package.OOM_HINT
+        from .core.trainer import train
+        train(job, run_folder, emit, stop, package.prepare, resume)
     except Exception as exc:
-        if family == "text":
-            emit(error_event(exc))
-        else:
-            from .sd_train import SD_OOM_HINT
-            emit(error_event(exc, SD_OOM_HINT))
+        emit(error_event(exc, oom_hint) if oom_hint else error_event(exc))
+
+
+def run_in_process(job: JobConfig, run_folder: RunDir, resume: Path | None = None,
+                   display: Callable[[dict], None] | None = None) -> dict | None:
+    """Run the engine in this process with Ctrl+C / SIGTERM as a clean cancel, writing
+    events.jsonl and showing each event (a terminal display by default); returns the
+    last ``finished`` / ``error`` event."""
+    from ..runs.events import EventWriter
+    from ..runs.launch import clear_stale_stop
+    from ..runs.terminal import TerminalProgress
+    display = display or TerminalProgress()
+    clear_stale_stop(run_folder)
+    last: dict | None = None
+    with EventWriter(run_folder.events) as writer, \
+            StopRequest(None, run_folder.root).handling_signals() as stop:
+        def emit(ev: dict) -> None:
+            nonlocal last
+            writer(ev)
+            display(ev)
+            if ev["type"] in ("finished", "error"):
+                last = ev
+        run(job, run_folder.root, emit, stop, resume)
+    return last

@@ -211,6 +211,11 @@ def gpu_facts(snap: HardwareSnapshot) -> GpuFacts:
                     cuda_available=True, device_count=len(gpus))
 
 
+def machine_gpu() -> GpuFacts:
+    """This machine's GPU as validation sees it, read through NVML (no torch import)."""
+    return gpu_facts(snapshot())
+
+
 def hardware_event(snap: HardwareSnapshot | None = None, **extra: Any) -> dict:
     """The engine's ``hardware`` event: per-GPU figures plus totals over the GPUs the
     run uses (VRAM summed, utilisation averaged, the hottest temperature); ``extra``

@@ -1,12 +1,14 @@
 """The optimizer-step loop every family shares.
 
-A family supplies its micro-batches per epoch (already in this process's share and
-order), a function that turns one into a loss, and hooks to save and sample. The
-loop does gradient accumulation, clipping, the finite-loss check, progress events,
-periodic checkpoints and samples, and stops within one step when asked.
+It takes this process's micro-batches per epoch, the family's summed loss and item
+count, and hooks to save and sample. It does gradient accumulation (the loss of a
+step is divided by the items of the whole step, over every micro-batch and
+process), clipping, the finite-loss check, progress events, periodic checkpoints
+and samples, and stops within one step when asked.
 
-Data order is a pure function of (seed, epoch), so a run resumed at step k sees
-exactly the batches a run that was never stopped would have seen.
+Learning rate: optimizer step k (1-based) trains with the schedule's value at k-1,
+the convention of transformers' Trainer and diffusers' examples (so a warmup's
+first step has rate 0); the ``progress`` event of step k reports that rate.
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ from typing import Any
 
 import torch
 
-from ..hardware.monitor import HARDWARE_INTERVAL_S, GpuMonitor, HardwareReporter
-from ..runs.events import Emit, event
+from ...hardware.monitor import HARDWARE_INTERVAL_S, GpuMonitor, HardwareReporter
+from ...runs.events import Emit, event
 from .control import ProgressMeter, check_finite
+from .order import chunks
 
 # A folder: every process appends a digest of its trainable weights after each step.
 WEIGHT_HASHES_ENV = "LORA_STUDIO_WEIGHT_HASHES"
@@ -40,29 +43,6 @@ def make_accelerator(mixed_precision: str, **kwargs):
     return Accelerator(mixed_precision=mixed_precision, **kwargs)
 
 
-def epoch_order(n_items: int, epoch: int, seed: int, num_processes: int = 1,
-                process_index: int = 0) -> list[int]:
-    """This process's item indices for ``epoch``: a seeded shuffle, padded by wrapping
-    so that every process gets the same count, then strided across processes."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n_items, generator=generator).tolist()
-    padded = math.ceil(n_items / num_processes) * num_processes
-    order += order[: padded - n_items]
-    return order[process_index::num_processes]
-
-
-def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def steps_per_epoch(micro_batches: int, gradient_accumulation_steps: int) -> int:
-    return math.ceil(micro_batches / gradient_accumulation_steps)
-
-
-def total_steps(max_steps: int, epochs: int, per_epoch: int) -> int:
-    return max_steps if max_steps > 0 else epochs * per_epoch
-
-
 @dataclass
 class LoopSpec:
     total_steps: int
@@ -76,8 +56,9 @@ class LoopSpec:
 
 @dataclass
 class LoopHooks:
-    epoch_batches: Callable[[int], Sequence[Any]]          # epoch -> micro-batches
-    compute_loss: Callable[[Any], torch.Tensor]            # micro-batch -> scalar loss
+    epoch_batches: Callable[[int], Sequence[Any]]          # epoch -> this process's micro-batches
+    batch_items: Callable[[Any], int]                      # micro-batch -> loss items in it
+    loss_sum: Callable[[Any], torch.Tensor]                # micro-batch -> summed loss
     save_checkpoint: Callable[[int], Path | None]          # step -> folder (None off main)
     sample: Callable[[int], None] | None = None            # step -> writes samples, emits
 
@@ -108,34 +89,47 @@ def plain_torch_step(accelerator) -> bool:
     return accelerator.scaler is None and accelerator.distributed_type in plain
 
 
+def _sum_over_processes(accelerator, value: torch.Tensor) -> torch.Tensor:
+    if accelerator.num_processes == 1:
+        return value
+    return accelerator.reduce(value.to(accelerator.device), reduction="sum")
+
+
+@dataclass
+class StepResult:
+    loss: float                    # mean over the step's loss items
+    grad_norm: float | None        # before clipping; None when clipping is off
+
+
 def optimizer_step(accelerator, model, optimizer, scheduler, params, group: Sequence[Any],
-                   compute_loss: Callable[[Any], torch.Tensor], max_grad_norm: float,
-                   plain: bool = False) -> float:
-    """Accumulate the micro-batches of one step, then clip and step. Returns the mean
-    loss before stepping, so a non-finite loss is caught before it reaches the weights.
-    ``plain``: see plain_torch_step."""
-    losses = []
+                   hooks: LoopHooks, max_grad_norm: float, plain: bool = False) -> StepResult:
+    """Accumulate the micro-batches of one step, then clip and step. Each micro-batch's
+    summed loss is divided by the items of the whole step, so the gradient is that of
+    the mean over the step's items however they are split into micro-batches and
+    processes (DDP averages over processes, hence the factor). A non-finite loss is
+    caught before it reaches the weights. ``plain``: see plain_torch_step."""
+    items = torch.tensor(float(sum(hooks.batch_items(batch) for batch in group)))
+    items = max(_sum_over_processes(accelerator, items).item(), 1.0)
+    scale = accelerator.num_processes / items
+    sums = []
     for i, batch in enumerate(group):
         sync = i == len(group) - 1
         with nullcontext() if sync else accelerator.no_sync(model):
-            loss = compute_loss(batch)
-            accelerator.backward(loss / len(group) if len(group) > 1 else loss)
-        losses.append(loss.detach())
-    mean = losses[0].float() if len(losses) == 1 else torch.stack(losses).float().mean()
-    if accelerator.num_processes > 1:
-        mean = accelerator.reduce(mean, reduction="mean")
-    value = mean.item()
+            loss_sum = hooks.loss_sum(batch)
+            accelerator.backward(loss_sum * scale)
+        sums.append(loss_sum.detach().float())
+    value = _sum_over_processes(accelerator, torch.stack(sums).sum()).item() / items
     inner = optimizer.optimizer if plain else optimizer
+    grad_norm = None
     if math.isfinite(value):
         if max_grad_norm > 0:
-            if plain:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            else:
+            norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm) if plain else \
                 accelerator.clip_grad_norm_(params, max_grad_norm)
+            grad_norm = float(norm)
         inner.step()
         scheduler.step()
     inner.zero_grad(set_to_none=True)
-    return value
+    return StepResult(value, grad_norm)
 
 
 def record_weight_hash(folder: str | Path, process_index: int, step: int, params) -> None:
@@ -185,7 +179,6 @@ def _run_steps(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
     meter = ProgressMeter(spec.total_steps, start_step)
     losses: list[float] = []
     plain = plain_torch_step(accelerator)
-    model.train()
     poll_hardware()
     while step < spec.total_steps:
         epoch = step // spec.steps_per_epoch
@@ -197,16 +190,18 @@ def _run_steps(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
                 saved = hooks.save_checkpoint(step) if step > start_step else None
                 return LoopOutcome("cancelled", step, saved, losses)
             lr = optimizer.param_groups[0]["lr"]
-            loss = optimizer_step(accelerator, model, optimizer, scheduler, params, group,
-                                  hooks.compute_loss, spec.max_grad_norm, plain)
+            result = optimizer_step(accelerator, model, optimizer, scheduler, params, group,
+                                    hooks, spec.max_grad_norm, plain)
             step += 1
             if hash_dir:
                 record_weight_hash(hash_dir, accelerator.process_index, step, params)
-            check_finite(loss, step, lr, spec.mixed_precision)
-            losses.append(loss)
+            check_finite(result.loss, step, lr, spec.mixed_precision)
+            losses.append(result.loss)
             it_s, eta_s = meter.tick(step)
+            extra = {} if result.grad_norm is None else {"grad_norm": round(result.grad_norm, 6)}
             emit(event("progress", step=step, total=spec.total_steps, epoch=epoch + 1,
-                       loss=round(loss, 6), lr=lr, it_s=round(it_s, 3), eta_s=round(eta_s, 1)))
+                       loss=round(result.loss, 6), lr=lr, it_s=round(it_s, 3),
+                       eta_s=round(eta_s, 1), **extra))
             poll_hardware()
             if spec.save_every_n_steps and step % spec.save_every_n_steps == 0 \
                     and step < spec.total_steps:

@@ -11,7 +11,7 @@ import torch
 from lora_studio.config.model_info import ModelInfo, ModelInfoError, inspect_model
 from lora_studio.config.schema import JobConfig
 
-from .control import EngineError
+from ..core.control import EngineError
 
 SD_FAMILIES = ("sd1", "sd2", "sdxl")
 

@@ -21,7 +21,7 @@ from lora_studio.data.captions import CaptionReadError, read_caption
 from lora_studio.data.images import SkippedImage, check_images, load_rgb
 from lora_studio.data.scan import DatasetError, scan_images
 
-from .control import EngineError
+from ..core.control import EngineError
 
 
 @dataclass(frozen=True)
@@ -71,21 +71,37 @@ def load_image_set(job: JobConfig, root: Path) -> ImageSet:
     return ImageSet(tuple(images), tuple(skipped), report)
 
 
+@dataclass(frozen=True)
+class MicroBatch:
+    epoch: int
+    indices: tuple[int, ...]      # into ImageSet.images
+    slots: tuple[int, ...]        # each sample's place in the epoch, whatever the batch size
+
+
 def epoch_batches(images: tuple[TrainImage, ...], batch_size: int, seed: int,
-                  epoch: int) -> list[list[int]]:
-    """Batches of image indices for one epoch: each image `repeats` times, a batch
-    never mixes buckets, the order depends only on (seed, epoch)."""
+                  epoch: int) -> list[MicroBatch]:
+    """The micro-batches of one epoch: each image ``repeats`` times, a batch never mixes
+    buckets, the order depends only on (seed, epoch). A sample's slot numbers it within
+    the epoch before batching, so its noise and augmentation (sample_seed) stay the
+    same when only the batch size changes."""
     rng = random.Random(seed * 1_000_003 + epoch)
     by_bucket: dict[tuple[int, int], list[int]] = {}
     for index, image in enumerate(images):
         by_bucket.setdefault(image.bucket, []).extend([index] * image.repeats)
-    batches = []
+    batches, slot = [], 0
     for bucket in sorted(by_bucket):
         indices = by_bucket[bucket]
         rng.shuffle(indices)
-        batches += [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+        samples = [(index, slot + i) for i, index in enumerate(indices)]
+        slot += len(indices)
+        batches += [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
     rng.shuffle(batches)
-    return batches
+    return [MicroBatch(epoch, tuple(i for i, _ in b), tuple(s for _, s in b)) for b in batches]
+
+
+def sample_seed(seed: int, epoch: int, slot: int) -> int:
+    """The seed of one sample's noise, timestep, crop, flip and caption choices."""
+    return (seed * 1_000_003 + epoch) * 1_000_003 + slot
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..runs.events import event
-from ..runs.layout import STOP_FILE
+from ...runs.events import event
+from ...runs.layout import STOP_FILE
 
-TEXT_OOM_HINT = ("Lower training.batch_size (raise gradient_accumulation_steps to keep the "
-                 "effective batch), enable training.gradient_checkpointing, lower "
-                 "dataset.max_seq_length, or load the base in 4-bit (model.load_in_4bit).")
+# Each family has its own, more specific one (OOM_HINT in its package).
+OOM_HINT = ("Lower training.batch_size (raise gradient_accumulation_steps to keep the "
+            "effective batch) or enable training.gradient_checkpointing.")
 
 
 class EngineError(Exception):
@@ -51,7 +51,7 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def error_event(exc: BaseException, oom_hint: str = TEXT_OOM_HINT) -> dict:
+def error_event(exc: BaseException, oom_hint: str = OOM_HINT) -> dict:
     """The ``error`` event for any exception that ended a run."""
     if isinstance(exc, EngineError):
         return exc.to_event()

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ..fsutil import atomic_write_bytes, atomic_write_text
-from ..runs.events import Emit, event
+from ...fsutil import atomic_write_bytes, atomic_write_text
+from ...runs.events import Emit, event
 from .control import EngineError
-from .export import atomic_save_safetensors
+from .safetensors_io import atomic_save_safetensors
 
 COMPLETE = "COMPLETE"
 
@@ -130,7 +130,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 def resolve_resume(path: Path) -> Path:
     """A checkpoint folder, or the latest complete one of a run folder."""
-    from ..runs.layout import RunDir
+    from ...runs.layout import RunDir
     path = Path(path)
     if (path / COMPLETE).exists():
         return path

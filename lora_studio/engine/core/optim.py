@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config.schema import OptimizerConfig
+from ...config.schema import OptimizerConfig
 from .control import EngineError
 
 BNB_OPTIMIZERS = {"AdamW8bit": "AdamW8bit", "PagedAdamW8bit": "PagedAdamW8bit",

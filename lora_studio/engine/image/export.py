@@ -30,8 +30,10 @@ from lora_studio.fsutil import sha256_file
 from lora_studio.runs.exports import IMAGE_ADAPTER
 from lora_studio.runs.layout import RunDir
 
-from .control import EngineError
-from .export import Exported, atomic_save_safetensors, read_metadata, training_metadata
+from ..core.control import EngineError
+from ..core.family import Exported
+from ..core.metadata import training_metadata
+from ..core.safetensors_io import atomic_save_safetensors, read_metadata
 
 ADAPTER_FILE = IMAGE_ADAPTER
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
@@ -247,3 +249,7 @@ def export_sd(run: RunDir, job: JobConfig,
     if "diffusers" in formats:
         done.append(export_diffusers(tensors, job, run.exports / f"{name}-diffusers", extra))
     return done
+
+
+def export(run: RunDir, job: JobConfig, fmt: str) -> list[Exported]:
+    return export_sd(run, job, (fmt,))

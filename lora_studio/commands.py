@@ -1,0 +1,104 @@
+"""The logic behind ``lora-studio train``, ``demo`` and ``export``: build the run
+folder, run the engine in this process (or several through accelerate), and draw
+its events on the terminal. Torch is imported only when training starts, so the
+other commands stay fast."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .config.fields import get_in, set_in
+from .config.findings import Finding
+from .config.jobfile import read_job_toml, write_job_toml
+from .config.paths import resolve_local_path
+from .config.presets import RELATIVE_TO_PRESET, builtin_dir, read_preset
+from .config.schema import JobConfig
+from .runs.layout import RunDir, new_run_dir
+from .runs.terminal import TerminalProgress
+
+DEMO_PRESETS = {"text": "demo-text-tiny.toml", "image": "demo-image-tiny.toml"}
+
+
+def anchor_paths(data: dict, base_dir: Path) -> dict:
+    """Make model / dataset paths that exist relative to the preset absolute, so the
+    run's job.toml works from anywhere."""
+    for key in RELATIVE_TO_PRESET:
+        value = get_in(data, key)
+        if isinstance(value, str) and value:
+            found = resolve_local_path(value, base_dir)
+            if found is not None:
+                set_in(data, key, str(found.resolve()))
+    return data
+
+
+def job_from_preset(preset_path: Path, overrides: list[str]) -> tuple[JobConfig, list[Finding]]:
+    from .config.fields import apply_overrides
+    from .config.validate import check
+    from .hardware.monitor import machine_gpu
+    preset = read_preset(preset_path)
+    data = anchor_paths(apply_overrides(preset.data, overrides), preset.base_dir)
+    job, findings = check(data, gpu=machine_gpu(), base_dir=preset.base_dir)
+    return job, preset.findings + findings
+
+
+def start_run(job: JobConfig, run: RunDir, resume: Path | None = None) -> dict | None:
+    """In this process, or, for several processes, through accelerate launch."""
+    if job.training.processes <= 1:
+        from .engine.run import run_in_process
+        return run_in_process(job, run, resume)
+    from .runs.launch import engine_command, follow_engine
+    command = engine_command(run.root, job.training.processes, job.training.mixed_precision, resume)
+    return follow_engine(command, run, TerminalProgress())
+
+
+def exit_code(last: dict | None) -> int:
+    return 0 if last is not None and last["type"] == "finished" else 1
+
+
+def train(preset_path: Path | None, overrides: list[str], resume: Path | None,
+          print_findings: Callable[[list[Finding]], None]) -> int:
+    """``lora-studio train``: 0 finished or cancelled, 1 errors in the job or the run."""
+    if resume is not None:
+        from .engine.core.checkpoint import resolve_resume
+        from .engine.core.control import EngineError
+        try:
+            checkpoint = resolve_resume(resume)
+        except EngineError as exc:
+            print(f"{exc.message}\n  hint: {exc.hint}", file=sys.stderr)
+            return 1
+        run = RunDir(checkpoint.parent.parent)
+        job, findings = read_job_toml(run.job_toml)
+        if any(f.level == "error" for f in findings):
+            print_findings(findings)
+            return 1
+        print(f"Resuming {run.root} from {checkpoint.name}")
+        return exit_code(start_run(job, run, checkpoint))
+    assert preset_path is not None
+    job, findings = job_from_preset(preset_path, overrides)
+    if findings:
+        print_findings(findings)
+    if any(f.level == "error" for f in findings):
+        return 1
+    run = new_run_dir(Path(job.output.output_dir).absolute(), job.output.output_name)
+    write_job_toml(job, run.job_toml)
+    return exit_code(start_run(job, run))
+
+
+def demo(kind: str, overrides: list[str], print_findings: Callable[[list[Finding]], None]) -> int:
+    """``lora-studio demo text``: train the bundled tiny model on the bundled data."""
+    return train(builtin_dir() / DEMO_PRESETS[kind], overrides, None, print_findings)
+
+
+def export(run_dir: Path, fmt: str | None) -> int:
+    """``lora-studio export``: one line per file written, "PATH  (FORMAT, SHA-256 HEX)"."""
+    from .engine.core.control import EngineError
+    from .engine.exports import export_run
+    try:
+        written = export_run(run_dir, fmt)
+    except EngineError as exc:
+        print(f"{exc.message}\n  hint: {exc.hint}", file=sys.stderr)
+        return 1
+    for done in written:
+        print(f"{done.path}  ({done.format}, SHA-256 {done.sha256})")
+    return 0

@@ -1,0 +1,132 @@
+"""One training run of any family: the family prepares its Trainee (family.py), the
+core does the rest in the same order for every family — optimizer and schedule,
+resume, the loop, checkpoints, the final adapter and the ``finished`` event."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ...config.schema import JobConfig
+from ...runs.events import Emit, event
+from ...runs.layout import RunDir
+from .checkpoint import load_checkpoint, restore_rng, save_checkpoint_in_step
+from .control import EngineError
+from .family import Exported, RunContext, Trainee
+from .loop import LoopHooks, LoopOutcome, LoopSpec, make_accelerator, train_loop
+from .optim import build_optimizer, build_scheduler
+from .order import shard, steps_per_epoch, total_steps
+
+Prepare = Callable[[JobConfig, RunContext], Trainee]
+
+
+@dataclass
+class RunResult:
+    """What a run leaves in this process: the outcome, the family's trainee (its model
+    as trained, for callers that compare it with the export) and the exports."""
+    outcome: LoopOutcome
+    trainee: Trainee
+    exports: list[Exported] = field(default_factory=list)
+
+
+def _no_emit(ev: dict) -> None:
+    pass
+
+
+def train(job: JobConfig, run: RunDir, emit: Emit, stop: Callable[[], bool], prepare: Prepare,
+          resume: Path | None = None) -> RunResult:
+    """Train ``job`` into ``run`` with the family whose ``prepare`` is given."""
+    from accelerate.utils import set_seed
+
+    tr = job.training
+    if tr.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise EngineError("config", "fp16 mixed precision needs an NVIDIA GPU; none was found.",
+                          "Set training.mixed_precision to 'no' (or 'bf16' on a recent CPU).")
+    started_at = time.time()
+    # Accumulation is the loop's own: accelerate's would divide the loss a second time.
+    accelerator = make_accelerator(tr.mixed_precision)
+    set_seed(tr.seed)
+    main = accelerator.is_main_process
+    emit_main = emit if main else _no_emit
+    n_proc, rank = accelerator.num_processes, accelerator.process_index
+    trainee = prepare(job, RunContext(run, emit_main, accelerator.device, main, n_proc))
+
+    checkpoint = load_checkpoint(resume) if resume else None
+    if checkpoint:
+        trainee.load_trainable_state(checkpoint.trainable)
+    params = [p for group in trainee.param_groups for p in group["params"]]
+    optimizer = build_optimizer(trainee.param_groups, job.optimizer,
+                                accelerator.device.type == "cuda")
+
+    def epoch_batches(epoch: int) -> list:
+        return shard(trainee.epoch_batches(epoch), n_proc, rank)
+
+    gas = tr.gradient_accumulation_steps
+    per_epoch = steps_per_epoch(len(epoch_batches(0)), gas)
+    total = total_steps(tr.max_steps, tr.epochs, per_epoch)
+    scheduler = build_scheduler(optimizer, job.optimizer, total)
+    model, optimizer = accelerator.prepare(trainee.model, optimizer)
+    if checkpoint:
+        optimizer.load_state_dict(checkpoint.optimizer)
+        scheduler.load_state_dict(checkpoint.scheduler)
+        if checkpoint.state.get("dataset_size") != trainee.dataset_size:
+            emit_main(event("log", level="warning",
+                            message=f"The dataset has {trainee.dataset_size} items now, "
+                                    f"{checkpoint.state.get('dataset_size')} when the checkpoint "
+                                    "was written: the data order differs from the original run."))
+        restore_rng(checkpoint.rng)
+    start = checkpoint.step if checkpoint else 0
+    emit_main(event("started", family=trainee.family, total_steps=total, start_step=start,
+                    dataset_size=trainee.dataset_size,
+                    trainable_params=sum(p.numel() for p in params),
+                    device=str(accelerator.device), processes=n_proc, run_dir=str(run.root),
+                    resumed_from=str(checkpoint.path) if checkpoint else None,
+                    **trainee.started_facts))
+
+    def save(step: int) -> Path | None:
+        return save_checkpoint_in_step(
+            accelerator, emit, run.checkpoints, step, trainable=trainee.trainable_state,
+            optimizer=optimizer, scheduler=scheduler,
+            state={"family": trainee.family, "epoch": step // per_epoch,
+                   "step_in_epoch": step % per_epoch, "total_steps": total,
+                   "dataset_size": trainee.dataset_size, "seed": tr.seed})
+
+    def sample(step: int) -> None:
+        if main:
+            with accelerator.autocast():
+                trainee.sample(step)
+        accelerator.wait_for_everyone()
+
+    spec = LoopSpec(total_steps=total, steps_per_epoch=per_epoch, gradient_accumulation_steps=gas,
+                    max_grad_norm=job.optimizer.max_grad_norm,
+                    save_every_n_steps=job.output.save_every_n_steps,
+                    sample_every_n_steps=job.output.sample_every_n_steps if
+                    job.output.sample_prompts else 0,
+                    mixed_precision=tr.mixed_precision)
+    hooks = LoopHooks(epoch_batches=epoch_batches, batch_items=trainee.batch_items,
+                      loss_sum=lambda batch: trainee.loss_sum(model, batch),
+                      save_checkpoint=save, sample=sample)
+    trainee.set_train(True)
+    try:
+        outcome = train_loop(accelerator, model, optimizer, scheduler, params, spec, hooks,
+                             emit_main, stop, start_step=start)
+    finally:
+        trainee.set_train(False)
+    result = RunResult(outcome, trainee)
+    if outcome.status == "cancelled":
+        emit_main(event("finished", status="cancelled", step=outcome.step,
+                        checkpoint=str(outcome.checkpoint) if outcome.checkpoint else None))
+        return result
+    save(outcome.step)
+    if main:
+        result.exports = trainee.write_final(outcome.step, per_epoch, started_at)
+        for done in result.exports:
+            emit(event("log", level="info", message=f"Exported {done.format} {done.path} "
+                                                    f"(SHA-256 {done.sha256})"))
+    emit_main(event("finished", status="completed", step=outcome.step, final=str(run.final),
+                    files=[str(d.path) for d in result.exports],
+                    sha256={str(d.path): d.sha256 for d in result.exports}))
+    return result

@@ -1,0 +1,82 @@
+"""The denoising loss of Stable Diffusion training, and the text conditioning it
+needs. Each sample's noise and timestep come from a generator of its own, seeded by
+its place in the run, so a sample is trained the same way whatever batch it is in."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .data import TrainImage
+from .model import SDModel
+
+
+@dataclass
+class Cond:
+    hidden: torch.Tensor                    # (B, tokens, dim) cross-attention states
+    pooled: torch.Tensor | None = None      # SDXL: text_encoder_2's projection
+
+
+def encode_text(model: SDModel, captions: list[str], device) -> Cond:
+    pipe = model.pipe
+    if model.is_sdxl:
+        hidden, _, pooled, _ = pipe.encode_prompt(prompt=captions, device=device,
+                                                  num_images_per_prompt=1,
+                                                  do_classifier_free_guidance=False)
+        return Cond(hidden, pooled)
+    hidden, _ = pipe.encode_prompt(captions, device, 1, False)
+    return Cond(hidden)
+
+
+def sdxl_time_ids(image: TrainImage, crop_top_left: tuple[int, int]) -> list[int]:
+    """SDXL's size conditioning: original (h, w), crop (top, left), target (h, w)."""
+    (w, h), (bw, bh) = image.size, image.bucket
+    return [h, w, crop_top_left[0], crop_top_left[1], bh, bw]
+
+
+def draw_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...],
+               num_timesteps: int, noise_offset: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(noise of shape (B, *shape), timesteps (B,)) on the CPU, one sample per generator."""
+    noises, timesteps = [], []
+    for generator in generators:
+        noise = torch.randn(shape, generator=generator)
+        if noise_offset:
+            # A per-channel shift lets the model learn overall brightness (very dark / light images).
+            noise = noise + noise_offset * torch.randn(shape[0], 1, 1, generator=generator)
+        noises.append(noise)
+        timesteps.append(torch.randint(0, num_timesteps, (1,), generator=generator))
+    return torch.stack(noises), torch.cat(timesteps)
+
+
+def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, cond: Cond,
+                   time_ids: torch.Tensor | None, prediction_type: str, noise_offset: float,
+                   min_snr_gamma: float, generators: Sequence[torch.Generator],
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The denoising loss of each sample of a batch of clean latents, shape (B,): the
+    mean squared error over its latent, min-SNR weighted when asked. ``generators``:
+    one per sample; ``dtype``: the UNet's weights'."""
+    from diffusers.training_utils import compute_snr
+
+    noise, timesteps = draw_noise(generators, tuple(latents.shape[1:]),
+                                  noise_scheduler.config.num_train_timesteps, noise_offset)
+    noise = noise.to(latents.device, latents.dtype)
+    timesteps = timesteps.to(latents.device)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    added = None
+    if time_ids is not None:
+        added = {"text_embeds": cond.pooled, "time_ids": time_ids}
+    pred = unet(noisy.to(dtype), timesteps, cond.hidden.to(dtype),
+                added_cond_kwargs=added, return_dict=False)[0]
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if not min_snr_gamma:
+        return per_sample
+    snr = compute_snr(noise_scheduler, timesteps)
+    weight = torch.clamp(snr, max=min_snr_gamma)
+    weight = weight / (snr + 1) if prediction_type == "v_prediction" else weight / snr
+    return per_sample * weight

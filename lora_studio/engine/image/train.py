@@ -1,0 +1,164 @@
+"""The image family's side of a run (SD 1.x, SD 2.x incl. v-prediction, SDXL): LoRA on
+the UNet and optionally the text encoder(s) with their own learning rates, cached
+latents and text embeddings, noise offset, min-SNR weighting, samples with a fixed
+seed."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ...config.schema import JobConfig
+from ...data.buckets import resize_and_crop
+from ...data.caption_options import captions_vary, prepare_caption
+from ...runs.events import event
+from ..core.family import Exported, RunContext
+from .data import (ImageSet, LatentCache, MicroBatch, TrainImage, epoch_batches,
+                   latent_caching_possible, load_image_set, pixels, sample_seed)
+from .export import export_sd, facts_from_run, write_final
+from .lora import UNET, add_lora, load_lora_state, lora_state
+from .loss import Cond, diffusion_loss, encode_text, sdxl_time_ids
+from .model import SDModel, load_sd
+from .samples import write_samples
+
+
+@dataclass
+class ImageTrainee:
+    job: JobConfig
+    ctx: RunContext
+    base: SDModel
+    adapted: dict[str, torch.nn.Module]      # the components with a LoRA, by pipeline name
+    image_set: ImageSet
+    noise_scheduler: object
+    latent_cache: LatentCache | None
+    cache_text: bool
+    text_cache: dict[str, Cond] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.family = self.base.family
+        self.model = self.base.pipe.unet
+        opt = self.job.optimizer
+        unet_params = [p for p in self.model.parameters() if p.requires_grad]
+        self.param_groups = [{"params": unet_params, "lr": opt.unet_lr or opt.learning_rate}]
+        te_params = [p for name, module in self.adapted.items() if name != UNET
+                     for p in module.parameters() if p.requires_grad]
+        if te_params:
+            self.param_groups.append({"params": te_params,
+                                      "lr": opt.text_encoder_lr or opt.learning_rate})
+        self.started_facts = {"samples_per_epoch": sum(im.repeats for im in self.image_set.images)}
+
+    @property
+    def dataset_size(self) -> int:
+        return len(self.image_set.images)
+
+    def epoch_batches(self, epoch: int) -> list[MicroBatch]:
+        tr = self.job.training
+        return epoch_batches(self.image_set.images, tr.batch_size, tr.seed, epoch)
+
+    def batch_items(self, batch: MicroBatch) -> int:
+        return len(batch.indices)
+
+    def _latents(self, image: TrainImage, rng: random.Random) -> tuple[torch.Tensor, tuple[int, int]]:
+        vae = self.base.pipe.vae
+        ds = self.job.dataset
+
+        def encode(px: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                # The distribution's mode, not a sample: the same latents cached or not.
+                dist = vae.encode(px.unsqueeze(0).to(self.ctx.device, vae.dtype)).latent_dist
+                return (dist.mode() * vae.config.scaling_factor)[0]
+
+        if self.latent_cache is not None:
+            crop = resize_and_crop(*image.size, image.bucket)[1]
+            latents = self.latent_cache.get(image, lambda: encode(pixels(image, rng).tensor))
+            return latents, (crop[1], crop[0])
+        px = pixels(image, rng, ds.random_crop, ds.flip_aug)
+        return encode(px.tensor), px.crop_top_left
+
+    def _cond(self, captions: list[str]) -> Cond:
+        if not self.cache_text:
+            return encode_text(self.base, captions, self.ctx.device)
+        missing = [c for c in dict.fromkeys(captions) if c not in self.text_cache]
+        if missing:
+            with torch.no_grad():
+                fresh = encode_text(self.base, missing, self.ctx.device)
+            for i, caption in enumerate(missing):
+                self.text_cache[caption] = Cond(fresh.hidden[i:i + 1],
+                                                None if fresh.pooled is None else fresh.pooled[i:i + 1])
+        conds = [self.text_cache[c] for c in captions]
+        pooled = torch.cat([c.pooled for c in conds]) if self.base.is_sdxl else None
+        return Cond(torch.cat([c.hidden for c in conds]), pooled)
+
+    def loss_sum(self, model, batch: MicroBatch) -> torch.Tensor:
+        ds, tr = self.job.dataset, self.job.training
+        latents, crops, captions, generators = [], [], [], []
+        for index, slot in zip(batch.indices, batch.slots):
+            seed = sample_seed(tr.seed, batch.epoch, slot)
+            rng = random.Random(seed)          # crop, flip and caption choices
+            image = self.image_set.images[index]
+            lat, crop = self._latents(image, rng)
+            latents.append(lat)
+            crops.append(sdxl_time_ids(image, crop))
+            captions.append(prepare_caption(image.caption, rng, ds.shuffle_caption, ds.keep_tokens,
+                                            ds.caption_dropout_rate))
+            generators.append(torch.Generator().manual_seed(seed))   # noise and timestep
+        latents_t = torch.stack(latents).to(self.ctx.device, torch.float32)
+        cond = self._cond(captions)
+        time_ids = torch.tensor(crops, device=self.ctx.device, dtype=cond.hidden.dtype) \
+            if self.base.is_sdxl else None
+        return diffusion_loss(model, self.noise_scheduler, latents_t, cond, time_ids,
+                              self.base.prediction_type, tr.noise_offset, tr.min_snr_gamma,
+                              generators, self.base.pipe.unet.dtype).sum()
+
+    def set_train(self, mode: bool) -> None:
+        for module in self.adapted.values():
+            module.train(mode)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return lora_state(self.adapted)
+
+    def load_trainable_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        load_lora_state(self.adapted, tensors)
+
+    def sample(self, step: int) -> None:
+        if self.job.output.sample_prompts:
+            write_samples(self.base, self.job, self.ctx.run.samples, step, self.ctx.emit)
+
+    def write_final(self, step: int, steps_per_epoch: int, started_at: float) -> list[Exported]:
+        facts = facts_from_run(self.job, self.base, self.image_set, step, steps_per_epoch,
+                               started_at)
+        write_final(self.ctx.run, self.job, lora_state(self.adapted), facts)
+        return export_sd(self.ctx.run, self.job)
+
+
+def prepare(job: JobConfig, ctx: RunContext) -> ImageTrainee:
+    from diffusers import DDPMScheduler
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()  # the engine reports through events
+    ds, tr = job.dataset, job.training
+    base = load_sd(job)
+    pipe = base.pipe
+    image_set = load_image_set(job, Path(ds.path))
+    for skipped in image_set.skipped:
+        ctx.emit(event("log", level="warning", message=f"Skipped image: {skipped.message}"))
+    ctx.emit(event("log", level="info", message="Buckets: " + "; ".join(
+        image_set.report.lines(tr.batch_size))))
+    pipe.to(ctx.device)
+    adapted = add_lora(base, job)
+    if tr.gradient_checkpointing:
+        pipe.unet.enable_gradient_checkpointing()
+        for name in adapted:
+            if name != UNET:
+                adapted[name].gradient_checkpointing_enable()
+    trains_text = any(name != UNET for name in adapted)
+    cache_folder = ctx.run.root / "cache" / "latents" if ds.cache_latents_to_disk else None
+    return ImageTrainee(
+        job=job, ctx=ctx, base=base, adapted=adapted, image_set=image_set,
+        noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config,
+                                                  prediction_type=base.prediction_type),
+        latent_cache=LatentCache(cache_folder) if latent_caching_possible(job) else None,
+        cache_text=not trains_text and not captions_vary(ds.shuffle_caption,
+                                                         ds.caption_dropout_rate))

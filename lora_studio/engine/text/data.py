@@ -1,0 +1,47 @@
+"""A text job's records, read, tokenised and reported."""
+from __future__ import annotations
+
+from ...config.schema import JobConfig
+from ...data.text_records import TextDataError, load_text_records
+from ...runs.events import Emit, event
+from ..core.control import EngineError
+from .tokens import Encoded, encode_records
+
+
+def load_dataset(job: JobConfig, tokenizer, emit: Emit) -> list[Encoded]:
+    fmt = job.dataset.format
+    if fmt == "images":
+        raise EngineError("config", "dataset.format is 'images' but the model is a text model.",
+                          "Set dataset.format to auto, prompt_response, alpaca, messages or text.")
+    try:
+        loaded = load_text_records(job.dataset.path, fmt)
+    except TextDataError as exc:
+        raise EngineError("data", str(exc), "Point dataset.path at your .jsonl / .json file.") from exc
+    if loaded.problems:
+        shown = "\n".join(str(p) for p in loaded.problems[:20])
+        more = f"\n... and {loaded.skipped - 20} more" if loaded.skipped > 20 else ""
+        emit(event("log", level="warning", message=f"Skipped {loaded.skipped} bad record(s):\n"
+                                                   f"{shown}{more}"))
+    encoded, stats = encode_records(loaded.records, tokenizer, job)
+    if stats.template_errors:
+        emit(event("log", level="warning",
+                   message=f"The chat template failed on {len(stats.template_errors)} record(s), "
+                           "which were skipped:\n" + "\n".join(stats.template_errors[:20])))
+    if stats.truncated:
+        emit(event("log", level="warning",
+                   message=f"{stats.truncated} record(s) were longer than {job.dataset.max_seq_length}"
+                           " tokens and were truncated.", truncated=stats.truncated))
+    if stats.no_target:
+        emit(event("log", level="warning",
+                   message=f"{stats.no_target} record(s) had no response tokens left after "
+                           "truncation and were skipped; raise dataset.max_seq_length.",
+                   no_target=stats.no_target))
+    if not encoded:
+        raise EngineError("data", f"No usable records in {job.dataset.path} "
+                                  f"({loaded.skipped} bad, {stats.no_target} empty after truncation).",
+                          "Fix the lines listed in the log, or set dataset.format to the shape "
+                          "of your records.")
+    emit(event("log", level="info", message=f"{len(encoded)} record(s) from {len(loaded.files)} "
+                                            f"file(s), formats {loaded.formats}.",
+               records=len(encoded), formats=loaded.formats))
+    return encoded

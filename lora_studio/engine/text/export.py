@@ -1,0 +1,102 @@
+"""The text adapter exports.
+
+A text run writes its adapter as a PEFT folder (``adapter_model.safetensors`` +
+``adapter_config.json``) to ``final/`` and ``exports/<output_name>/``; on request a
+merged full model to ``exports/<output_name>-merged/``. Every file is written to a
+temp file and renamed into place, and a merged model is built in a temp folder and
+swapped in whole, so an interrupted export never leaves a half file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ...config.schema import JobConfig
+from ...fsutil import atomic_write_bytes, atomic_write_text, sha256_file, temp_dir_beside
+from ...runs.exports import TEXT_ADAPTER
+from ...runs.layout import RunDir
+from ..core.family import Exported
+from ..core.safetensors_io import atomic_save_safetensors, read_metadata
+
+ADAPTER_WEIGHTS = TEXT_ADAPTER
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def write_peft_adapter(model, folder: str | Path, metadata: dict[str, str],
+                       base_model: str) -> list[Path]:
+    """The PEFT adapter of ``model`` (a PeftModel) as a folder PeftModel.from_pretrained loads."""
+    from peft import get_peft_model_state_dict
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = atomic_save_safetensors(get_peft_model_state_dict(model), folder / ADAPTER_WEIGHTS,
+                                      metadata)
+    config = model.peft_config["default"].to_dict()
+    config.update(base_model_name_or_path=base_model, inference_mode=True)
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
+    atomic_write_text(folder / ADAPTER_CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return [weights, folder / ADAPTER_CONFIG]
+
+
+def copy_adapter(source: Path, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
+        atomic_write_bytes(folder / name, (source / name).read_bytes())
+        written.append(folder / name)
+    return written
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Replace ``folder`` by ``tmp`` so that a reader sees the old or the new one."""
+    old = folder.with_name(f".{folder.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def write_merged_model(merged, tokenizer, folder: str | Path, metadata: dict[str, str]) -> Path:
+    """A transformers model folder (sharded safetensors, config, tokenizer) with the
+    training metadata in every shard's header."""
+    from safetensors.torch import load_file
+    folder = Path(folder)
+    tmp = temp_dir_beside(folder)
+    try:
+        merged.save_pretrained(tmp, max_shard_size="2GB")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for shard in sorted(tmp.glob("*.safetensors")):
+            atomic_save_safetensors(load_file(shard), shard, {**read_metadata(shard), **metadata})
+        _swap_in(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def export(run: RunDir, job: JobConfig, fmt: str) -> list[Exported]:
+    """``peft``: ``exports/<name>/``, the adapter folder; ``merged``: ``<name>-merged/``,
+    the base model with the adapter merged in."""
+    if fmt == "merged":
+        folder = _export_merged_text(job, run)
+        written = sorted(p for p in folder.rglob("*") if p.is_file())
+    else:
+        written = copy_adapter(run.final, run.exports / job.output.output_name)
+    return [Exported(fmt, path, sha256_file(path)) for path in written]
+
+
+def _export_merged_text(job: JobConfig, run: RunDir) -> Path:
+    from peft import PeftModel
+
+    from .model import load_base_model, load_tokenizer, resolve_model
+    info = resolve_model(job)
+    metadata = read_metadata(run.final / ADAPTER_WEIGHTS)
+    base = load_base_model(job, info.path, quantize=False)
+    model = PeftModel.from_pretrained(base, str(run.final))
+    return write_merged_model(model.merge_and_unload(), load_tokenizer(info.path),
+                              run.exports / f"{job.output.output_name}-merged", metadata)

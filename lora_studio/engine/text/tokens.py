@@ -1,0 +1,189 @@
+"""Records to token ids and labels.
+
+With a chat template (the model's own, or dataset.chat_template set to a
+Jinja template) each conversation is rendered turn by turn; the text an assistant turn
+adds is the response, everything else the prompt. Without one (no template, or
+dataset.chat_template = "none") the documented fallback is::
+
+    System: {system}\\n                     (only when there is a system turn)
+    User: {user}\\nAssistant: {assistant}<eos>\\n   (per exchange)
+
+with the tokenizer's BOS token first when it has one. Plain-text records are BOS +
+text + EOS, every token in the loss. With train_on_responses_only the labels of
+prompt tokens are -100. Records longer than max_seq_length are cut (and counted).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ...config.schema import JobConfig
+from ...data.text_records import TextRecord, Turn
+
+IGNORE = -100
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass
+class EncodeStats:
+    truncated: int = 0
+    no_target: int = 0                       # nothing left to learn after truncation
+    template_errors: list[str] = field(default_factory=list)
+
+
+def template_in_use(tokenizer, setting: str) -> bool:
+    """Applies dataset.chat_template: 'auto', 'none', or a Jinja template of its own."""
+    if setting not in ("auto", "none"):
+        tokenizer.chat_template = setting
+    return setting != "none" and bool(getattr(tokenizer, "chat_template", None))
+
+
+def _render(tokenizer, turns: list[Turn], generation_prompt: bool) -> str:
+    messages = [{"role": t.role, "content": t.content} for t in turns]
+    return tokenizer.apply_chat_template(messages, tokenize=False,
+                                         add_generation_prompt=generation_prompt)
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
+def _bos(tokenizer) -> list[int]:
+    return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+
+
+def _template_segments(tokenizer, turns: tuple[Turn, ...]) -> list[tuple[list[int], bool]]:
+    """(token ids, is_response) pieces whose concatenation is the rendered chat."""
+    segments, done = [], ""
+    for i, turn in enumerate(turns):
+        if turn.role != "assistant":
+            continue
+        head = _render(tokenizer, list(turns[:i]), True) if i else ""
+        full = _render(tokenizer, list(turns[: i + 1]), False)
+        if not (head.startswith(done) and full.startswith(head)):
+            raise _NotIncremental
+        segments += [(_ids(tokenizer, head[len(done):]), False),
+                     (_ids(tokenizer, full[len(head):]), True)]
+        done = full
+    rest = _render(tokenizer, list(turns), False)
+    if len(rest) > len(done):
+        segments.append((_ids(tokenizer, rest[len(done):]), False))
+    return segments
+
+
+class _NotIncremental(ValueError):
+    """The template renders a turn differently once more turns follow (some put
+    reasoning tags on the last turn only)."""
+
+
+def _located_segments(tokenizer, turns: tuple[Turn, ...]) -> list[tuple[list[int], bool]]:
+    """For templates that do not render turn by turn: each assistant text (and the EOS
+    token right after it) is found in the full rendering, and the tokens that overlap
+    it are the response. Needs a fast tokenizer (character offsets)."""
+    full = _render(tokenizer, list(turns), False)
+    eos = tokenizer.eos_token or ""
+    spans, pos = [], 0
+    for turn in turns:
+        if turn.role != "assistant":
+            continue
+        start = full.find(turn.content, pos)
+        if start < 0:
+            raise ValueError("the chat template changes the assistant's text, so the response "
+                             "cannot be found; set dataset.chat_template = 'none' or "
+                             "train_on_responses_only = false")
+        end = start + len(turn.content)
+        end += len(eos) if eos and full.startswith(eos, end) else 0
+        spans.append((start, end))
+        pos = end
+    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    segments = []
+    for token, (begin, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+        segments.append(([token], any(begin < b and end > a for a, b in spans)))
+    return segments
+
+
+def _fallback_segments(tokenizer, turns: tuple[Turn, ...]) -> list[tuple[list[int], bool]]:
+    segments: list[tuple[list[int], bool]] = [(_bos(tokenizer), False)]
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for turn in turns:
+        if turn.role == "system":
+            segments.append((_ids(tokenizer, f"System: {turn.content}\n"), False))
+        elif turn.role == "user":
+            segments.append((_ids(tokenizer, f"User: {turn.content}\nAssistant: "), False))
+        else:
+            segments += [(_ids(tokenizer, turn.content) + eos, True), (_ids(tokenizer, "\n"), False)]
+    return segments
+
+
+def fallback_prompt(text: str) -> str:
+    return f"User: {text}\nAssistant: "
+
+
+def encode_record(record: TextRecord, tokenizer, *, use_template: bool, responses_only: bool,
+                  max_length: int) -> tuple[Encoded, bool]:
+    """Token ids and labels of one record, and whether it was truncated."""
+    if record.is_plain_text:
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        ids = _bos(tokenizer) + _ids(tokenizer, record.turns[0].content) + eos
+        labels = list(ids)
+    else:
+        if use_template and not responses_only:
+            segments = [(_ids(tokenizer, _render(tokenizer, list(record.turns), False)), True)]
+        elif use_template:
+            try:
+                segments = _template_segments(tokenizer, record.turns)
+            except _NotIncremental:
+                segments = _located_segments(tokenizer, record.turns)
+        else:
+            segments = _fallback_segments(tokenizer, record.turns)
+        ids, labels = [], []
+        for piece, is_response in segments:
+            ids += piece
+            labels += piece if (is_response or not responses_only) else [IGNORE] * len(piece)
+    truncated = len(ids) > max_length
+    return Encoded(ids[:max_length], labels[:max_length]), truncated
+
+
+def encode_records(records: list[TextRecord], tokenizer, job: JobConfig) -> tuple[list[Encoded], EncodeStats]:
+    data = job.dataset
+    use_template = template_in_use(tokenizer, data.chat_template)
+    stats, encoded = EncodeStats(), []
+    for record in records:
+        try:
+            item, cut = encode_record(record, tokenizer, use_template=use_template,
+                                      responses_only=data.train_on_responses_only,
+                                      max_length=data.max_seq_length)
+        except Exception as exc:  # a Jinja template can raise anything (TemplateError, ...)
+            stats.template_errors.append(f"{record.source}:{record.line}: {exc}")
+            continue
+        stats.truncated += cut
+        if all(label == IGNORE for label in item.labels[1:]):
+            stats.no_target += 1
+            continue
+        encoded.append(item)
+    return encoded, stats
+
+
+def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(x.input_ids) for x in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, item in enumerate(items):
+        n = len(item.input_ids)
+        ids[row, :n] = torch.tensor(item.input_ids)
+        labels[row, :n] = torch.tensor(item.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def prompt_ids(tokenizer, prompt: str, use_template: bool) -> list[int]:
+    if use_template:
+        return _ids(tokenizer, _render(tokenizer, [Turn("user", prompt)], True))
+    return _bos(tokenizer) + _ids(tokenizer, fallback_prompt(prompt))

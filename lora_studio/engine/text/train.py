@@ -1,0 +1,105 @@
+"""The text family's side of a run: a causal language model with a LoRA (optionally
+on a 4-/8-bit base, QLoRA), trained on the cross-entropy of its label tokens."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ...config.schema import JobConfig
+from ...fsutil import atomic_write_text
+from ...runs.events import event
+from ..core.family import Exported, RunContext
+from ..core.metadata import training_metadata
+from ..core.order import chunks, epoch_order
+from .data import load_dataset
+from .export import copy_adapter, write_peft_adapter
+from .model import build_peft_model, load_base_model, load_tokenizer, resolve_model
+from .samples import generate_samples
+from .tokens import IGNORE, Encoded, collate, template_in_use
+
+
+def label_count(item: Encoded) -> int:
+    """Tokens whose prediction is in the loss: every label but the first (nothing
+    predicts it) that is not IGNORE."""
+    return sum(label != IGNORE for label in item.labels[1:])
+
+
+def causal_lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over the label tokens, in fp32."""
+    shifted = logits[:, :-1, :].float()
+    return F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), labels[:, 1:].reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+@dataclass
+class TextTrainee:
+    job: JobConfig
+    ctx: RunContext
+    model: Any                      # the PeftModel
+    tokenizer: Any
+    data: list[Encoded]
+    use_template: bool
+    family: str = "text"
+    started_facts: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.param_groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+
+    @property
+    def dataset_size(self) -> int:
+        return len(self.data)
+
+    def epoch_batches(self, epoch: int) -> list:
+        order = epoch_order(len(self.data), epoch, self.job.training.seed)
+        return chunks(order, self.job.training.batch_size)
+
+    def batch_items(self, indices) -> int:
+        return sum(label_count(self.data[i]) for i in indices)
+
+    def loss_sum(self, model, indices) -> torch.Tensor:
+        batch = collate([self.data[i] for i in indices], self.tokenizer.pad_token_id)
+        device = self.ctx.device
+        logits = model(input_ids=batch["input_ids"].to(device, non_blocking=True),
+                       attention_mask=batch["attention_mask"].to(device, non_blocking=True)).logits
+        return causal_lm_loss_sum(logits, batch["labels"].to(device, non_blocking=True))
+
+    def set_train(self, mode: bool) -> None:
+        self.model.train(mode)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+        return get_peft_model_state_dict(self.model)
+
+    def load_trainable_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        from peft import set_peft_model_state_dict
+        set_peft_model_state_dict(self.model, tensors)
+
+    def sample(self, step: int) -> None:
+        out = self.job.output
+        texts = generate_samples(self.model, self.tokenizer, out.sample_prompts,
+                                 use_template=self.use_template,
+                                 max_new_tokens=out.sample_max_new_tokens, device=self.ctx.device)
+        path = self.ctx.run.samples / f"step-{step:06d}.txt"
+        atomic_write_text(path, "".join(f"### {t['prompt']}\n{t['text']}\n\n" for t in texts))
+        self.ctx.emit(event("sample", step=step, path=str(path), kind="text", samples=texts))
+
+    def write_final(self, step: int, steps_per_epoch: int, started_at: float) -> list[Exported]:
+        from ...fsutil import sha256_file
+        job, run = self.job, self.ctx.run
+        metadata = training_metadata(job, family="text", steps=step, dataset_size=len(self.data),
+                                     base_model=job.model.path)
+        write_peft_adapter(self.model, run.final, metadata, job.model.path)
+        return [Exported("peft", path, sha256_file(path))
+                for path in copy_adapter(run.final, run.exports / job.output.output_name)]
+
+
+def prepare(job: JobConfig, ctx: RunContext) -> TextTrainee:
+    info = resolve_model(job)
+    tokenizer = load_tokenizer(info.path)
+    use_template = template_in_use(tokenizer, job.dataset.chat_template)
+    data = load_dataset(job, tokenizer, ctx.emit)
+    model = build_peft_model(job, info, load_base_model(job, info.path))
+    return TextTrainee(job, ctx, model, tokenizer, data, use_template)
