@@ -24,6 +24,7 @@ from lora_studio.engine.text.export import ADAPTER_WEIGHTS
 from lora_studio.engine.run import run
 from lora_studio.runs.events import decode, read_events
 from lora_studio.runs.layout import RunDir, new_run_dir
+from exact import Grads, assert_same_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "resources" / "tiny-text-model"
@@ -156,6 +157,59 @@ def test_resume_gives_the_same_losses(straight, tmp_path):
     assert second.of("started")[0]["start_step"] == 2
     assert losses(first) + losses(second) == losses(reference)
     assert second.of("finished")[-1]["status"] == "completed"
+    # the end state itself, not rounded losses: LoRA dropout draws from the restored RNG
+    assert_same_checkpoint(folder.latest_checkpoint(), straight[1].latest_checkpoint())
+
+
+def test_accumulation_splits_a_step_without_changing_it(tmp_path):
+    """The records differ in length. Batch 4 x accumulation 1 and batch 2 x 2 train the
+    same records per step, so the gradient (of the mean over label tokens), the update
+    and the reported loss are the same."""
+    runs = {}
+    for name, (batch, accumulation) in {"whole": (4, 1), "split": (2, 2)}.items():
+        job = make_job(network={"dropout": 0.0}, optimizer={"lr_warmup_steps": 0},
+                       training={"max_steps": 2, "batch_size": batch,
+                                 "gradient_accumulation_steps": accumulation})
+        events = Recorder()
+        with Grads() as grads:
+            result = trainer.train(job, new_run_dir(tmp_path, name), events, StopRequest(),
+                                   text.prepare)
+        runs[name] = grads, result, events
+    (whole, one, one_events), (split, two, two_events) = runs["whole"], runs["split"]
+    data = one.trainee.data
+    first_step = [text_train.label_count(data[i]) for i in one.trainee.epoch_batches(0)[0]]
+    assert len(set(first_step)) > 1  # the test means something only with uneven records
+    whole.assert_same_as(split, rtol=1e-4)
+    state = two.trainee.trainable_state()
+    for key, value in one.trainee.trainable_state().items():
+        assert torch.allclose(value, state[key], rtol=1e-4, atol=1e-7), key
+    assert losses(one_events) == pytest.approx(losses(two_events), rel=1e-5)
+
+
+def test_the_loss_is_the_mean_over_label_tokens(tokenizer):
+    """By hand: the first step's loss is the cross-entropy summed over the tokens whose
+    label is not IGNORE, divided by their count (all tokens here: the first is a label
+    nothing predicts)."""
+    job = make_job(network={"dropout": 0.0}, dataset={"train_on_responses_only": False})
+    info = text_model.resolve_model(job)
+    data = text_data.load_dataset(job, tokenizer, Recorder())
+    model = text_model.build_peft_model(job, info, text_model.load_base_model(job, info.path))
+    items = data[:3]
+    batch = tokens.collate(items, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    total, count = 0.0, 0
+    for row, item in enumerate(items):
+        for position in range(1, len(item.labels)):
+            if item.labels[position] != tokens.IGNORE:
+                log_probs = torch.log_softmax(logits[row, position - 1].double(), dim=-1)
+                total -= log_probs[item.labels[position]].item()
+                count += 1
+    trainee = text_train.TextTrainee(job, None, model, tokenizer, data, False)
+    assert trainee.batch_items([0, 1, 2]) == count
+    with torch.no_grad():
+        got = text_train.causal_lm_loss_sum(logits, batch["labels"]).item()
+    assert got == pytest.approx(total, rel=1e-5)
 
 
 def test_periodic_checkpoints_and_samples(straight):

@@ -187,3 +187,48 @@ def test_shared_metadata_names_the_base_model_without_local_folders(tmp_path):
     assert shareable_model_name(str(local)) == "my-llama"
     assert shareable_model_name(str(tmp_path / "sd15.safetensors")) == "sd15.safetensors"
     assert shareable_model_name("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"
+
+
+def _write_versions_forever(path: str, ready) -> None:
+    """Rewrite one large safetensors file, version after version, until killed."""
+    version = 0
+    while True:
+        version += 1
+        atomic_save_safetensors({"w": torch.full((4_000_000,), float(version))}, path,
+                                {"version": str(version)})
+        ready.set()
+
+
+def _complete_version(path) -> float:
+    """The version a safetensors file holds, after checking that it is whole."""
+    from safetensors.torch import load
+
+    data = path.read_bytes()  # one open: safetensors' own readers reopen by name
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    version = float(header["__metadata__"]["version"])
+    weights = load(data)["w"]
+    assert weights.shape == (4_000_000,) and torch.all(weights == version)
+    return version
+
+
+def test_a_writer_killed_mid_write_never_leaves_a_truncated_file(tmp_path):
+    """While a writer rewrites a 16 MB file, every read of the final name finds a whole
+    file whose data is the version its header names; so does the read after kill -9."""
+    import multiprocessing
+    import time
+
+    path = tmp_path / "adapter model.safetensors"
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_write_versions_forever, args=(str(path), ready))
+    proc.start()
+    seen = set()
+    try:
+        assert ready.wait(120)
+        for i in range(40):
+            seen.add(_complete_version(path))
+            time.sleep(0.003 * (i % 7))
+    finally:
+        proc.kill()
+        proc.join(10)
+    assert _complete_version(path) >= max(seen) and len(seen) > 1  # it kept writing

@@ -16,6 +16,7 @@ from lora_studio.engine.core import trainer
 from lora_studio.engine.core.control import EngineError
 from lora_studio.engine.image.model import resolve_model
 from lora_studio.runs.layout import RunDir
+from exact import Grads, assert_same_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SD = ROOT / "resources" / "tiny-sd"
@@ -158,11 +159,44 @@ def test_resume_continues_with_the_same_losses(trained, tmp_path):
     job, run, result, events = trained
     uninterrupted = [e["loss"] for e in events if e["type"] == "progress"]
     resumed_events = []
-    train_sd(job, run_dir(tmp_path), resumed_events.append, lambda: False,
+    resumed = run_dir(tmp_path)
+    train_sd(job, resumed, resumed_events.append, lambda: False,
              resume=run.checkpoints / "step-000002")
-    resumed = [e["loss"] for e in resumed_events if e["type"] == "progress"]
+    losses = [e["loss"] for e in resumed_events if e["type"] == "progress"]
     assert [e["step"] for e in resumed_events if e["type"] == "progress"] == [3, 4]
-    assert resumed == pytest.approx(uninterrupted[2:], rel=1e-5)
+    assert losses == uninterrupted[2:]
+    assert_same_checkpoint(resumed.checkpoints / "step-000004", run.checkpoints / "step-000004")
+
+
+def test_accumulation_splits_a_step_without_changing_it(tmp_path):
+    """Four images, one bucket: batch 4 x accumulation 1 and batch 2 x 2 train the same
+    samples per step, each with its own noise and timestep, so the UNet and text
+    encoder gradients, the update and the loss are the same."""
+    import shutil
+    folder = tmp_path / "data" / "1_four"
+    folder.mkdir(parents=True)
+    for path in sorted((DEMO_IMAGES / "4_demo").iterdir())[:8]:  # 4 images + captions
+        shutil.copy(path, folder / path.name)
+    runs = {}
+    for name, (batch, accumulation) in {"whole": (4, 1), "split": (2, 2)}.items():
+        job = make_job(TINY_SD, dataset={"path": str(tmp_path / "data"), "enable_bucket": False},
+                       network={"train_text_encoder": True},
+                       training={"max_steps": 0, "epochs": 2, "batch_size": batch,
+                                 "gradient_accumulation_steps": accumulation})
+        events = []
+        with Grads() as grads:
+            result = train_sd(job, run_dir(tmp_path, name), events.append, lambda: False)
+        runs[name] = grads, result, [e["loss"] for e in events if e["type"] == "progress"]
+    (whole, one, one_losses), (split, two, two_losses) = runs["whole"], runs["split"]
+    assert len(whole.steps) == 2 and len(one.trainee.image_set.images) == 4
+    # the second step starts from weights that already differ by float noise
+    whole.assert_same_as(split, rtol=1e-3)
+    # Adam's first steps divide by |gradient|: where it is near zero, float noise moves
+    # the update by a fraction of the learning rate, hence the absolute tolerance
+    state = two.trainee.trainable_state()
+    for key, value in one.trainee.trainable_state().items():
+        assert torch.allclose(value, state[key], rtol=0, atol=0.01 * job.optimizer.learning_rate), key
+    assert one_losses == pytest.approx(two_losses, rel=1e-5)
 
 
 def test_cancel_leaves_a_resumable_checkpoint(tmp_path):
