@@ -340,6 +340,24 @@ def test_merged_export_and_cli(straight, tokenizer, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
+def test_merged_export_never_replaces_files_it_did_not_write(straight, capsys):
+    from lora_studio.cli import main
+    job, folder, _, _ = straight
+    write_job_toml(job, folder.job_toml)
+    assert main(["export", str(folder.root), "--format", "merged"]) == 0
+    own = folder.exports / "t-merged"
+    notes = own / "my notes.txt"  # the user keeps a file of theirs in the export folder
+    notes.write_text("keep me", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["export", str(folder.root), "--format", "merged"]) == 0
+    beside = folder.exports / "t-merged-2"
+    assert str(beside) in capsys.readouterr().out
+    assert notes.read_text(encoding="utf-8") == "keep me" and (own / "config.json").exists()
+    assert (beside / "config.json").exists()
+    assert main(["export", str(folder.root), "--format", "merged"]) == 0  # its own: replaced
+    assert not (folder.exports / "t-merged-3").exists()
+
+
 def test_cli_train_makes_a_run_folder(tmp_path, capsys):
     from lora_studio.cli import main
     out = tmp_path / "rüns with space"

@@ -8,6 +8,7 @@ checkpoint it left; a completed one with ``status="completed"``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +46,32 @@ def decode(line: str) -> dict | None:
     return ev if isinstance(ev, dict) and ev.get("type") in EVENT_TYPES else None
 
 
+def drop_torn_tail(path: Path) -> int:
+    """Cut a last line that has no newline (the writer was killed or the disk filled up
+    mid-line), so that the next event starts a line of its own instead of being glued
+    to the fragment and lost with it. Returns the bytes dropped."""
+    try:
+        fh = open(path, "r+b")
+    except FileNotFoundError:
+        return 0
+    with fh:
+        end = fh.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            step = min(pos, 1 << 16)
+            fh.seek(pos - step)
+            block = fh.read(step)
+            if pos == end and block.endswith(b"\n"):
+                return 0
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                pos = pos - step + cut + 1
+                break
+            pos -= step
+        fh.truncate(pos)
+        return end - pos
+
+
 class EventWriter:
     """Appends each event to ``events.jsonl`` (flushed, so a crash loses nothing
     written) and optionally echoes it to a stream (the engine's stdout)."""
@@ -53,7 +80,10 @@ class EventWriter:
         self.path = Path(path)
         self.echo = echo
         self.enabled = enabled  # False on non-main processes of a multi-GPU run
-        self._file = open(self.path, "a", encoding="utf-8", newline="\n") if enabled else None
+        self._file = None
+        if enabled:
+            drop_torn_tail(self.path)
+            self._file = open(self.path, "a", encoding="utf-8", newline="\n")
 
     def __call__(self, ev: dict) -> None:
         if not self.enabled:

@@ -83,11 +83,16 @@ def new_run_dir(output_dir: str | Path, name: str, now: float | None = None) -> 
     same second apart."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     base = Path(output_dir) / f"{name}-{stamp}"
-    root, n = base, 1
-    while root.exists():
-        n += 1
-        root = base.with_name(f"{base.name}-{n}")
-    return RunDir(root).ensure()
+    base.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        root = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            root.mkdir()  # atomic: of two runs started together, one gets it
+        except FileExistsError:
+            n += 1
+            continue
+        return RunDir(root).ensure()
 
 
 def list_runs(output_dir: str | Path) -> list[RunDir]:

@@ -14,7 +14,9 @@ runs code.
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ...fsutil import atomic_write_bytes, atomic_write_text
+from ...fsutil import atomic_write_bytes, atomic_write_text, temp_dir_beside
 from ...runs.events import Emit, event
 from .control import EngineError
 from .safetensors_io import atomic_save_safetensors
@@ -68,17 +70,29 @@ def _torch_bytes(obj: Any) -> bytes:
 
 def save_checkpoint(root: Path, step: int, *, trainable: dict[str, torch.Tensor], optimizer,
                     scheduler, state: dict) -> Path:
-    """Write a complete checkpoint for ``step``; call it on the main process only."""
+    """Write a complete checkpoint for ``step``; call it on the main process only. It is
+    built in a hidden folder and renamed into place when complete, so a checkpoint of
+    the same step already there (a resumed run passing it again) stays whole until
+    its successor is."""
     folder = checkpoint_dir(root, step)
-    if folder.exists():  # a resumed run passing the same step again
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    atomic_save_safetensors(trainable, folder / "trainable.safetensors", {"step": str(step)})
-    atomic_write_bytes(folder / "optimizer.pt", _torch_bytes(optimizer.state_dict()))
-    atomic_write_bytes(folder / "scheduler.pt", _torch_bytes(scheduler.state_dict()))
-    atomic_write_bytes(folder / "rng.pt", _torch_bytes(capture_rng()))
-    atomic_write_text(folder / "state.json", json.dumps({"step": step, **state}, indent=2))
-    atomic_write_text(folder / COMPLETE, "")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    building = temp_dir_beside(folder)
+    replaced = folder.with_name(f".{folder.name}.replaced")
+    try:
+        atomic_save_safetensors(trainable, building / "trainable.safetensors", {"step": str(step)})
+        atomic_write_bytes(building / "optimizer.pt", _torch_bytes(optimizer.state_dict()))
+        atomic_write_bytes(building / "scheduler.pt", _torch_bytes(scheduler.state_dict()))
+        atomic_write_bytes(building / "rng.pt", _torch_bytes(capture_rng()))
+        atomic_write_text(building / "state.json", json.dumps({"step": step, **state}, indent=2))
+        atomic_write_text(building / COMPLETE, "")
+        if folder.exists():
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.replace(folder, replaced)
+        os.replace(building, folder)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    shutil.rmtree(replaced, ignore_errors=True)
     return folder
 
 
@@ -110,22 +124,72 @@ class Checkpoint:
     state: dict
 
 
+def _read(file: Path, read: Callable[[Path], Any]) -> Any:
+    try:
+        return read(file)
+    except Exception as exc:  # truncated or damaged: safetensors, pickle, json, OS errors
+        raise EngineError("io", f"Cannot read {file}: {type(exc).__name__}: {exc}",
+                          "The checkpoint is damaged; resume from an earlier checkpoint "
+                          "folder.") from exc
+
+
 def load_checkpoint(path: Path) -> Checkpoint:
+    """Every file of a complete checkpoint; EngineError('io') naming the file that cannot
+    be read."""
     path = Path(path)
     if not (path / COMPLETE).exists():
         raise EngineError("config", f"{path} is not a complete checkpoint (no {COMPLETE} marker).",
                           "Resume from another checkpoint folder, or from the run folder to take "
                           "its latest complete one.")
+
+    def torch_file(file: Path) -> Any:
+        return torch.load(file, weights_only=True)
+
+    state = _read(path / "state.json", lambda f: json.loads(f.read_text(encoding="utf-8")))
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise EngineError("io", f"Cannot read {path / 'state.json'}: it has no step number.",
+                          "The checkpoint is damaged; resume from an earlier checkpoint folder.")
+    return Checkpoint(path=path, step=state["step"],
+                      trainable=_read(path / "trainable.safetensors", load_file),
+                      optimizer=_read(path / "optimizer.pt", torch_file),
+                      scheduler=_read(path / "scheduler.pt", torch_file),
+                      rng=_read(path / "rng.pt", torch_file), state=state)
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """The complete checkpoints of a run's checkpoints/ folder, newest first."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"step-\d+", p.name)
+             and (p / COMPLETE).exists()]
+    return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
+
+
+def load_resumable(path: Path, emit: Emit) -> Checkpoint:
+    """The checkpoint at ``path`` or, when it is damaged, the newest complete one before
+    it in the same folder, with a warning naming what could not be read."""
     try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        return Checkpoint(
-            path=path, step=int(state["step"]), trainable=load_file(path / "trainable.safetensors"),
-            optimizer=torch.load(path / "optimizer.pt", weights_only=True),
-            scheduler=torch.load(path / "scheduler.pt", weights_only=True),
-            rng=torch.load(path / "rng.pt", weights_only=True), state=state)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise EngineError("io", f"Cannot read checkpoint {path}: {exc}",
-                          "Resume from an earlier checkpoint folder.") from exc
+        return load_checkpoint(path)
+    except EngineError as exc:
+        if exc.kind != "io":
+            raise
+        damaged = exc
+    step = int(path.name[5:]) if re.fullmatch(r"step-\d+", path.name) else None
+    for earlier in complete_checkpoints(path.parent):
+        if step is None or int(earlier.name[5:]) >= step:
+            continue
+        try:
+            checkpoint = load_checkpoint(earlier)
+        except EngineError as exc:
+            if exc.kind != "io":
+                raise
+            emit(event("log", level="warning", message=exc.message))
+            continue
+        emit(event("log", level="warning",
+                   message=f"{damaged.message}\nResuming from the earlier checkpoint "
+                           f"{earlier.name} instead."))
+        return checkpoint
+    raise damaged
 
 
 def resolve_resume(path: Path) -> Path:

@@ -13,7 +13,7 @@ import torch
 from ...config.schema import JobConfig
 from ...runs.events import Emit, event
 from ...runs.layout import RunDir
-from .checkpoint import load_checkpoint, restore_rng, save_checkpoint_in_step
+from .checkpoint import load_resumable, restore_rng, save_checkpoint_in_step
 from .control import EngineError
 from .family import Exported, RunContext, Trainee
 from .loop import LoopHooks, LoopOutcome, LoopSpec, make_accelerator, train_loop
@@ -54,7 +54,7 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: Callable[[], bool], pre
     n_proc, rank = accelerator.num_processes, accelerator.process_index
     trainee = prepare(job, RunContext(run, emit_main, accelerator.device, main, n_proc))
 
-    checkpoint = load_checkpoint(resume) if resume else None
+    checkpoint = load_resumable(Path(resume), emit_main) if resume else None
     if checkpoint:
         trainee.load_trainable_state(checkpoint.trainable)
     params = [p for group in trainee.param_groups for p in group["params"]]
@@ -120,7 +120,8 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: Callable[[], bool], pre
         emit_main(event("finished", status="cancelled", step=outcome.step,
                         checkpoint=str(outcome.checkpoint) if outcome.checkpoint else None))
         return result
-    save(outcome.step)
+    if outcome.step > start:  # a resumed run that had nothing left keeps its checkpoint as is
+        save(outcome.step)
     if main:
         result.exports = trainee.write_final(outcome.step, per_epoch, started_at)
         for done in result.exports:

@@ -60,11 +60,37 @@ def _swap_in(tmp: Path, folder: Path) -> None:
         shutil.rmtree(old)
 
 
-def write_merged_model(merged, tokenizer, folder: str | Path, metadata: dict[str, str]) -> Path:
+MANIFEST = ".lora-studio-export.json"   # the files an export wrote into its folder
+
+
+def _ours(folder: Path) -> bool:
+    """Whether ``folder`` is absent, or holds nothing but what an earlier export wrote."""
+    if not folder.exists():
+        return True
+    try:
+        listed = set(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    return present - {MANIFEST} <= listed
+
+
+def export_folder(wanted: Path) -> Path:
+    """``wanted``, or ``wanted-2``, ``-3``... when the folder holds files an export did not
+    write: a user's own files there are never replaced."""
+    folder, n = wanted, 1
+    while not _ours(folder):
+        n += 1
+        folder = wanted.with_name(f"{wanted.name}-{n}")
+    return folder
+
+
+def write_merged_model(merged, tokenizer, wanted: str | Path, metadata: dict[str, str]) -> Path:
     """A transformers model folder (sharded safetensors, config, tokenizer) with the
-    training metadata in every shard's header."""
+    training metadata in every shard's header, at ``wanted`` or beside it (export_folder);
+    returns the folder written."""
     from safetensors.torch import load_file
-    folder = Path(folder)
+    folder = export_folder(Path(wanted))
     tmp = temp_dir_beside(folder)
     try:
         merged.save_pretrained(tmp, max_shard_size="2GB")
@@ -72,6 +98,8 @@ def write_merged_model(merged, tokenizer, folder: str | Path, metadata: dict[str
             tokenizer.save_pretrained(tmp)
         for shard in sorted(tmp.glob("*.safetensors")):
             atomic_save_safetensors(load_file(shard), shard, {**read_metadata(shard), **metadata})
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        atomic_write_text(tmp / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
         _swap_in(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -84,7 +112,7 @@ def export(run: RunDir, job: JobConfig, fmt: str) -> list[Exported]:
     the base model with the adapter merged in."""
     if fmt == "merged":
         folder = _export_merged_text(job, run)
-        written = sorted(p for p in folder.rglob("*") if p.is_file())
+        written = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     else:
         written = copy_adapter(run.final, run.exports / job.output.output_name)
     return [Exported(fmt, path, sha256_file(path)) for path in written]
