@@ -140,6 +140,58 @@ def test_truncation_is_counted_and_logged(tokenizer, tmp_path):
     assert any(e.get("no_target") == 1 for e in events.of("log"))
 
 
+@pytest.mark.parametrize("use_template", [True, False])
+def test_a_long_record_is_cut_before_tokenising_and_encodes_the_same(tokenizer, use_template):
+    """What is cut could not reach the kept tokens: the ids are those of the whole
+    record, and the tokenizer never sees more than the budget."""
+    words = " ".join(f"word{i}" for i in range(30_000))  # ~250k characters
+    record = chat(("user", "Tell me a long story."), ("assistant", words), ("user", "more"),
+                  ("assistant", words))
+    seen = []
+    original = tokenizer.__class__.__call__
+
+    def spy(self, text, *args, **kwargs):
+        seen.append(len(text))
+        return original(self, text, *args, **kwargs)
+
+    whole, _ = tokens.encode_record(record, tokenizer, use_template=use_template,
+                                    responses_only=True, max_length=10_000_000)
+    tokenizer.__class__.__call__ = spy
+    try:
+        cut, truncated = tokens.encode_record(record, tokenizer, use_template=use_template,
+                                              responses_only=True, max_length=64)
+    finally:
+        tokenizer.__class__.__call__ = original
+    assert truncated and cut.input_ids == whole.input_ids[:64] and cut.labels == whole.labels[:64]
+    assert max(seen) <= 64 * tokens.MAX_CHARS_PER_TOKEN + 1000  # the budget plus template text
+
+
+def test_a_100_mb_record_needs_little_memory(tmp_path):
+    """A child process reads a 100 MB record and encodes it at max_seq_length 128: its
+    peak memory stays within a few hundred MB of what holding the file takes."""
+    data = tmp_path / "huge.jsonl"
+    data.write_text(json.dumps({"prompt": "Summarise:", "response": "blah " * 20_000_000}) + "\n",
+                    encoding="utf-8")
+    script = f"""
+import resource, sys
+from lora_studio.config.parse import parse_job
+from lora_studio.engine.text import data, model
+job, _ = parse_job({{"model": {{"path": {str(MODEL)!r}, "family": "text"}},
+                    "dataset": {{"path": {str(data)!r}, "max_seq_length": 128}}}})
+tokenizer = model.load_tokenizer(job.model.path)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+encoded = data.load_dataset(job, tokenizer, lambda ev: None)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(len(encoded), len(encoded[0].input_ids), (after - before) // 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    count, length, grown_mb = map(int, out.stdout.split())
+    assert (count, length) == (1, 128)
+    assert grown_mb < 400, f"encoding grew the process by {grown_mb} MB"  # ~110 MB here
+
+
 # --- training, cancel, resume --------------------------------------------------------
 
 def test_resume_gives_the_same_losses(straight, tmp_path):

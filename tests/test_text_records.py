@@ -114,3 +114,50 @@ def test_forced_format_and_unusable_paths(tmp_path):
     latin.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
     problem = read_file(latin).problems[0]
     assert problem.line == 2 and "UTF-8" in problem.message
+
+
+# --- hostile files: nothing dropped silently, nothing mis-numbered -----------------------
+
+def test_line_separators_inside_strings_load_and_keep_line_numbers(tmp_path):
+    path = tmp_path / "odd.jsonl"
+    path.write_text('{"prompt": "a\u2028b", "response": "c\u0085d"}\n'
+                    '{"prompt": "x\u2029y", "response": "z"}\n', encoding="utf-8")
+    result = load_text_records(path)
+    assert not result.problems and [r.line for r in result.records] == [1, 2]
+    assert result.records[0].turns[0].content == "a\u2028b"
+    assert result.records[0].turns[1].content == "c\u0085d"
+
+
+def test_one_bad_byte_skips_its_line_only(tmp_path):
+    path = tmp_path / "bytes.jsonl"
+    path.write_bytes(b'{"text": "one"}\r\n{"text": "caf\xe9"}\r\n{"text": "three"}\r\n')
+    result = load_text_records(path)
+    assert [r.turns[0].content for r in result.records] == ["one", "three"]
+    assert [r.line for r in result.records] == [1, 3]
+    (problem,) = result.problems
+    assert problem.line == 2 and "not UTF-8" in problem.message and "0xe9" in problem.message
+
+
+def test_the_format_is_the_files_not_its_first_records(tmp_path):
+    path = tmp_path / "mostly chat.jsonl"
+    lines = ['{"text": "a stray plain record first"}']
+    lines += ['{"messages": [{"role": "user", "content": "q%d"}, '
+              '{"role": "assistant", "content": "a%d"}]}' % (i, i) for i in range(4)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = load_text_records(path)
+    assert result.formats == {"messages": 4}
+    (problem,) = result.problems
+    assert problem.line == 1 and "messages format" in problem.message
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_deeply_nested_json_is_a_named_problem_not_a_recursion_error(tmp_path, suffix):
+    path = tmp_path / f"deep{suffix}"
+    deep = "[" * 200_000 + "]" * 200_000
+    good = '{"text": "fine"}'
+    path.write_text(f"{good}\n{deep}\n" if suffix == ".jsonl" else deep, encoding="utf-8")
+    result = load_text_records(path)
+    assert any("nested too deeply" in p.message for p in result.problems)
+    if suffix == ".jsonl":
+        assert [r.turns[0].content for r in result.records] == ["fine"]
+        assert [p.line for p in result.problems] == [2]

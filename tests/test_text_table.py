@@ -94,3 +94,15 @@ def test_unsaved_summary_and_a_failed_save_that_keeps_the_edits(tmp_path):
     folder.mkdir()
     assert t.try_save() == "" and not t.dirty and t.unsaved_summary() == ""
     assert json.loads(p.read_text())["response"] == "A1, edited"
+
+
+def test_line_separators_inside_strings_survive_an_edit(tmp_path):
+    p = tmp_path / "sep.jsonl"
+    first = '{"prompt": "a\u2028b", "response": "c\u0085d"}'
+    p.write_text(first + '\n{"prompt": "Q", "response": "A"}\n', encoding="utf-8")
+    t = TextTable(p)
+    assert [r.line for r in t.rows] == [1, 2] and not t.problems
+    t.set_field(1, ("response",), "A2")
+    t.save()
+    lines = p.read_text(encoding="utf-8").split("\n")
+    assert lines[0] == first and json.loads(lines[1])["response"] == "A2"

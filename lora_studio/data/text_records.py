@@ -2,7 +2,8 @@
 to a list of chat turns. No Qt, no torch: the engine tokenises the result and the
 dataset browser shows it as a table.
 
-Accepted shapes (``format`` = "auto" detects them per file, from its first record):
+Accepted shapes (``format`` = "auto" detects them per file: the shape most of its
+records have, so an odd first record does not decide):
 
 - ``prompt_response``: ``{"prompt": ..., "response": ...}``; aliases question/answer,
   input/output, query/completion; an optional ``"system"`` string.
@@ -13,9 +14,10 @@ Accepted shapes (``format`` = "auto" detects them per file, from its first recor
 - ``text``: ``{"text": ...}``, or a .txt file: one record per blank-line-separated
   block (a file without blank lines is one record).
 
-Files: .jsonl (one object a line, blank lines ignored); .json (a list of objects, or
-``{"data": [...]}``); .txt. UTF-8 with or without BOM, LF or CRLF. A folder means
-every such file under it, in name order.
+Files: .jsonl (one object a line, blank lines ignored; lines end at LF only, so a
+U+2028 or U+0085 inside a string is text, not a line break; a line that is not UTF-8
+is skipped alone); .json (a list of objects, or ``{"data": [...]}``); .txt. UTF-8 with
+or without BOM, LF or CRLF. A folder means every such file under it, in name order.
 
 A record that cannot be used (invalid JSON, a missing field, an unknown role) is
 skipped and reported as a :class:`RecordProblem` with its file and 1-based line.
@@ -99,6 +101,12 @@ class RecordError(ValueError):
 
 def _first_key(obj: dict, keys: tuple[str, ...]) -> str | None:
     return next((k for k in keys if k in obj), None)
+
+
+def file_format(objects) -> str | None:
+    """The shape most records of a file have (the earlier one on a tie)."""
+    counts = Counter(f for f in map(detect_format, objects) if f)
+    return max(counts, key=counts.__getitem__) if counts else None
 
 
 def detect_format(obj: Any) -> str | None:
@@ -242,24 +250,50 @@ def json_items(text: str) -> list[tuple[int, Any]]:
     raise RecordError('a .json file must hold a list of records or {"data": [...]}')
 
 
+def split_lines(text: str) -> list[str]:
+    """The lines of a JSON Lines text: split at LF (a CR before it dropped) and nowhere
+    else. str.splitlines would also split at U+2028, U+0085 and the like, which JSON
+    allows raw inside strings."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+NESTED_TOO_DEEPLY = "nested too deeply to read (more levels than Python's parser takes)"
+
+
+def _jsonl_items(path: Path, data: bytes, problems: list[RecordProblem]) -> list[tuple[int, Any]]:
+    items = []
+    for n, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(RecordProblem(path, n, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at "
+                                                   f"column {exc.start + 1}); this line was skipped"))
+            continue
+        if not line.strip():
+            continue
+        try:
+            items.append((n, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            problems.append(RecordProblem(path, n, f"invalid JSON ({exc.msg})"))
+        except RecursionError:
+            problems.append(RecordProblem(path, n, NESTED_TOO_DEEPLY))
+    return items
+
+
 def _raw_items(path: Path, text: str, problems: list[RecordProblem]) -> list[tuple[int, Any]]:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        items = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                items.append((n, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                problems.append(RecordProblem(path, n, f"invalid JSON ({exc.msg})"))
-        return items
-    if suffix == ".json":
+    if path.suffix.lower() == ".json":
         try:
             top = json.loads(text)
         except json.JSONDecodeError as exc:
             problems.append(RecordProblem(path, exc.lineno,
                                           f"invalid JSON ({exc.msg}); the whole file was skipped"))
+            return []
+        except RecursionError:
+            problems.append(RecordProblem(path, 0, f"{NESTED_TOO_DEEPLY}; the whole file was "
+                                                   "skipped"))
             return []
         if not isinstance(top, (list, dict)):
             problems.append(RecordProblem(path, 0, 'expected a list of records or {"data": [...]}'))
@@ -303,17 +337,21 @@ def read_file(path: Path, fmt: str = "auto") -> LoadResult:
             path, 0, f"not a text dataset file (use {', '.join(SUFFIXES)})"))
         return result
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        result.problems.append(RecordProblem(path, line, "not UTF-8 text; save the file as UTF-8"))
-        return result
+        data = path.read_bytes()
     except OSError as exc:
         result.problems.append(RecordProblem(path, 0, f"cannot read the file ({exc.strerror})"))
         return result
-    items = _raw_items(path, text, result.problems)
-    file_fmt = fmt if fmt != "auto" else next(
-        (f for f in (detect_format(obj) for _, obj in items) if f), None)
+    if path.suffix.lower() == ".jsonl":
+        items = _jsonl_items(path, data, result.problems)
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            result.problems.append(RecordProblem(path, line, "not UTF-8 text; save the file as UTF-8"))
+            return result
+        items = _raw_items(path, text, result.problems)
+    file_fmt = fmt if fmt != "auto" else file_format(obj for _, obj in items)
     for line, obj in items:
         if file_fmt is None:
             result.problems.append(RecordProblem(

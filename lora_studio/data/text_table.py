@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from lora_studio.data.text_records import (PROMPT_KEYS, RESPONSE_KEYS, RecordError, RecordProblem,
-                                           detect_format, json_items, normalise, read_file)
+                                           detect_format, json_items, normalise, read_file,
+                                           split_lines)
 from lora_studio.fsutil import atomic_write_bytes
 
 EDITABLE_SUFFIXES = (".jsonl", ".json")
@@ -74,7 +75,7 @@ class TextTable:
         self.rows: list[Row] = []
         self.top: Any = None
         if self.path.suffix.lower() == ".jsonl":
-            self._lines = self.text.splitlines()
+            self._lines = split_lines(self.text)
             for n, line in enumerate(self._lines, 1):
                 if not line.strip():
                     continue

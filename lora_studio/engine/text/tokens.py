@@ -125,28 +125,49 @@ def fallback_prompt(text: str) -> str:
     return f"User: {text}\nAssistant: "
 
 
+# No token of a real vocabulary spans more characters than this, so text beyond
+# max_length times it cannot reach the kept tokens and need not be tokenised.
+MAX_CHARS_PER_TOKEN = 256
+
+
+def clip_turns(turns: tuple[Turn, ...], max_length: int) -> tuple[tuple[Turn, ...], bool]:
+    """The turns cut to max_length * MAX_CHARS_PER_TOKEN characters of content in all,
+    and whether anything was cut: a 100 MB record costs no more than a short one."""
+    budget = max_length * MAX_CHARS_PER_TOKEN
+    kept: list[Turn] = []
+    for turn in turns:
+        if budget <= 0:
+            return tuple(kept), True
+        if len(turn.content) > budget:
+            return tuple(kept) + (Turn(turn.role, turn.content[:budget]),), True
+        kept.append(turn)
+        budget -= len(turn.content)
+    return turns, False
+
+
 def encode_record(record: TextRecord, tokenizer, *, use_template: bool, responses_only: bool,
                   max_length: int) -> tuple[Encoded, bool]:
     """Token ids and labels of one record, and whether it was truncated."""
+    turns, clipped = clip_turns(record.turns, max_length)
     if record.is_plain_text:
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        ids = _bos(tokenizer) + _ids(tokenizer, record.turns[0].content) + eos
+        ids = _bos(tokenizer) + _ids(tokenizer, turns[0].content) + eos
         labels = list(ids)
     else:
         if use_template and not responses_only:
-            segments = [(_ids(tokenizer, _render(tokenizer, list(record.turns), False)), True)]
+            segments = [(_ids(tokenizer, _render(tokenizer, list(turns), False)), True)]
         elif use_template:
             try:
-                segments = _template_segments(tokenizer, record.turns)
+                segments = _template_segments(tokenizer, turns)
             except _NotIncremental:
-                segments = _located_segments(tokenizer, record.turns)
+                segments = _located_segments(tokenizer, turns)
         else:
-            segments = _fallback_segments(tokenizer, record.turns)
+            segments = _fallback_segments(tokenizer, turns)
         ids, labels = [], []
         for piece, is_response in segments:
             ids += piece
             labels += piece if (is_response or not responses_only) else [IGNORE] * len(piece)
-    truncated = len(ids) > max_length
+    truncated = clipped or len(ids) > max_length
     return Encoded(ids[:max_length], labels[:max_length]), truncated
 
 
