@@ -242,3 +242,28 @@ def test_slug_keeps_letters_of_any_script():
     assert slug("Ånna's  LoRA / v2") == "ånna-s-lora-v2"
     assert slug("日本語 スタイル") == "日本語-スタイル"
     assert slug("///") == "preset"
+
+
+@pytest.mark.parametrize("name,text", [
+    ("deep.toml", "[train]\nx = " + "[" * 100_000 + "]" * 100_000 + "\n"),
+    ("deep kohya.json", "[" * 100_000 + "]" * 100_000),
+])
+def test_deeply_nested_files_are_a_clear_error_and_change_nothing(tmp_path, config_dir, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    before = sorted(p.name for p in config_dir.rglob("*")) if config_dir.exists() else []
+    with pytest.raises(PresetError) as caught:
+        import_preset(path)
+    assert "nested too deeply" in str(caught.value) and name in str(caught.value)
+    if name.endswith(".toml"):
+        with pytest.raises(PresetError):
+            read_preset(path)
+    assert (sorted(p.name for p in config_dir.rglob("*")) if config_dir.exists() else []) == before
+
+
+def test_a_deeply_nested_job_toml_is_a_job_file_error(tmp_path):
+    from lora_studio.config.jobfile import JobFileError, read_job_toml
+    path = tmp_path / "job.toml"
+    path.write_text("x = " + "[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(JobFileError, match="nested too deeply"):
+        read_job_toml(path)

@@ -39,4 +39,7 @@ def read_job_toml(path: str | Path) -> tuple[JobConfig, list[Finding]]:
         raise JobFileError(f"{path}: no such file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise JobFileError(f"{path}: not valid TOML ({exc}).") from None
+    except RecursionError:
+        raise JobFileError(f"{path}: nested too deeply to read; it is not a job LoRA Studio "
+                           "wrote.") from None
     return parse_job(data)

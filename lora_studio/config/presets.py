@@ -44,6 +44,9 @@ RELATIVE_TO_PRESET = ("model.path", "dataset.path")
 Origin = Literal["built-in", "user"]
 
 
+TOO_DEEP = "is nested too deeply to read (thousands of levels of brackets); nothing was changed."
+
+
 class PresetError(ValueError):
     """A preset that cannot be read or changed; str() names the file and what to do."""
 
@@ -176,6 +179,8 @@ def _read_document(path: Path) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _toml_error(path, text, exc) from None
+    except RecursionError:
+        raise PresetError(path, TOO_DEEP, "A preset is a few flat tables of settings.") from None
 
 
 def _meta_finding(key: str, message: str, hint: str, rule: str = "preset-meta") -> Finding:
@@ -402,6 +407,8 @@ def import_preset(file: str | Path, name: str = "") -> ImportResult:
         except json.JSONDecodeError as exc:
             raise PresetError(file, f"not valid JSON: {exc.msg}.", "Is this a kohya_ss config file?",
                               exc.lineno, exc.colno) from None
+        except RecursionError:
+            raise PresetError(file, TOO_DEEP, "Is this a kohya_ss config file?") from None
         if not isinstance(config, dict):
             raise PresetError(file, "is not a kohya_ss config (expected a JSON object of settings).")
         result = convert_kohya(config, fallback_name=file.stem)
