@@ -72,8 +72,8 @@ RULES: dict[str, str] = {
     "steps-and-epochs": "max steps set while epochs is changed too",
     "batch-larger-than-dataset": "a batch larger than the dataset",
     "accumulation-exceeds-dataset": "one optimizer step needing more samples than an epoch has",
-    "save-every-beyond-run": "a checkpoint interval longer than the run",
-    "sample-every-beyond-run": "a sample interval longer than the run",
+    "save-every-beyond-run": "a checkpoint interval as long as the run or longer",
+    "sample-every-beyond-run": "a sample interval as long as the run or longer",
     "sample-prompts-missing": "sampling on without prompts",
     "prompts-without-sampling": "prompts given while sampling is off",
     "output-dir-not-writable": "a runs folder that cannot be created or written",
@@ -524,10 +524,13 @@ def _run_length(ctx: Context) -> Iterable[Finding]:
     for path, rule, what in (("output.save_every_n_steps", "save-every-beyond-run", "checkpoint"),
                              ("output.sample_every_n_steps", "sample-every-beyond-run", "sample")):
         every = get_value(ctx.job, path)
-        if every > total:
-            yield Finding(path, "warning", f"{SPECS[path].title} is {every}, but the run is only about "
-                          f"{total} steps: no {what} is made before the end.",
-                          f"Set it below {total} (e.g. {max(total // 4, 1)}), or to 0.", rule)
+        # An interval of the whole run is no better than one past it: the last step is the
+        # end of the run, which has its final adapter and sample anyway.
+        if every >= total:
+            yield Finding(path, "warning", f"{SPECS[path].title} is {every}, but the run is about "
+                          f"{total} step{'s' if total > 1 else ''}: no {what} is made before the end.",
+                          f"Set it below {total} (e.g. {max(total // 4, 1)}), or to 0." if total > 1
+                          else "Set it to 0: a one-step run has nothing before the end.", rule)
 
 
 @_check

@@ -1,6 +1,7 @@
 """Aspect-ratio buckets, as kohya's sd-scripts make them: every bucket has about
 resolution² pixels, sides are multiples of `step` between `min_side` and
-`max_side`, and an image goes to the bucket with the nearest aspect ratio."""
+`max_side` (rounded out to multiples of `step`), and an image goes to the bucket of
+its own size, else to the one with the nearest aspect ratio."""
 from __future__ import annotations
 
 import math
@@ -14,6 +15,10 @@ from functools import lru_cache
 def bucket_resolutions(resolution: int, min_side: int = 256, max_side: int = 1024,
                        step: int = 64) -> tuple[tuple[int, int], ...]:
     """All (width, height) buckets, sorted."""
+    # kohya moves min down and max up to multiples of the step before making buckets;
+    # unlike kohya, never down to 0 (a min below one step).
+    min_side = max(step, min_side - min_side % step)
+    max_side += -max_side % step
     max_area = resolution * resolution
     side = int(math.sqrt(max_area) // step) * step
     resos = {(side, side)}
@@ -32,9 +37,11 @@ def bucket_for(width: int, height: int, resolution: int, min_side: int = 256,
     """The (width, height) bucket an image of this size falls into."""
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
+    buckets = bucket_resolutions(resolution, min_side, max_side, step)
+    if (width, height) in buckets:  # kohya's choice even where another bucket has the same aspect
+        return width, height
     aspect = width / height
-    return min(bucket_resolutions(resolution, min_side, max_side, step),
-               key=lambda wh: abs(wh[0] / wh[1] - aspect))
+    return min(buckets, key=lambda wh: abs(wh[0] / wh[1] - aspect))
 
 
 def resize_and_crop(width: int, height: int, bucket: tuple[int, int],
