@@ -7,16 +7,37 @@
 #   packaging/build.sh desktop      install the Linux menu entry and icons for this user
 #
 # Bundles go to build/pyinstaller/dist/, or to $LORA_STUDIO_BUILD_DIR/dist/ when that
-# is set (the test suite builds into a temp folder). Needs: pip install -e ".[package]".
+# is set (the test suite builds into a temp folder). Needs: pip install -e ".[package]"
+# in the interpreter that builds, $PYTHON (default: the active venv's, else python3).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${LORA_STUDIO_BUILD_DIR:-$ROOT/build/pyinstaller}"
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac  # relative to where it was started
 cd "$ROOT"
 
+# The interpreter whose packages go into the bundle: $PYTHON when set (the test suite
+# passes its own), else the active virtual environment's, else python3 on PATH.
+if [ -z "${PYTHON:-}" ]; then
+    if [ -n "${VIRTUAL_ENV:-}" ] && [ -x "$VIRTUAL_ENV/bin/python" ]; then
+        PYTHON="$VIRTUAL_ENV/bin/python"
+    else
+        PYTHON="$(command -v python3 || command -v python || true)"
+    fi
+fi
+
 pyinstaller_build() {
-    python -m PyInstaller --noconfirm --log-level WARN \
-        --distpath "$OUT/dist" --workpath "$OUT/work" packaging/lora_studio.spec "$@"
+    if [ -z "$PYTHON" ] || ! "$PYTHON" -c "" 2>/dev/null; then
+        echo "No Python interpreter found (PYTHON='${PYTHON}'). Set PYTHON to the interpreter" \
+             "LoRA Studio is installed in, e.g. PYTHON=.venv/bin/python $0 $1" >&2
+        exit 2
+    fi
+    if ! "$PYTHON" -c "import PyInstaller" 2>/dev/null; then
+        echo "PyInstaller is not installed for $PYTHON." \
+             "Install it with: \"$PYTHON\" -m pip install -e \".[package]\"" >&2
+        exit 2
+    fi
+    "$PYTHON" -m PyInstaller --noconfirm --log-level WARN \
+        --distpath "$OUT/dist" --workpath "$OUT/work" packaging/lora_studio.spec "${@:2}"
 }
 
 # The demo preset copied into a folder with a space and non-ASCII characters, as on
@@ -60,11 +81,11 @@ smoke() {
 
 case "${1:-}" in
     slim)
-        pyinstaller_build -- --slim
+        pyinstaller_build slim -- --slim
         smoke lora-studio-slim
         ;;
     full)
-        pyinstaller_build
+        pyinstaller_build full
         smoke lora-studio
         ;;
     smoke)

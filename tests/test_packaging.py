@@ -164,6 +164,26 @@ def _demo_preset_copy(folder: Path, name: str, dataset_file: str = "chat.jsonl")
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="packaging/build.sh needs bash")
+def test_build_sh_uses_the_given_interpreter_and_names_a_missing_pyinstaller(tmp_path):
+    # An interpreter without site-packages stands for a venv where PyInstaller is missing;
+    # python on PATH (which has it here) must not be used instead.
+    bare = tmp_path / "bin dir" / "python-bare"
+    bare.parent.mkdir()
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n', encoding="utf-8")
+    bare.chmod(0o755)
+    env = {**os.environ, "LORA_STUDIO_BUILD_DIR": str(tmp_path / "out"), "PYTHON": str(bare)}
+    build = subprocess.run(["bash", str(PACKAGING / "build.sh"), "slim"], env=env,
+                           capture_output=True, text=True)
+    assert build.returncode == 2
+    assert f"PyInstaller is not installed for {bare}" in build.stderr and ".[package]" in build.stderr
+    assert not (tmp_path / "out").exists()
+    env["PYTHON"] = str(tmp_path / "absent python")
+    build = subprocess.run(["bash", str(PACKAGING / "build.sh"), "slim"], env=env,
+                           capture_output=True, text=True)
+    assert build.returncode == 2 and "No Python interpreter found" in build.stderr
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="packaging/build.sh needs bash")
 def test_slim_bundle_builds_and_checks_presets_in_windows_style_folders(tmp_path):
     """The real PyInstaller build (build.sh also runs its own smoke test), then the
     bundle on its own: the spec, the entry script and the bundled data are right."""
@@ -175,7 +195,7 @@ def test_slim_bundle_builds_and_checks_presets_in_windows_style_folders(tmp_path
 
 
 def _build_and_check_slim_bundle(out: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "LORA_STUDIO_BUILD_DIR": str(out)}
+    env = {**os.environ, "LORA_STUDIO_BUILD_DIR": str(out), "PYTHON": sys.executable}
     build = subprocess.run(["bash", str(PACKAGING / "build.sh"), "slim"], env=env,
                            capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
