@@ -1,13 +1,15 @@
 """The text engine's cost per optimizer step against a minimal hand-written PEFT
 loop on the same batches (tiny model from resources/, CPU or GPU). Target: ratio <= 1.05.
 
-    python benchmarks/engine_overhead.py [--steps 80] [--rounds 4] [--threads 1]
+    python benchmarks/engine_overhead.py [--steps 80] [--rounds 5] [--threads 1]
 
 Both do the same work per step: collate the batch, forward, backward, gradient
 clipping, AdamW step, LR schedule step. The engine adds accelerate's wrappers, the loss read-back and
 finite check, a progress event written to events.jsonl, and the stop checks
 (callback and STOP file). The two alternate for several rounds in one process (the
-machine's load changes) and the median step time (CPU time on a CPU) of each is compared; the first
+machine's load changes; which goes first alternates too), each round giving the median
+step time (CPU time on a CPU) of either; the headline ratio is the median of the
+per-round ratios engine / hand-written, with their min-max as the spread. The first
 steps of every run are warm-up and not counted.
 """
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._stats import summarize, verdict  # noqa: E402
 
 WARMUP = 5
 # On a CPU, this process's CPU time: other programs on a shared machine then barely
@@ -104,7 +108,7 @@ def manual_step_times(job) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=80)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default); 1 is steadier on a busy machine")
     args = parser.parse_args()
@@ -117,22 +121,33 @@ def main() -> None:
     print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, clock: {CLOCK.__name__}, "
           f"torch threads: {torch.get_num_threads()}")
     job = make_job(args.steps)
-    engine, manual = [], []
+    engine, manual = [], []  # every step of every round, for the mean
+    engine_rounds, manual_rounds = [], []  # each round's median step
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
-            manual += manual_step_times(job)
-            engine += engine_step_times(job, Path(tmp))
-            print(f"round {i + 1}: median so far hand-written "
-                  f"{statistics.median(manual) * 1000:.2f} ms/step, engine "
-                  f"{statistics.median(engine) * 1000:.2f} ms/step", flush=True)
-    # The median step is the headline (other programs' bursts land on a few steps only);
-    # the mean also counts work done once in a while (a new epoch, a checkpoint).
-    for name, stat in (("median", statistics.median), ("mean", statistics.fmean)):
-        e, m = stat(engine), stat(manual)
-        print(f"{name} of {args.rounds} rounds x {args.steps} steps: hand-written "
-              f"{m * 1000:.2f} ms/step, engine {e * 1000:.2f} ms/step, ratio {e / m:.3f}")
-    e, m = statistics.median(engine), statistics.median(manual)
-    print(f"ratio engine / hand-written = {e / m:.3f}  (target <= 1.05)")
+            # Alternating which loop goes first keeps a slow start of a round from
+            # always landing on the same one.
+            for which in ("manual", "engine") if i % 2 == 0 else ("engine", "manual"):
+                if which == "manual":
+                    times = manual_step_times(job)
+                    manual += times
+                    manual_rounds.append(statistics.median(times))
+                else:
+                    times = engine_step_times(job, Path(tmp))
+                    engine += times
+                    engine_rounds.append(statistics.median(times))
+            print(f"round {i + 1}: hand-written {manual_rounds[-1] * 1000:.2f} ms/step, "
+                  f"engine {engine_rounds[-1] * 1000:.2f} ms/step", flush=True)
+    # The median step of each round is the headline (other programs' bursts land on a few
+    # steps only); the mean, printed for information, also counts work done once in a
+    # while (a new epoch, a checkpoint).
+    s = summarize(f"engine step ({args.steps} steps a round)", [t * 1000 for t in engine_rounds],
+                  [t * 1000 for t in manual_rounds], baseline="hand-written loop", unit="ms/step")
+    e, m = statistics.fmean(engine), statistics.fmean(manual)
+    print(f"mean over all rounds, for information: hand-written {m * 1000:.2f} ms/step, "
+          f"engine {e * 1000:.2f} ms/step, ratio {e / m:.3f}")
+    verdict("ratio engine / hand-written (median of rounds)", s.ratio, 1.05)
+
 
 if __name__ == "__main__":
     main()
