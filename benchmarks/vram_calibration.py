@@ -5,8 +5,10 @@ UNet, SDXL UNet, Llama 3.2 1B, Llama 2 7B; the Llamas with a 4-bit base and the 
 also in bf16), runs a few LoRA training steps per cell of a grid (batch size,
 resolution / sequence length, gradient checkpointing, optimizer) the way the engine
 trains, and prints per cell the estimate's allocated part (everything but the CUDA
-context and allocator slack), the measured peak and the error; then the worst and
-the median error. Targets: every cell within +-15 %, the median within +-7 %.
+context and allocator slack), the measured peak and the error; then the ratio
+estimate / measured peak as the median over cells with its min-max spread (the
+measured peak of each cell is that cell's baseline), and the worst and the median
+error. Targets: every cell within +-15 %, the median within +-7 %.
 
     python benchmarks/vram_calibration.py                  # needs an NVIDIA GPU
     python benchmarks/vram_calibration.py --dry-run        # the estimate grid only, any machine
@@ -31,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._stats import summarize  # noqa: E402
 from lora_studio.config.schema import JobConfig  # noqa: E402
 from lora_studio.hardware import archs  # noqa: E402
 from lora_studio.hardware.estimate import GIB, estimate, spec_from_config  # noqa: E402
@@ -281,13 +284,17 @@ def report(cell: Cell, spec, measured: int | None) -> None:
 def summary(rows: list[tuple[Cell, int, int]]) -> int:
     """Prints the worst and median error; 0 when both targets are met."""
     if not rows:
-        print("No cell was measured.")
+        print("No cell was measured, so there is no ratio estimate / measured to summarize.")
         return 1
+    print()
+    summarize("estimate (allocated part)", [est / GIB for _, est, _ in rows],
+              [peak / GIB for _, _, peak in rows], baseline="measured max_memory_allocated",
+              unit="GiB", over="cells", per_round=False)
     errors = [error(est, peak) for _, est, peak in rows]
     worst = max(errors, key=abs)
     median = statistics.median(errors)
     worst_cell = rows[errors.index(worst)][0]
-    print(f"\n{len(rows)} cells. Worst error {worst:+.1%} ({worst_cell.label().strip()}); "
+    print(f"{len(rows)} cells. Worst error {worst:+.1%} ({worst_cell.label().strip()}); "
           f"median {median:+.1%}.")
     ok = all(abs(e) <= TARGET_CELL for e in errors) and abs(median) <= TARGET_MEDIAN
     print(f"Targets: every cell within +-{TARGET_CELL:.0%}, median within +-{TARGET_MEDIAN:.0%}: "
@@ -302,6 +309,10 @@ def dry_run(models: list[Model]) -> None:
             est = estimate(cell.job(), None, spec)
             print(f"{cell.label()} allocated {est.allocated / GIB:7.2f} GiB  "
                   f"total with margin {est.total / GIB:7.2f} GiB")
+    # On stderr: stdout is the grid alone, one cell a line.
+    print("No ratio estimate / measured: a dry run measures nothing, so there is no baseline "
+          "(torch.cuda.max_memory_allocated per cell) to compare the estimates with.",
+          file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
     if not torch.cuda.is_available():
-        print("No CUDA GPU is available, so nothing can be measured. "
-              "Run with --dry-run to print the estimate grid, or run this on a machine with an NVIDIA GPU.")
+        print("No CUDA GPU is available, so nothing can be measured and there is no ratio "
+              "estimate / measured to summarize. Run with --dry-run to print the estimate grid, or run this on a machine with an NVIDIA GPU.")
         return 0
     print(f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}; {args.steps} steps per cell\n")
     rows: list[tuple[Cell, int, int]] = []
