@@ -92,7 +92,7 @@ def cmd_presets_import(args: argparse.Namespace) -> int:
     if args.name is not None and not args.name.strip():
         raise CliError("--name is empty; give the imported preset a name, or leave --name out "
                        "to keep the file's own name.")
-    result = import_preset(args.file, name=args.name or "")
+    result = import_preset(args.file, name=args.name or "", trust=args.trust)
     print(f"Imported {args.file}\n  as {result.path}")
     print_findings(result.findings)
     if result.unsupported:
@@ -117,6 +117,10 @@ def add_presets(sub) -> None:
                                          "has errors; nothing is written when the file cannot be read.")
     imp.add_argument("file", type=Path, metavar="FILE")
     imp.add_argument("--name", metavar="NAME", help="the preset's name (default: the name in the file)")
+    imp.add_argument("--trust", action="store_true",
+                     help="keep the settings a shared preset should not bring in unasked (allow "
+                          "pickle, its own chat template, a runs folder elsewhere); without it they "
+                          "are left out and listed")
     imp.set_defaults(run=cmd_presets_import)
 
 

@@ -275,6 +275,19 @@ CASES = [
          "dataset.train_on_responses_only"),
     Case("setting-not-used", "text", {"training.noise_offset": 0.1, "dataset.flip_aug": True}, "info",
          "dataset.flip_aug", needles=("Horizontal flip, Noise offset only apply to image models",)),
+    Case("preset-allows-pickle", "text", {"model.allow_pickle": True}, "warning", "model.allow_pickle",
+         needles=("can carry code", "weights-only")),
+    Case("preset-custom-template", "text",
+         {"dataset.chat_template": "{% for m in messages %}{{ m.content }}\n{% endfor %}"}, "info",
+         "dataset.chat_template", needles=("51 characters of Jinja", "renders a sample")),
+    Case("chat-template-fails", "text", {"dataset.chat_template": "{{ raise_exception('no') }}"},
+         "error", "dataset.chat_template", needles=("fails on a sample conversation: no.",)),
+    *[Case("preset-output-elsewhere", "text", {"output.output_dir": value}, "info", "output.output_dir",
+           needles=(value,)) for value in ("~/runs", "../../elsewhere", "runs/../../x", "C:\\Users\\x",
+                                           "/var/tmp/runs", "\\\\server\\share")],
+    *[Case("output-name-reserved", "text", {"output.output_name": name}, "error", "output.output_name",
+           needles=(f"'{name}'", "my_lora")) for name in (".", "..", "CON", "nul.txt", "Com1", "lpt9.lora",
+                                                          "name.", "name ")],
 ]
 
 

@@ -33,6 +33,7 @@ from .model_info import looks_like_hub_id
 from .parse import parse_job
 from .paths import clean_path_text, resolve_local_path
 from .schema import SCHEMA_VERSION, SECTIONS, JobConfig
+from .trust import Risk, risks
 
 CONFIG_DIR_ENV = "LORA_STUDIO_CONFIG_DIR"
 SUFFIX = ".toml"
@@ -107,6 +108,7 @@ class ImportResult:
     path: Path
     findings: list[Finding]
     unsupported: dict[str, Any] = field(default_factory=dict)  # kohya keys with no equivalent
+    left_out: list[str] = field(default_factory=list)  # risky settings not kept (trust.py)
 
 
 # ---- locations ---------------------------------------------------------------
@@ -391,9 +393,20 @@ def delete_preset(path: str | Path) -> None:
         raise PresetError(path, "no such file.") from None
 
 
-def import_preset(file: str | Path, name: str = "") -> ImportResult:
-    """Copy a .toml preset, or convert a kohya_ss LoRA .json config, into the user folder,
-    renamed to `name` when given. Nothing is written when the file cannot be read."""
+@dataclass
+class PendingImport:
+    """A preset file read for import, not yet written: what a user is asked about."""
+    file: Path
+    meta: PresetMeta
+    data: dict
+    findings: list[Finding]
+    unsupported: dict[str, Any]
+    risks: list[Risk]
+
+
+def read_import(file: str | Path) -> PendingImport:
+    """Read a .toml preset, or convert a kohya_ss LoRA .json config, for import;
+    PresetError when the file cannot be read."""
     file = Path(file)
     suffix = file.suffix.lower()
     if suffix == SUFFIX:
@@ -417,10 +430,35 @@ def import_preset(file: str | Path, name: str = "") -> ImportResult:
     else:
         raise PresetError(file, "cannot be imported.",
                           "Import a LoRA Studio preset (.toml) or a kohya_ss LoRA config (.json).")
-    if name.strip():
-        meta = replace(meta, name=name.strip())
+    return PendingImport(file, meta, data, findings, unsupported, risks(data))
+
+
+KEEP_HINT = ("If you trust the file, import it again and keep them (the window asks; on the "
+             "command line add --trust).")
+
+
+def write_import(pending: PendingImport, name: str = "", trust: bool = False) -> ImportResult:
+    """Write a read preset into the user folder, renamed to `name` when given. Its risky
+    settings (config/trust.py) are kept only with `trust`; otherwise they are left out,
+    so the defaults apply, and each is named in a finding."""
+    data, notes = copy.deepcopy(pending.data), []
+    for risk in pending.risks:
+        if trust:
+            notes.append(Finding(risk.path, "warning", f"Kept because you trust the file: "
+                                 f"{risk.message}", risk.hint, risk.rule))
+            continue
+        section, key = risk.path.split(".")
+        del data[section][key]
+        notes.append(Finding(risk.path, "warning", f"Left out: {risk.message}", KEEP_HINT, risk.rule))
+    meta = replace(pending.meta, name=name.strip()) if name.strip() else pending.meta
     path = _write(user_preset_path(meta.name), meta, data)
-    return ImportResult(path, findings + parse_job(data)[1], unsupported)
+    return ImportResult(path, pending.findings + notes + parse_job(data)[1], pending.unsupported,
+                        [r.path for r in pending.risks if not trust])
+
+
+def import_preset(file: str | Path, name: str = "", trust: bool = False) -> ImportResult:
+    """read_import then write_import: nothing is written when the file cannot be read."""
+    return write_import(read_import(file), name, trust)
 
 
 def _shareable_model_path(value: str, base_dir: Path) -> bool:

@@ -17,16 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.chat_template import TemplateProblem, preflight
 from ..data.scan import (IMAGE_EXTENSIONS, DatasetError, ImageDataset, count_text_records,
                          scan_images)
 from .fields import SPECS, get_value
 from .findings import Finding
 from .gpu import GIB
+from .jobfile import job_to_dict
 from .model_info import (IMAGE_DEFAULT_TARGETS, TEXT_ENCODER_DEFAULT_TARGETS, Layers, ModelInfo,
                          ModelInfoError, inspect_model, matching_layers, target_candidates)
 from .parse import parse_job
 from .paths import path_candidates, resolve_local_path
 from .schema import JobConfig
+from .trust import risks
 
 # Every rule id validate() can emit, with what it checks (for docs and `check --rules`).
 RULES: dict[str, str] = {
@@ -93,6 +96,11 @@ RULES: dict[str, str] = {
     "max-seq-past-positions": "max sequence length past the model's positions",
     "responses-only-plain-text": "loss on responses only with plain-text records",
     "setting-not-used": "settings changed from their defaults that this kind of job ignores",
+    "preset-allows-pickle": "pickle checkpoints allowed (a pickle file can carry code)",
+    "preset-custom-template": "a chat template of the preset's own, with how it renders",
+    "chat-template-fails": "a chat template that fails, or runs past its time or size budget",
+    "preset-output-elsewhere": "a runs folder given as an absolute path, or with ~ or ..",
+    "output-name-reserved": "an output name that is '.', '..', ends in a dot or is a Windows device",
 }
 
 FAMILY_NAMES = {"text": "a text model", "sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x",
@@ -783,3 +791,28 @@ def check(data: dict, gpu: Any = None,
     job, findings = parse_job(data)
     findings += validate(job, gpu=gpu, base_dir=base_dir)
     return job, sorted(findings, key=lambda f: _LEVEL_ORDER[f.level])
+
+
+# Where a trusted setting is still worth a line: how sure `check` is that it is harmless.
+RISK_LEVELS = {"preset-allows-pickle": "warning", "preset-custom-template": "info",
+               "preset-output-elsewhere": "info", "output-name-reserved": "error"}
+
+
+@_check
+def _risky_settings(ctx: Context) -> Iterable[Finding]:
+    for risk in risks(job_to_dict(ctx.job)):
+        if risk.rule == "preset-custom-template":
+            yield from _custom_template(ctx.job.dataset.chat_template, risk.message, risk.hint)
+        else:
+            yield Finding(risk.path, RISK_LEVELS[risk.rule], risk.message, risk.hint, risk.rule)
+
+
+def _custom_template(source: str, message: str, hint: str) -> Iterable[Finding]:
+    try:
+        report = preflight(source)
+    except TemplateProblem as exc:
+        yield Finding("dataset.chat_template", "error", exc.message, exc.hint, "chat-template-fails")
+        return
+    yield Finding("dataset.chat_template", "info",
+                  f"{message} It renders a sample conversation in {report.seconds * 1000:.1f} ms "
+                  f"({report.rendered:,} characters).", hint, "preset-custom-template")

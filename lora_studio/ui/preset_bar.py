@@ -256,7 +256,12 @@ class PresetBar(QWidget):
     # -- import and export ---------------------------------------------------
     def import_file(self, file: str | Path) -> bool:
         try:
-            result = presets.import_preset(file)
+            pending = presets.read_import(file)
+            trust = self.ask_trust(pending) if pending.risks else False
+            if trust is None:
+                self.message.emit(f"Import of {Path(file).name} cancelled; nothing was written.")
+                return False
+            result = presets.write_import(pending, trust=trust)
         except (presets.PresetError, OSError) as exc:
             self.message.emit(f"Import failed: {exc}")
             return False
@@ -269,8 +274,26 @@ class PresetBar(QWidget):
         skipped = len(result.unsupported)
         self.message.emit(f"Imported {Path(file).name} as '{self.state.preset_name}'"
                           + (f"; {skipped} setting(s) had no equivalent (see the findings)"
-                             if skipped else ""))
+                             if skipped else "")
+                          + (f"; left out {', '.join(result.left_out)} (defaults used)"
+                             if result.left_out else ""))
         return True
+
+    def ask_trust(self, pending: presets.PendingImport) -> bool | None:
+        """Whether to keep a shared preset's risky settings: True keeps them, False leaves
+        them out, None cancels the import."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Import preset",
+                          f"{pending.file.name} has settings a shared preset should not bring in "
+                          "unasked:", parent=self)
+        box.setInformativeText("\n\n".join(f"{r.path}: {r.message}" for r in pending.risks)
+                               + "\n\nKeep them only if you trust where the file came from.")
+        keep = box.addButton("Keep them", QMessageBox.ButtonRole.AcceptRole)
+        leave = box.addButton("Leave them out", QMessageBox.ButtonRole.RejectRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(leave)
+        box.exec()
+        clicked = box.clickedButton()
+        return True if clicked is keep else False if clicked is leave else None
 
     def import_dialog(self) -> None:
         file, _ = QFileDialog.getOpenFileName(self, "Import preset", "",

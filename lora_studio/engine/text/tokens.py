@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ...config.schema import JobConfig
+from ...data.chat_template import (TemplateProblem, is_custom, output_limit, preflight,
+                                  render_within_budget)
 from ...data.text_records import TextRecord, Turn
+from ..core.control import EngineError
 
 IGNORE = -100
 
@@ -39,15 +42,32 @@ class EncodeStats:
 
 def template_in_use(tokenizer, setting: str) -> bool:
     """Applies dataset.chat_template: 'auto', 'none', or a Jinja template of its own."""
-    if setting not in ("auto", "none"):
+    if is_custom(setting):
+        try:
+            preflight(setting)
+        except TemplateProblem as exc:
+            raise EngineError("config", exc.message, exc.hint) from None
         tokenizer.chat_template = setting
+        tokenizer.lora_studio_custom_template = True
     return setting != "none" and bool(getattr(tokenizer, "chat_template", None))
 
 
 def _render(tokenizer, turns: list[Turn], generation_prompt: bool) -> str:
     messages = [{"role": t.role, "content": t.content} for t in turns]
-    return tokenizer.apply_chat_template(messages, tokenize=False,
-                                         add_generation_prompt=generation_prompt)
+
+    def render() -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=generation_prompt)
+    # A preset's own template is a stranger's code: bounded in time as well as in size.
+    if getattr(tokenizer, "lora_studio_custom_template", False):
+        return render_within_budget(render, output_limit(messages),
+                                    what="The preset's chat template (dataset.chat_template)")
+    text = render()
+    if len(text) > output_limit(messages):
+        raise TemplateProblem(f"The model's chat template wrote {len(text):,} characters for one "
+                              "conversation of far fewer.",
+                              "Set dataset.chat_template to 'none' to use the plain format.")
+    return text
 
 
 def _ids(tokenizer, text: str) -> list[int]:
@@ -180,6 +200,9 @@ def encode_records(records: list[TextRecord], tokenizer, job: JobConfig) -> tupl
             item, cut = encode_record(record, tokenizer, use_template=use_template,
                                       responses_only=data.train_on_responses_only,
                                       max_length=data.max_seq_length)
+        except TemplateProblem as exc:  # over budget: every other record would be too
+            raise EngineError("config", f"{record.source}:{record.line}: {exc.message}",
+                              exc.hint) from None
         except Exception as exc:  # a Jinja template can raise anything (TemplateError, ...)
             stats.template_errors.append(f"{record.source}:{record.line}: {exc}")
             continue
