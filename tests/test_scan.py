@@ -73,7 +73,7 @@ def test_missing_and_file_roots_raise_clear_errors(tmp_path):
 
 
 def test_helpers():
-    assert is_image_file("x.WebP") and not is_image_file("x.gif")
+    assert is_image_file("x.WebP") and is_image_file("x.GIF") and not is_image_file("x.psd")
     assert normalize_caption_extension(" txt ") == ".txt"
     assert parse_repeat_folder("5_cat girl", 1) == (5, "cat girl")
     assert parse_repeat_folder("cats", 3) == (3, "cats")

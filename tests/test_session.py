@@ -80,7 +80,8 @@ def test_problems_and_filters(tmp_path):
     s, caps = _make(tmp_path, [None, "  ", "ok", "ok2"])
     s.set_image_checks({2: ImageCheck(error="broken"), 3: ImageCheck(100, 900)})
     s.set_duplicate_groups([[2, 3]])
-    assert s.problem_counts() == {"no_caption": 1, "empty_caption": 1, "unreadable": 1,
+    assert s.problem_counts() == {"no_caption": 1, "empty_caption": 1, "caption_unreadable": 0,
+                                  "unreadable": 1,
                                   "too_small": 1, "duplicate": 2}
     assert s.filter(problem="no_caption") == [0]
     s.set_text(0, "now captioned")

@@ -12,8 +12,14 @@ from pathlib import Path
 
 from lora_studio.fsutil import temp_beside
 
+from .walk import RefusedFile, read_regular
+
 UTF8 = "utf-8"
 UTF8_BOM = "utf-8-sig"
+# Byte-order marks that decide the encoding before any guess (Notepad's "Unicode" is
+# UTF-16 LE). Written back with the file's own BOM; see encode_caption.
+UTF16_BOMS = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}
+CAPTION_MAX_BYTES = 1 << 20  # a caption is a line or a paragraph; past this it is not one
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,7 @@ class DiskStamp:
 class CaptionFile:
     path: Path
     text: str                 # "\n" line endings, without the file's final newline
-    encoding: str = UTF8      # utf-8, utf-8-sig (BOM), cp1252 or latin-1
+    encoding: str = UTF8      # utf-8, utf-8-sig, utf-16-le / -be (with BOM), cp1252 or latin-1
     newline: str = "\n"       # "\n" or "\r\n", as found in the file
     final_newline: bool = False
     stamp: DiskStamp | None = None  # None: the file did not exist
@@ -49,8 +55,17 @@ class CaptionConflict(Exception):
                          f"or save again with 'keep mine' to overwrite it.")
 
 
-class CaptionReadError(Exception):
-    pass
+class CaptionReadError(OSError):
+    """A caption that is not read: not a regular file, too large, or undecodable.
+    `path`, `reason` and `hint` say which, in words; str() is the whole message."""
+
+    def __init__(self, path: Path, reason: str, hint: str):
+        super().__init__(f"Caption '{path}' {reason}. {hint}")
+        self.path, self.reason, self.hint = Path(path), reason, hint
+
+
+class CaptionDecodeError(ValueError):
+    """The bytes are not text in any encoding a caption may have."""
 
 
 def _stamp(data: bytes, st: os.stat_result) -> DiskStamp:
@@ -58,16 +73,48 @@ def _stamp(data: bytes, st: os.stat_result) -> DiskStamp:
 
 
 def decode_caption(data: bytes) -> tuple[str, str]:
-    """Return (text, encoding). cp1252 is what Windows Notepad wrote for years;
-    latin-1 decodes any byte, so a caption is never unreadable."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode(UTF8, errors="replace"), UTF8_BOM
+    """Return (text, encoding). A BOM decides first; then UTF-8, then cp1252 (what
+    Windows Notepad wrote for years), then latin-1, which decodes any byte. Raises
+    CaptionDecodeError for bytes that break their own BOM or hold NUL characters
+    (binary data, or UTF-16 without a BOM): never trained or written over as text."""
+    text, encoding = _decode(data)
+    if "\x00" in text:
+        raise CaptionDecodeError("holds NUL characters: it is binary data or UTF-16 without "
+                                 "a byte-order mark")
+    return text, encoding
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    boms = {UTF8_BOM: b"\xef\xbb\xbf", **UTF16_BOMS}
+    for enc, bom in boms.items():
+        if data.startswith(bom):
+            try:
+                return data[len(bom):].decode(enc.removesuffix("-sig")), enc
+            except UnicodeDecodeError as exc:
+                raise CaptionDecodeError(f"starts with a {enc.removesuffix('-sig').upper()} "
+                                         f"byte-order mark but byte {exc.start + len(bom)} "
+                                         "does not fit it") from None
     for enc in (UTF8, "cp1252"):
         try:
             return data.decode(enc), enc
         except UnicodeDecodeError:
             pass
     return data.decode("latin-1"), "latin-1"
+
+
+def _read(path: Path) -> tuple[bytes, os.stat_result]:
+    try:
+        return read_regular(path, CAPTION_MAX_BYTES)
+    except RefusedFile as exc:
+        raise CaptionReadError(path, exc.skipped.reason, exc.skipped.hint) from None
+
+
+def _text_of(path: Path, data: bytes) -> tuple[str, str]:
+    try:
+        return decode_caption(data)
+    except CaptionDecodeError as exc:
+        raise CaptionReadError(path, f"cannot be decoded as text: it {exc}",
+                               "Open it in a text editor and save it as UTF-8.") from None
 
 
 def _split_newlines(raw: str) -> tuple[str, str, bool]:
@@ -80,18 +127,20 @@ def _split_newlines(raw: str) -> tuple[str, str, bool]:
 
 
 def read_caption(path: str | Path) -> CaptionFile:
-    """Read a caption; a missing file gives an empty, not-yet-existing caption."""
+    """Read a caption; a missing file gives an empty, not-yet-existing caption.
+    CaptionReadError (naming the file) for one that is not a regular file, is over
+    CAPTION_MAX_BYTES, is undecodable or cannot be opened."""
     path = path if isinstance(path, Path) else Path(path)  # re-wrapping costs at 10,000 files
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-            st = os.fstat(fh.fileno())
+        data, st = _read(path)
     except FileNotFoundError:
         return CaptionFile(path, "")
+    except CaptionReadError:
+        raise
     except OSError as exc:
-        raise CaptionReadError(f"Cannot read caption {path}: {exc.strerror or exc}. "
-                               f"Check that the file is not locked by another program.") from exc
-    raw, encoding = decode_caption(data)
+        raise CaptionReadError(path, f"cannot be read ({exc.strerror or exc})",
+                               "Check that the file is not locked by another program.") from exc
+    raw, encoding = _text_of(path, data)
     text, newline, final = _split_newlines(raw)
     return CaptionFile(path, text, encoding, newline, final, _stamp(data, st))
 
@@ -105,7 +154,7 @@ def encode_caption(cf: CaptionFile, text: str) -> tuple[bytes, str]:
     if cf.newline != "\n":
         body = body.replace("\n", cf.newline)
     try:
-        return body.encode(cf.encoding), cf.encoding
+        return UTF16_BOMS.get(cf.encoding, b"") + body.encode(cf.encoding), cf.encoding
     except UnicodeEncodeError:
         return body.encode(UTF8), UTF8
 
@@ -121,10 +170,10 @@ def disk_changed(cf: CaptionFile) -> tuple[bool, str | None]:
         return True, read_caption(cf.path).text
     if st.st_mtime_ns == cf.stamp.mtime_ns and st.st_size == cf.stamp.size:
         return False, cf.text
-    data = cf.path.read_bytes()
+    data, _st = _read(cf.path)
     if hashlib.sha256(data).hexdigest() == cf.stamp.sha256:
         return False, cf.text
-    return True, _split_newlines(decode_caption(data)[0])[0]
+    return True, _split_newlines(_text_of(cf.path, data)[0])[0]
 
 
 def write_caption(cf: CaptionFile, text: str, force: bool = False) -> CaptionFile:

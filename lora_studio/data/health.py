@@ -1,5 +1,5 @@
-"""Dataset health: images without captions, empty captions, corrupt or
-unreadable images, very small images and exact duplicates. Each problem is a
+"""Dataset health: images without captions, empty captions, captions that
+cannot be read (a pipe, too large, undecodable), corrupt or unreadable images, very small images and exact duplicates. Each problem is a
 filter with a count. Checking an image never raises: whatever PIL throws on a
 bad file becomes an error message on that image."""
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 PROBLEMS = {
     "no_caption": "No caption file",
     "empty_caption": "Empty caption",
+    "caption_unreadable": "Caption unreadable",
     "unreadable": "Corrupt / unreadable",
     "too_small": "Very small",
     "duplicate": "Duplicate",

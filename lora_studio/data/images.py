@@ -4,10 +4,13 @@ what to do. Never a crash in the middle of a run because of one bad file.
 
 Handled: zero-byte, corrupt and truncated files (refused), CMYK, 16-bit and
 float images (converted), palette / grey / alpha images (composited on white,
-the usual choice for transparent PNG cut-outs), EXIF orientation (applied).
+the usual choice for transparent PNG cut-outs), EXIF orientation (applied),
+animated GIF / WebP / AVIF and multi-page TIFF (the first frame), anything but a
+regular file (refused unopened).
 """
 from __future__ import annotations
 
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +36,14 @@ class SkippedImage:
 
 def _open(path: Path) -> Image.Image:
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as exc:
         raise ImageLoadError(path, f"cannot be read ({exc.strerror or exc})",
                              "Check that the file exists and is not locked by another program.") from exc
-    if size == 0:
+    if not stat.S_ISREG(st.st_mode):  # opening a pipe would block forever
+        raise ImageLoadError(path, "is a pipe, a device or a socket, not a regular file",
+                             "Replace it with a real image file; it is skipped.")
+    if st.st_size == 0:
         raise ImageLoadError(path, "is empty (0 bytes)",
                              "Delete it or copy the image again; it is skipped.")
     try:

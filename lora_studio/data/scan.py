@@ -19,19 +19,35 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HintedError
+from .captions import CAPTION_MAX_BYTES, CaptionDecodeError, decode_caption
+from .walk import (Listing, RefusedFile, Skipped, by_name, claim, files_under, list_folder,
+                   not_a_file, open_regular, read_regular, too_large, walk)
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+# What training loads (Pillow decodes all of these; an animated GIF trains on its first frame).
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp",
+                              ".gif", ".tif", ".tiff", ".avif"})
+# Pictures that are not trained on: found, counted and named, never dropped silently.
+OTHER_PICTURE_EXTENSIONS = frozenset({
+    ".apng", ".psd", ".tga", ".ico", ".icns", ".jp2", ".j2k", ".jpx", ".pcx", ".ppm", ".pgm",
+    ".pbm", ".pnm", ".dds", ".qoi", ".sgi", ".xbm", ".xpm", ".heic", ".heif", ".jxl", ".svg",
+    ".exr", ".hdr", ".dng", ".cr2", ".nef", ".arw", ".raw", ".eps", ".avifs"})
 TEXT_RECORD_EXTENSIONS = frozenset({".jsonl", ".json", ".txt"})  # as text_records.py reads
+MAX_REPEATS = 1000  # dataset.repeats' own maximum (config/schema.py); a test keeps them equal
 _REPEAT_FOLDER = re.compile(r"^(\d+)_(.+)$")
 _BLANK_CHECK_BYTES = 8  # captions this small are read to tell blank (BOM, spaces) from short
 
 
 class DatasetError(HintedError):
     """The dataset cannot be scanned. `reason`: missing, not_a_folder, unreadable, wrong_format."""
+
+
+class RepeatPrefixError(ValueError):
+    """A folder's 'N_' prefix asks for more repeats than MAX_REPEATS."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,7 @@ class ImageDataset:
     items: tuple[ImageItem, ...]
     folders: tuple[ConceptFolder, ...]   # only folders holding images
     skipped_folders: tuple[str, ...]     # '0_name' folders
+    problems: tuple[Skipped, ...] = ()   # everything else not used, each with its reason
 
     @property
     def images(self) -> int:
@@ -83,9 +100,27 @@ class ImageDataset:
         """Images times their repeats: how many samples one epoch trains on."""
         return sum(i.repeats for i in self.items)
 
+    def problems_of(self, kind: str) -> list[Skipped]:
+        return [p for p in self.problems if p.kind == kind]
+
+    @property
+    def bad_repeat_folders(self) -> list[Skipped]:
+        """Folders whose 'N_' prefix is over MAX_REPEATS: not scanned, and not trainable."""
+        return self.problems_of("repeats_too_large")
+
+    @property
+    def unsupported_formats(self) -> dict[str, int]:
+        """Files skipped for their format, per extension: {".psd": 3}."""
+        return dict(sorted(Counter(p.path.suffix.lower()
+                                   for p in self.problems_of("unsupported_format")).items()))
+
 
 def is_image_file(name: str | os.PathLike) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def is_other_picture(name: str | os.PathLike) -> bool:
+    return os.path.splitext(name)[1].lower() in OTHER_PICTURE_EXTENSIONS
 
 
 def normalize_caption_extension(extension: str) -> str:
@@ -95,11 +130,17 @@ def normalize_caption_extension(extension: str) -> str:
 
 
 def parse_repeat_folder(name: str, default_repeats: int) -> tuple[int, str]:
-    """'10_sks dog' -> (10, 'sks dog'); 'dogs' -> (default_repeats, 'dogs')."""
+    """'10_sks dog' -> (10, 'sks dog'); 'dogs' -> (default_repeats, 'dogs').
+    RepeatPrefixError when the prefix is over MAX_REPEATS."""
     match = _REPEAT_FOLDER.match(name)
-    if match:
-        return int(match.group(1)), match.group(2)
-    return default_repeats, name
+    if not match:
+        return default_repeats, name
+    digits = match.group(1).lstrip("0") or "0"
+    # Lengths first: int() of a 400-digit prefix is big, and past 4300 digits it raises.
+    if len(digits) > len(str(MAX_REPEATS)) or int(digits) > MAX_REPEATS:
+        raise RepeatPrefixError(f"asks for {digits if len(digits) <= 12 else digits[:12] + '...'} "
+                                f"repeats, more than the {MAX_REPEATS} allowed")
+    return int(digits), match.group(2)
 
 
 def caption_path_for(image_path: str | os.PathLike, caption_extension: str = ".txt") -> Path:
@@ -112,40 +153,89 @@ def _is_blank_caption(path: Path, size: int) -> bool:
     if size > _BLANK_CHECK_BYTES:
         return False
     try:
-        data = path.read_bytes()
-    except OSError:
-        return False
-    return not data.removeprefix(b"\xef\xbb\xbf").strip()
+        return not decode_caption(read_regular(path, _BLANK_CHECK_BYTES)[0])[0].strip()
+    except (OSError, CaptionDecodeError):
+        return False  # the reader names it when the caption is read
 
 
-def _scan_folder(folder: Path, caption_ext: str, repeats: int, concept: str) -> list[ImageItem]:
-    """Images directly inside `folder`, paired with their captions."""
-    files: dict[str, os.DirEntry] = {}
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if not entry.name.startswith(".") and entry.is_file():
-                    files[entry.name] = entry
-    except OSError as exc:
-        raise DatasetError("unreadable", f"Cannot read the folder '{folder}': {exc.strerror or exc}.",
-                           "Check that the folder exists and that you may open it.") from None
+def _unsupported(path: Path) -> Skipped:
+    return Skipped(path, "unsupported_format", f"is a {path.suffix.lower()} file, a format that "
+                   "is not trained on; it was skipped",
+                   f"Save it as PNG, JPEG or WebP to train on it ({', '.join(sorted(IMAGE_EXTENSIONS))} "
+                   "are used).")
+
+
+def _caption_of(listing: Listing, image: str, caption_ext: str, by_folded: dict,
+                files: dict, problems: list[Skipped]) -> tuple[Path | None, bool]:
+    """(caption path or None, blank) of one image."""
+    wanted = os.path.splitext(image)[0] + caption_ext
+    caption = files.get(wanted) or by_folded.get(wanted.casefold())
+    if caption is None:
+        return None, False
+    path = listing.folder / caption.name  # joining beats re-parsing
+    size = caption.stat().st_size
+    if size > CAPTION_MAX_BYTES:
+        problems.append(too_large(path, size, CAPTION_MAX_BYTES))
+    return path, _is_blank_caption(path, size)
+
+
+def _scan_folder(listing: Listing, caption_ext: str, repeats: int, concept: str,
+                 problems: list[Skipped]) -> list[ImageItem]:
+    """Images directly inside one listed folder, paired with their captions; pipes,
+    devices and pictures in formats that are not trained go to `problems`."""
+    files = {e.name: e for e in listing.files}
     by_folded = {name.casefold(): entry for name, entry in files.items()}
+    folded_ext = caption_ext.casefold()
+    problems += listing.refused(lambda n: is_image_file(n) or is_other_picture(n)
+                                or n.casefold().endswith(folded_ext))
     items = []
     for name in sorted(files, key=str.casefold):
+        if is_other_picture(name):
+            problems.append(_unsupported(listing.folder / name))
         if not is_image_file(name):
             continue
-        wanted = os.path.splitext(name)[0] + caption_ext
-        caption = files.get(wanted) or by_folded.get(wanted.casefold())
-        caption_path = folder / caption.name if caption else None  # joining beats re-parsing
-        blank = bool(caption) and _is_blank_caption(caption_path, caption.stat().st_size)
-        items.append(ImageItem(folder / name, caption_path, repeats, concept, blank))
+        caption, blank = _caption_of(listing, name, caption_ext, by_folded, files, problems)
+        items.append(ImageItem(listing.folder / name, caption, repeats, concept, blank))
     return items
+
+
+def _repeat_folder_problem(path: Path, exc: RepeatPrefixError) -> Skipped:
+    return Skipped(path, "repeats_too_large", f"{exc}; the folder was not scanned",
+                   f"Rename the folder so that its prefix is a number from 1 to {MAX_REPEATS} "
+                   f"(e.g. '10_{path.name.partition('_')[2]}'), or raise training epochs instead.")
+
+
+def _concept_folders(root: Listing, default_repeats: int, seen: set, problems: list[Skipped]
+                     ) -> tuple[list[tuple[os.DirEntry, int]], list[str]]:
+    """(folder, repeats) of the top-level folders to scan, and the '0_' ones skipped."""
+    scan, zero = [], []
+    for sub in by_name(root.dirs):
+        try:
+            repeats, _ = parse_repeat_folder(sub.name, default_repeats)
+        except RepeatPrefixError as exc:
+            problems.append(_repeat_folder_problem(Path(sub.path), exc))
+            continue
+        if repeats == 0:
+            zero.append(sub.name)
+        elif claim(Path(sub.path), seen, problems):
+            scan.append((sub, repeats))
+    return scan, zero
+
+
+def _list_root(root: Path) -> Listing:
+    try:
+        return list_folder(root)
+    except OSError as exc:
+        raise DatasetError("unreadable", f"Cannot read the folder '{root}': {exc.strerror or exc}.",
+                           "Check that the folder exists and that you may open it.") from None
 
 
 def scan_images(root: str | os.PathLike, caption_extension: str = ".txt",
                 default_repeats: int = 1) -> ImageDataset:
     """List the images of a kohya-style dataset folder with their captions and repeats.
-    Decodes nothing; raises DatasetError when the folder is missing or unreadable."""
+    Decodes nothing; raises DatasetError when the folder is missing or unreadable.
+    Whatever else is not used (an unreadable sub-folder, a pipe named like a caption,
+    a .psd, a folder reached twice through a link) is in `problems`, named."""
     root = Path(root)
     if not root.exists():
         raise DatasetError("missing", f"The dataset folder '{root}' does not exist.",
@@ -154,37 +244,36 @@ def scan_images(root: str | os.PathLike, caption_extension: str = ".txt",
         raise DatasetError("not_a_folder", f"'{root}' is a file, but an image dataset is a folder.",
                            "Pick the folder that contains your images (or their N_name sub-folders).")
     caption_ext = normalize_caption_extension(caption_extension)
-    items = _scan_folder(root, caption_ext, default_repeats, "")
+    problems: list[Skipped] = []
+    seen: set = set()
+    claim(root, seen, problems)
+    top = _list_root(root)
+    items = _scan_folder(top, caption_ext, default_repeats, "", problems)
     folders = [ConceptFolder("", default_repeats, len(items))] if items else []
-    skipped = []
-    with os.scandir(root) as entries:
-        subfolders = sorted((e for e in entries if e.is_dir() and not e.name.startswith(".")),
-                            key=lambda e: e.name.casefold())
-    for sub in subfolders:
-        repeats, _ = parse_repeat_folder(sub.name, default_repeats)
-        if repeats == 0:
-            skipped.append(sub.name)
-            continue
+    concepts, zero = _concept_folders(top, default_repeats, seen, problems)
+    for sub, repeats in concepts:
         found: list[ImageItem] = []
-        for dirpath, dirnames, _files in os.walk(sub.path):
-            dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")), key=str.casefold)
-            found.extend(_scan_folder(Path(dirpath), caption_ext, repeats, sub.name))
+        for listing in walk(Path(sub.path), seen, problems):
+            found.extend(_scan_folder(listing, caption_ext, repeats, sub.name, problems))
         if found:
             folders.append(ConceptFolder(sub.name, repeats, len(found)))
             items.extend(found)
-    return ImageDataset(root, caption_ext, tuple(items), tuple(folders), tuple(skipped))
+    return ImageDataset(root, caption_ext, tuple(items), tuple(folders), tuple(zero),
+                        tuple(problems))
 
 
 def _count_file_records(path: Path) -> int:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            with open(path, "rb") as fh:
+            with open_regular(path) as fh:
                 return sum(1 for line in fh if line.strip())
-        text = path.read_bytes().decode("utf-8-sig")
+        text = read_regular(path)[0].decode("utf-8-sig")
         if suffix == ".txt":  # one record per blank-line-separated block
             return sum(1 for block in re.split(r"\n[ \t\r]*\n", text) if block.strip())
         data = json.loads(text)
+    except RefusedFile as exc:
+        raise _refused(exc.skipped) from None
     except OSError as exc:
         raise DatasetError("unreadable", f"Cannot read '{path}': {exc.strerror or exc}.",
                            "Check that the file exists and that you may open it.") from None
@@ -205,26 +294,52 @@ def _count_file_records(path: Path) -> int:
                        "For one record per line, use a .jsonl file.")
 
 
-def text_record_files(path: str | os.PathLike) -> list[Path]:
-    """The .jsonl / .json / .txt files a text dataset path stands for (a file, or a folder's files)."""
+def _refused(skipped: Skipped) -> DatasetError:
+    return DatasetError("unreadable", f"'{skipped.path}' {skipped.reason}.", skipped.hint)
+
+
+def _is_record_file(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in TEXT_RECORD_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class TextFiles:
+    files: tuple[Path, ...]           # regular record files, in name order
+    problems: tuple[Skipped, ...]     # pipes, devices, unreadable folders... passed over
+
+
+def scan_text_files(path: str | os.PathLike) -> TextFiles:
+    """The .jsonl / .json / .txt files a text dataset path stands for (a file, or a
+    folder's files, hidden ones left out), and what was passed over on the way."""
     path = Path(path)
     if not path.exists():
         raise DatasetError("missing", f"The dataset '{path}' does not exist.",
                            "Check the path, or pick the file with the Browse button.")
-    if path.is_file():
-        if path.suffix.lower() not in TEXT_RECORD_EXTENSIONS:
-            raise DatasetError("wrong_format", f"'{path.name}' is not a .jsonl, .json or .txt file.",
-                               "Text datasets are .jsonl (one JSON record per line), .json or "
-                               ".txt files.")
-        return [path]
-    files = sorted((p for p in path.rglob("*") if p.suffix.lower() in TEXT_RECORD_EXTENSIONS
-                    and p.is_file() and not any(part.startswith(".") for part in
-                                                p.relative_to(path).parts)),
-                   key=lambda p: str(p).casefold())
+    if not path.is_dir():
+        return TextFiles((_single_record_file(path),), ())
+    problems: list[Skipped] = []
+    files = sorted(files_under(path, _is_record_file, problems), key=lambda p: str(p).casefold())
     if not files:
-        raise DatasetError("wrong_format", f"The folder '{path}' has no .jsonl, .json or .txt files.",
+        passed = f" Passed over: {problems[0]}" if problems else ""
+        raise DatasetError("wrong_format", f"The folder '{path}' has no .jsonl, .json or .txt "
+                           f"files.{passed}",
                            "Put your text records in .jsonl / .json files, or pick the file itself.")
-    return files
+    return TextFiles(tuple(files), tuple(problems))
+
+
+def _single_record_file(path: Path) -> Path:
+    if not path.is_file():
+        raise _refused(not_a_file(path))
+    if not _is_record_file(path.name):
+        raise DatasetError("wrong_format", f"'{path.name}' is not a .jsonl, .json or .txt file.",
+                           "Text datasets are .jsonl (one JSON record per line), .json or "
+                           ".txt files.")
+    return path
+
+
+def text_record_files(path: str | os.PathLike) -> list[Path]:
+    """The regular record files of a text dataset path (see scan_text_files)."""
+    return list(scan_text_files(path).files)
 
 
 def count_text_records(path: str | os.PathLike) -> int:

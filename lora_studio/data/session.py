@@ -200,7 +200,10 @@ class CaptionSession:
         self.duplicates = {i for g in groups for i in g}
 
     def problems(self, i: int) -> set[str]:
-        found = caption_problems(self.files[i].exists or i in self.dirty, self.texts[i])
+        if i in self.read_errors:  # it exists, so "no caption" would be wrong
+            found = {"caption_unreadable"}
+        else:
+            found = caption_problems(self.files[i].exists or i in self.dirty, self.texts[i])
         if i in self.checks:
             found |= image_problems(self.checks[i], self.min_side)
         if i in self.duplicates:

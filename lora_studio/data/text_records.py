@@ -17,7 +17,9 @@ records have, so an odd first record does not decide):
 Files: .jsonl (one object a line, blank lines ignored; lines end at LF only, so a
 U+2028 or U+0085 inside a string is text, not a line break; a line that is not UTF-8
 is skipped alone); .json (a list of objects, or ``{"data": [...]}``); .txt. UTF-8 with
-or without BOM, LF or CRLF. A folder means every such file under it, in name order.
+or without BOM, LF or CRLF. A folder means every such file under it, in name order
+(hidden ones left out; see walk.py for links). Only regular files are opened: a pipe
+or a device named like a record file is a problem, not a hang.
 
 A record that cannot be used (invalid JSON, a missing field, an unknown role) is
 skipped and reported as a :class:`RecordProblem` with its file and 1-based line.
@@ -29,6 +31,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .walk import RefusedFile, Skipped, files_under, read_regular
 
 FORMATS = ("prompt_response", "alpaca", "messages", "text")
 SUFFIXES = (".jsonl", ".json", ".txt")
@@ -316,17 +320,28 @@ def _raw_items(path: Path, text: str, problems: list[RecordProblem]) -> list[tup
     return items
 
 
-def dataset_files(path: str | Path) -> list[Path]:
-    """The record files a dataset path stands for: the file itself, or every .jsonl /
-    .json / .txt file under a folder, in name order."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
+def _is_record_file(name: str) -> bool:
+    return Path(name).suffix.lower() in SUFFIXES
+
+
+def _dataset_files(path: Path, problems: list[Skipped]) -> list[Path]:
     if path.is_dir():
-        return sorted((p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES),
+        return sorted(files_under(path, _is_record_file, problems),
                       key=lambda p: str(p.relative_to(path)).lower())
+    if path.exists():  # a file; read_file refuses it if it is a pipe or a device
+        return [path]
     raise TextDataError(f"{path}: no such file or folder. Set dataset.path to a .jsonl / .json / "
                         ".txt file or a folder of them.")
+
+
+def dataset_files(path: str | Path) -> list[Path]:
+    """The record files a dataset path stands for: the file itself, or every regular
+    .jsonl / .json / .txt file under a folder (hidden ones left out), in name order."""
+    return _dataset_files(Path(path), [])
+
+
+def _skipped_problem(skipped: Skipped) -> RecordProblem:
+    return RecordProblem(skipped.path, 0, f"{skipped.reason}. {skipped.hint}")
 
 
 def read_file(path: Path, fmt: str = "auto") -> LoadResult:
@@ -337,9 +352,13 @@ def read_file(path: Path, fmt: str = "auto") -> LoadResult:
             path, 0, f"not a text dataset file (use {', '.join(SUFFIXES)})"))
         return result
     try:
-        data = path.read_bytes()
+        data = read_regular(path)[0]
+    except RefusedFile as exc:
+        result.problems.append(_skipped_problem(exc.skipped))
+        return result
     except OSError as exc:
-        result.problems.append(RecordProblem(path, 0, f"cannot read the file ({exc.strerror})"))
+        result.problems.append(RecordProblem(path, 0, f"cannot read the file "
+                                                      f"({exc.strerror or exc})"))
         return result
     if path.suffix.lower() == ".jsonl":
         items = _jsonl_items(path, data, result.problems)
@@ -373,7 +392,10 @@ def load_text_records(path: str | Path, fmt: str = "auto") -> LoadResult:
     if fmt != "auto" and fmt not in FORMATS:
         raise TextDataError(f"unknown text format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
     total = LoadResult()
-    for file in dataset_files(path):
+    passed_over: list[Skipped] = []
+    files = _dataset_files(Path(path), passed_over)
+    total.problems += [_skipped_problem(s) for s in passed_over]
+    for file in files:
         part = read_file(file, fmt)
         total.records += part.records
         total.problems += part.problems

@@ -13,6 +13,7 @@ from typing import Any
 from lora_studio.data.text_records import (PROMPT_KEYS, RESPONSE_KEYS, RecordError, RecordProblem,
                                            detect_format, json_items, normalise, read_file,
                                            split_lines)
+from lora_studio.data.walk import RefusedFile, read_regular
 from lora_studio.fsutil import atomic_write_bytes
 
 EDITABLE_SUFFIXES = (".jsonl", ".json")
@@ -60,7 +61,9 @@ class TextTable:
             raise TextTableError(f"{self.path}: only .jsonl and .json files open as a table "
                                  f"(convert the file to JSON Lines to edit it here).")
         try:
-            data = self.path.read_bytes()
+            data = read_regular(self.path)[0]
+        except RefusedFile as exc:
+            raise TextTableError(str(exc.skipped)) from exc
         except OSError as exc:
             raise TextTableError(f"Cannot read {self.path}: {exc.strerror or exc}.") from exc
         self.bom = data.startswith(b"\xef\xbb\xbf")

@@ -19,7 +19,7 @@ from lora_studio.config.schema import JobConfig
 from lora_studio.data.buckets import BucketReport, bucket_for, bucket_report, resize_and_crop
 from lora_studio.data.captions import CaptionReadError, read_caption
 from lora_studio.data.images import SkippedImage, check_images, load_rgb
-from lora_studio.data.scan import DatasetError, scan_images
+from lora_studio.data.scan import IMAGE_EXTENSIONS, DatasetError, ImageDataset, scan_images
 
 from ..core.control import EngineError
 
@@ -41,14 +41,41 @@ class ImageSet:
     report: BucketReport
 
 
+def refuse_bad_repeats(scan: ImageDataset) -> None:
+    """A folder whose 'N_' prefix is out of bounds is not trained without it: refuse."""
+    bad = scan.bad_repeat_folders
+    if bad:
+        names = ", ".join(f"'{p.path.name}'" for p in bad)
+        raise EngineError("data", f"The dataset folder(s) {names} in '{scan.root}' "
+                          f"{bad[0].reason}.", bad[0].hint)
+
+
+def scan_warnings(scan: ImageDataset) -> list[SkippedImage]:
+    """What the scan passed over, for the run log: pictures in formats that are not
+    trained as one line per extension with its count, every other item by name."""
+    out = []
+    for ext, n in scan.unsupported_formats.items():
+        first = next(p.path for p in scan.problems_of("unsupported_format")
+                     if p.path.suffix.lower() == ext)
+        out.append(SkippedImage(first.parent, f"{n} file(s) skipped (unsupported format {ext}), "
+                                f"e.g. '{first}'. Save them as PNG, JPEG or WebP to train on them "
+                                f"({', '.join(sorted(IMAGE_EXTENSIONS))} are used)."))
+    out += [SkippedImage(p.path, str(p)) for p in scan.problems
+            if p.kind not in ("unsupported_format", "repeats_too_large")]
+    return out
+
+
 def load_image_set(job: JobConfig, root: Path) -> ImageSet:
-    """Scan, read captions, drop unusable images (each named in `skipped`) and bucket."""
+    """Scan, read captions, drop unusable images and bucket. Each image dropped, and
+    whatever the scan passed over, is named in `skipped` (the run log shows them)."""
     ds = job.dataset
     try:
         scan = scan_images(root, ds.caption_extension, ds.repeats)
     except DatasetError as exc:
         raise EngineError("data", exc.message, exc.hint) from None
+    refuse_bad_repeats(scan)
     sizes, skipped = check_images([item.image_path for item in scan.items])
+    skipped = scan_warnings(scan) + skipped
     images = []
     for item in scan.items:
         if item.image_path not in sizes:
@@ -64,7 +91,8 @@ def load_image_set(job: JobConfig, root: Path) -> ImageSet:
         images.append(TrainImage(item.image_path, " ".join(caption.split("\n")), item.repeats,
                                  item.folder, (w, h), bucket))
     if not images:
-        raise EngineError("data", f"No usable images in '{root}' ({len(skipped)} skipped).",
+        raise EngineError("data", f"No usable images in '{root}' ({len(skipped)} skipped"
+                          f"{': ' + skipped[0].message if skipped else ''}).",
                           "Put .png / .jpg / .webp images (with .txt captions beside them) in the "
                           "dataset folder or its 'N_name' sub-folders.")
     report = bucket_report((im.bucket, im.repeats) for im in images)
