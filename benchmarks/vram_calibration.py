@@ -226,14 +226,15 @@ def measure(run, device: str = "cuda") -> int | None:
     return torch.cuda.max_memory_allocated()
 
 
-def measure_sd(model: Model, steps: int) -> list[tuple[Cell, int | None]]:
+def measure_sd(model: Model, steps: int, grid: list[Cell] | None = None) -> list[tuple[Cell, int | None]]:
+    """Each cell of `grid` (by default the model's whole grid) on one UNet built once."""
     import torch
     from diffusers import DDPMScheduler
     unet, encoders, vae = build_sd(model, "cuda", torch.bfloat16)
     scheduler = DDPMScheduler()
     trainable = [p for p in unet.parameters() if p.requires_grad]
     results = []
-    for cell in cells(model):
+    for cell in grid or cells(model):
         if cell.checkpointing:
             unet.enable_gradient_checkpointing()
         else:
@@ -246,13 +247,16 @@ def measure_sd(model: Model, steps: int) -> list[tuple[Cell, int | None]]:
     return results
 
 
-def measure_text(model: Model, steps: int, workdir: Path) -> list[tuple[Cell, int | None]]:
+def measure_text(model: Model, steps: int, workdir: Path,
+                 grid: list[Cell] | None = None) -> list[tuple[Cell, int | None]]:
+    """Each cell of `grid` (by default the model's whole grid); the model is loaded once per
+    checkpointing setting."""
     folder = workdir / model.config.get("model_type", "llama") / str(model.config["hidden_size"])
     if not (folder / "config.json").exists():
         write_text_model(model, folder, "cuda")
     results = []
     by_checkpointing: dict[bool, list[Cell]] = {}
-    for cell in cells(model):
+    for cell in grid or cells(model):
         by_checkpointing.setdefault(cell.checkpointing, []).append(cell)
     for group in by_checkpointing.values():
         lm = load_text(group[0], folder, "cuda")
@@ -266,6 +270,43 @@ def measure_text(model: Model, steps: int, workdir: Path) -> list[tuple[Cell, in
         del lm, trainable
         gc.collect()
     return results
+
+
+def calibrate(grid: list[Cell], steps: int, workdir: Path) -> list[tuple[Cell, int, int | None]]:
+    """Measure every cell of `grid`, model by model in the order they first appear:
+    (cell, estimated allocated bytes, measured peak or None when it ran out of memory)."""
+    import torch
+    by_model: dict[str, list[Cell]] = {}
+    for cell in grid:
+        by_model.setdefault(cell.model.key, []).append(cell)
+    rows: list[tuple[Cell, int, int | None]] = []
+    for group in by_model.values():
+        model = group[0].model
+        measured = (measure_text(model, steps, workdir, group) if model.family == "text"
+                    else measure_sd(model, steps, group))
+        spec = spec_for(model)
+        rows += [(cell, estimated_bytes(cell, spec), peak) for cell, peak in measured]
+        gc.collect()
+        torch.cuda.empty_cache()
+    return rows
+
+
+@dataclass(frozen=True)
+class Errors:
+    worst: float
+    worst_cell: Cell
+    median: float
+
+    @property
+    def met(self) -> bool:
+        return abs(self.worst) <= TARGET_CELL and abs(self.median) <= TARGET_MEDIAN
+
+
+def errors_of(rows: list[tuple[Cell, int, int]]) -> Errors:
+    """The worst (largest in size) and the median error of measured rows."""
+    errors = [error(est, peak) for _, est, peak in rows]
+    worst = max(errors, key=abs)
+    return Errors(worst, rows[errors.index(worst)][0], statistics.median(errors))
 
 
 def error(estimated: int, measured: int) -> float:
@@ -290,13 +331,10 @@ def summary(rows: list[tuple[Cell, int, int]]) -> int:
     summarize("estimate (allocated part)", [est / GIB for _, est, _ in rows],
               [peak / GIB for _, _, peak in rows], baseline="measured max_memory_allocated",
               unit="GiB", over="cells", per_round=False)
-    errors = [error(est, peak) for _, est, peak in rows]
-    worst = max(errors, key=abs)
-    median = statistics.median(errors)
-    worst_cell = rows[errors.index(worst)][0]
-    print(f"{len(rows)} cells. Worst error {worst:+.1%} ({worst_cell.label().strip()}); "
-          f"median {median:+.1%}.")
-    ok = all(abs(e) <= TARGET_CELL for e in errors) and abs(median) <= TARGET_MEDIAN
+    errs = errors_of(rows)
+    print(f"{len(rows)} cells. Worst error {errs.worst:+.1%} ({errs.worst_cell.label().strip()}); "
+          f"median {errs.median:+.1%}.")
+    ok = errs.met
     print(f"Targets: every cell within +-{TARGET_CELL:.0%}, median within +-{TARGET_MEDIAN:.0%}: "
           f"{'met' if ok else 'NOT met'}.")
     return 0 if ok else 1
@@ -335,16 +373,10 @@ def main(argv: list[str] | None = None) -> int:
               "estimate / measured to summarize. Run with --dry-run to print the estimate grid, or run this on a machine with an NVIDIA GPU.")
         return 0
     print(f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}; {args.steps} steps per cell\n")
-    rows: list[tuple[Cell, int, int]] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vram-calibration-") as tmp:
-        for model in models:
-            measured = (measure_text(model, args.steps, Path(tmp)) if model.family == "text"
-                        else measure_sd(model, args.steps))
-            spec = spec_for(model)
-            rows += [(cell, estimated_bytes(cell, spec), peak) for cell, peak in measured if peak is not None]
-            gc.collect()
-            torch.cuda.empty_cache()
+        measured = calibrate([cell for model in models for cell in cells(model)], args.steps, Path(tmp))
+    rows = [(cell, est, peak) for cell, est, peak in measured if peak is not None]
     print(f"\n({time.perf_counter() - started:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps([
