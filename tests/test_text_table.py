@@ -19,8 +19,7 @@ def test_jsonl_rows_problems_edit_and_save(tmp_path):
     assert [r.line for r in t.rows] == [1, 4, 5]
     assert {pr.line for pr in t.problems} == {2, 5}
     assert t.rows[2].error and not t.rows[0].error
-    assert t.columns() == ["prompt", "response"]
-    assert t.cell(1, "response") == "A2"
+    assert t.rows[1].obj["response"] == "A2"
     assert t.set_field(1, ("response",), "Ä2 — edited") == ""
     assert t.set_field(0, ("response",), "") != ""  # empty response would be skipped
     t.set_field(0, ("response",), "Hello")

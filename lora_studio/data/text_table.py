@@ -50,10 +50,6 @@ def string_fields(obj: Any, prefix: FieldPath = ()) -> list[tuple[FieldPath, str
     return []
 
 
-def field_label(path: FieldPath) -> str:
-    return ".".join(str(p) for p in path)
-
-
 class TextTable:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -110,19 +106,6 @@ class TextTable:
     @property
     def dirty(self) -> bool:
         return any(r.edited for r in self.rows)
-
-    def columns(self) -> list[str]:
-        """Column names: the string fields of the first usable record."""
-        for row in self.rows:
-            if not row.error:
-                return [field_label(p) for p, _ in string_fields(row.obj)]
-        return []
-
-    def cell(self, row: int, column: str) -> str:
-        for path, value in string_fields(self.rows[row].obj):
-            if field_label(path) == column:
-                return value
-        return ""
 
     def fields(self, row: int) -> list[tuple[FieldPath, str]]:
         """The record's strings, plus the fields its format needs but it lacks

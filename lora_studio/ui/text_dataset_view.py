@@ -1,29 +1,35 @@
-"""A .jsonl / .json text dataset as a table of records: the record under the
-cursor in a form (one box per text field), the lines the text engine would skip
-listed with their line numbers, and an atomic save."""
+"""A .jsonl / .json text dataset as a table of records (a column per role or field,
+under readable headers): the record under the cursor as the chat training sees,
+with the turns that carry the loss marked, and in a form (one box per text field);
+the lines the text engine would skip listed with their line numbers, and an atomic
+save."""
 from __future__ import annotations
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
                                QListWidget, QPlainTextEdit, QPushButton, QScrollArea, QSplitter,
-                               QTableView, QVBoxLayout, QWidget)
+                               QTableView, QTabWidget, QVBoxLayout, QWidget)
 
-from ..data.text_table import TextTable, TextTableError, field_label
+from ..data.chat_record import chat_record
+from ..data.record_columns import Column, cell_text, field_title, record_columns
+from ..data.text_table import TextTable, TextTableError
+from .chat_record_view import ChatRecordView
 
 PREVIEW_CHARS = 120
+TEXT_COLUMN_WIDTH = 180
 
 
 class RecordTableModel(QAbstractTableModel):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.table: TextTable | None = None
-        self.columns: list[str] = []
+        self.columns: list[Column] = []
 
     def set_table(self, table: TextTable | None) -> None:
         self.beginResetModel()
         self.table = table
-        self.columns = table.columns() if table else []
+        self.columns = record_columns([r.obj for r in table.rows], table.format) if table else []
         self.endResetModel()
 
     def rowCount(self, parent=QModelIndex()) -> int:
@@ -35,7 +41,7 @@ class RecordTableModel(QAbstractTableModel):
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
         if role != Qt.ItemDataRole.DisplayRole or orientation != Qt.Orientation.Horizontal:
             return None
-        return (["Line", "Status"] + self.columns)[section]
+        return (["Line", "Status"] + [c.title for c in self.columns])[section]
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid() or self.table is None:
@@ -47,7 +53,7 @@ class RecordTableModel(QAbstractTableModel):
                 return row.line
             if col == 1:
                 return ("edited, " if row.edited else "") + ("skipped" if row.error else "ok")
-            text = self.table.cell(index.row(), self.columns[col - 2])
+            text = cell_text(row.obj, self.columns[col - 2])
             text = " ".join(text.split())
             return text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")
         if role == Qt.ItemDataRole.ToolTipRole and row.error:
@@ -70,6 +76,7 @@ class TextDatasetView(QWidget):
         self.save_error = ""  # why the last save failed; "" after a save or an open
         self._editors: list[tuple[tuple, QPlainTextEdit]] = []
         self._row = -1
+        self.responses_only = True  # dataset.train_on_responses_only of the job
 
         self.model = RecordTableModel(self)
         self.view = QTableView()
@@ -105,8 +112,11 @@ class TextDatasetView(QWidget):
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(QLabel("<b>Record</b>"))
-        rl.addWidget(scroll, 3)
+        self.chat = ChatRecordView()
+        self.record_tabs = QTabWidget()
+        self.record_tabs.addTab(self.chat, "Chat")
+        self.record_tabs.addTab(scroll, "Fields")
+        rl.addWidget(self.record_tabs, 3)
         rl.addWidget(self.record_error)
         rl.addWidget(QLabel("<b>Lines training would skip</b>"))
         rl.addWidget(self.problems, 1)
@@ -134,13 +144,16 @@ class TextDatasetView(QWidget):
         self.save_error = ""
         self._row = -1
         self.model.set_table(table)
-        self.view.resizeColumnToContents(0)
-        self.view.resizeColumnToContents(1)
+        for col in range(self.model.columnCount()):
+            if col < 2 or self.model.columns[col - 2].kind == "turns":
+                self.view.resizeColumnToContents(col)
+            else:
+                self.view.setColumnWidth(col, TEXT_COLUMN_WIDTH)
         self.problems.clear()
         for p in table.problems:
             self.problems.addItem(f"line {p.line}: {p.message}" if p.line else p.message)
         fmt = table.format or "unknown format"
-        self.title.setText(f"<b>{table.path.name}</b> — {len(table.rows)} records ({fmt}), "
+        self.title.setText(f"<b>{table.path.name}</b> — {len(table.rows)} record(s) ({fmt}), "
                            f"{len(table.problems)} skipped")
         self._set_dirty(False)
         self.message.emit(f"Opened {table.path}")
@@ -160,19 +173,34 @@ class TextDatasetView(QWidget):
         self._row = current.row() if current.isValid() else -1
         if self.table is None or self._row < 0:
             self.record_error.clear()
+            self._show_chat()
             return
         for path, value in self.table.fields(self._row):
             edit = QPlainTextEdit(value)
             lines = max(1, min(8, value.count("\n") + 1 + len(value) // 70))
             edit.setFixedHeight(edit.fontMetrics().lineSpacing() * (lines + 1) + 10)
             edit.textChanged.connect(lambda p=path, e=edit: self._field_edited(p, e))
-            self.form.addRow(field_label(path), edit)
+            self.form.addRow(field_title(path), edit)
             self._editors.append((path, edit))
         self.record_error.setText(self.table.rows[self._row].error)
+        self._show_chat()
+
+    def _show_chat(self) -> None:
+        if self.table is None or self._row < 0:
+            self.chat.show_record(None)
+            return
+        self.chat.show_record(chat_record(self.table.rows[self._row].obj, self.table.format,
+                                          self.responses_only))
+
+    def set_responses_only(self, on: bool) -> None:
+        """Mark the turns the loss is on as the job will train: only the responses, or all."""
+        self.responses_only = on
+        self._show_chat()
 
     def _field_edited(self, path: tuple, edit: QPlainTextEdit) -> None:
         error = self.table.set_field(self._row, path, edit.toPlainText())
         self.record_error.setText(error)
+        self._show_chat()
         self.model.row_changed(self._row)
         self._set_dirty(self.table.dirty)
 
@@ -221,6 +249,7 @@ class TextDatasetView(QWidget):
         self._row = -1
         self.model.set_table(None)
         self._clear_form()
+        self.chat.show_record(None)
         self.record_error.clear()
         self.problems.clear()
         self.title.clear()

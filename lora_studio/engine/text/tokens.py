@@ -21,6 +21,7 @@ import torch
 from ...config.schema import JobConfig
 from ...data.chat_template import (TemplateProblem, is_custom, output_limit, preflight,
                                   render_within_budget)
+from ...data.loss_turns import is_response
 from ...data.text_records import TextRecord, Turn
 from ..core.control import EngineError
 
@@ -82,7 +83,7 @@ def _template_segments(tokenizer, turns: tuple[Turn, ...]) -> list[tuple[list[in
     """(token ids, is_response) pieces whose concatenation is the rendered chat."""
     segments, done = [], ""
     for i, turn in enumerate(turns):
-        if turn.role != "assistant":
+        if not is_response(turn):
             continue
         head = _render(tokenizer, list(turns[:i]), True) if i else ""
         full = _render(tokenizer, list(turns[: i + 1]), False)
@@ -110,7 +111,7 @@ def _located_segments(tokenizer, turns: tuple[Turn, ...]) -> list[tuple[list[int
     eos = tokenizer.eos_token or ""
     spans, pos = [], 0
     for turn in turns:
-        if turn.role != "assistant":
+        if not is_response(turn):
             continue
         start = full.find(turn.content, pos)
         if start < 0:
