@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -313,4 +314,29 @@ def test_missing_and_empty_folders(qtbot, tmp_path):
     assert b.grid_model.rowCount() == 0 and len(b.session) == 0
     b.batch_tag.setText("x")
     assert b.batch_edit("add") == 0
+    b.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_what_the_scan_passed_over_is_listed_under_health(qtbot, tmp_path):
+    root = tmp_path / "hostile ü"
+    (root / "2_ok").mkdir(parents=True)
+    Image.new("RGB", (300, 300), "red").save(root / "2_ok" / "a.png")
+    os.mkfifo(root / "2_ok" / "a.txt")  # a caption that would block a reader forever
+    (root / "2_ok" / "layers.psd").write_bytes(b"8BPS")
+    (root / "30000000_x").mkdir()
+    b = DatasetBrowser()
+    qtbot.addWidget(b)
+    b.resize(1000, 700)
+    assert b.open_folder(root) and b.wait_for_captions()
+    assert "Not used: 3 file(s) or folder(s)" in b.status.text()
+    rows = {b.health_list.item(i).text(): b.health_list.item(i)
+            for i in range(b.health_list.count())}
+    assert {"Not used: Not a regular file  (1)", "Not used: Unsupported format  (1)",
+            "Not used: Repeat prefix too large  (1)"} <= set(rows)
+    b._health_clicked(rows["Not used: Not a regular file  (1)"])
+    assert "a.txt is a pipe" in b.health_status.text()
+    assert b.grid_model.rowCount() == 1  # the image still opens, its caption unread
+    assert "is a pipe" in b.image_facts(0)["caption"]
+    b.grab().save(str(tmp_path / "health.png"))
     b.shutdown()

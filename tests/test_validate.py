@@ -1,6 +1,7 @@
 """Every validation rule, on tiny stand-in models and datasets (no weights loaded)."""
 import copy
 import json
+import os
 from dataclasses import dataclass, field
 
 import pytest
@@ -10,6 +11,7 @@ from lora_studio.config.findings import has_errors
 from lora_studio.config.gpu import GIB, GpuFacts
 from lora_studio.config.schema import JobConfig
 from lora_studio.config.validate import RULES, check, estimate_total_steps, validate
+from lora_studio.data.captions import CAPTION_MAX_BYTES
 from tiny_models import (gpt2_folder, llama_folder, sd1_single_file, sd2_single_file,
                          sd_diffusers_folder, sdxl_single_file, tiny_png_bytes, write_json)
 
@@ -76,6 +78,24 @@ def world(tmp_path_factory):
         "model_type": "bert", "architectures": ["BertModel"], "hidden_size": 32,
         "num_attention_heads": 2}).parent
     w["runs"] = d / "runs"
+    hostile = _images(d / "hostile" / "2_ok", 2)
+    os.mkfifo(hostile / "pipe.txt")             # a caption that would block a reader
+    (hostile / "pipe.png").write_bytes(tiny_png_bytes())
+    (hostile / "loop").symlink_to(hostile, target_is_directory=True)
+    (hostile / "huge.png").write_bytes(tiny_png_bytes())
+    (hostile / "huge.txt").write_bytes(b"x" * (CAPTION_MAX_BYTES + 1))
+    (hostile / "utf16.png").write_bytes(tiny_png_bytes())
+    (hostile / "utf16.txt").write_bytes("sks, no BOM".encode("utf-16-le"))
+    (hostile / "layers.psd").write_bytes(b"8BPS")
+    (hostile / "scan.heic").write_bytes(b"x")
+    _images(d / "hostile" / "30000000_x", 1)
+    _images(d / "hostile" / ("9" * 250 + "_y"), 1)  # the longest name a disk takes
+    w["hostile"] = d / "hostile"
+    texts = d / "texts"
+    texts.mkdir()
+    (texts / "a.jsonl").write_text(json.dumps({"prompt": "q", "response": "a"}), encoding="utf-8")
+    os.mkfifo(texts / "b.jsonl")
+    w["texts"] = texts
     return w
 
 
@@ -282,6 +302,16 @@ CASES = [
          "dataset.chat_template", needles=("51 characters of Jinja", "renders a sample")),
     Case("chat-template-fails", "text", {"dataset.chat_template": "{{ raise_exception('no') }}"},
          "error", "dataset.chat_template", needles=("fails on a sample conversation: no.",)),
+    Case("repeats-too-large", "image", {"dataset.path": "@hostile"}, "error", "dataset.path",
+         needles=("'30000000_x'", "asks for 30000000 repeats", "from 1 to 1000")),
+    Case("dataset-passed-over", "image", {"dataset.path": "@hostile"}, "warning", "dataset.path",
+         needles=("pipe.txt", "is a pipe, a device or a socket")),
+    Case("dataset-passed-over", "text", {"dataset.path": "@texts"}, "warning", "dataset.path",
+         needles=("b.jsonl", "not a regular file")),
+    Case("images-unsupported-format", "image", {"dataset.path": "@hostile"}, "warning",
+         "dataset.path", needles=("2 picture(s)", "1 .heic, 1 .psd", "layers.psd", "PNG, JPEG")),
+    Case("captions-unreadable", "image", {"dataset.path": "@hostile"}, "warning", "dataset.path",
+         needles=("utf16.txt", "NUL characters", "save it as UTF-8")),
     *[Case("preset-output-elsewhere", "text", {"output.output_dir": value}, "info", "output.output_dir",
            needles=(value,)) for value in ("~/runs", "../../elsewhere", "runs/../../x", "C:\\Users\\x",
                                            "/var/tmp/runs", "\\\\server\\share")],

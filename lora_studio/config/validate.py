@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data.chat_template import TemplateProblem, preflight
-from ..data.scan import (IMAGE_EXTENSIONS, DatasetError, ImageDataset, count_text_records,
-                         scan_images)
+from ..data.captions import caption_read_errors
+from ..data.scan import (IMAGE_EXTENSIONS, DatasetError, ImageDataset, count_records, scan_images,
+                         scan_text_files)
+from ..data.walk import SKIP_KINDS, Skipped
 from .fields import SPECS, get_value
 from .findings import Finding
 from .gpu import GIB
@@ -53,6 +55,11 @@ RULES: dict[str, str] = {
     "images-uncaptioned": "images without a caption file",
     "captions-empty": "caption files that hold only blanks",
     "folders-skipped": "'0_name' folders, which have zero repeats",
+    "repeats-too-large": "an 'N_name' folder whose N is over the repeats limit (not scanned)",
+    "dataset-passed-over": "pipes, devices, broken links, unreadable or twice-linked folders, "
+                           "oversized captions: named and not used",
+    "images-unsupported-format": "pictures in formats that are not trained on, counted per type",
+    "captions-unreadable": "caption files that cannot be decoded as text",
     "quant-both": "4-bit and 8-bit loading both on",
     "quant-image-job": "4-/8-bit loading on an image job",
     "quant-needs-cuda": "4-/8-bit loading without an NVIDIA GPU",
@@ -248,18 +255,45 @@ def _dataset_facts(ctx: Context) -> list[Finding]:
                                 "the model is a text model.",
                                 "Pick a .jsonl / .json file of text records, or an image model.",
                                 "dataset-format")]
-            ctx.text_records = count_text_records(path)
+            files = scan_text_files(path)
+            ctx.text_records = count_records(files)
+            out = _passed_over(files.problems)
             if not ctx.text_records:
-                return [Finding("dataset.path", "error", f"'{path.name}' holds no records.",
-                                "Add records (one JSON object per line in a .jsonl file).",
-                                "dataset-empty")]
+                out.append(Finding("dataset.path", "error", f"'{path.name}' holds no records.",
+                                   "Add records (one JSON object per line in a .jsonl file).",
+                                   "dataset-empty"))
+            return out
     except DatasetError as exc:
         return [Finding("dataset.path", "error", exc.message, exc.hint, rules[exc.reason])]
     return []
 
 
+def _passed_over(problems: Iterable[Skipped]) -> list[Finding]:
+    """One warning per kind of thing not used, with its count and the first names."""
+    by_kind: dict[str, list[Skipped]] = {}
+    for p in problems:
+        if p.kind not in ("repeats_too_large", "unsupported_format"):
+            by_kind.setdefault(p.kind, []).append(p)
+    return [Finding("dataset.path", "warning",
+                    f"{SKIP_KINDS[kind]}: {len(found)} item(s) not used: "
+                    + "; ".join(f"{p.path} {p.reason}" for p in found[:FIRST_NAMES])
+                    + (f"; and {len(found) - FIRST_NAMES} more" if len(found) > FIRST_NAMES else "")
+                    + ".", found[0].hint, "dataset-passed-over")
+            for kind, found in by_kind.items()]
+
+
 def _image_dataset_findings(data: ImageDataset) -> list[Finding]:
-    out = []
+    out = [Finding("dataset.path", "error", f"Folder '{p.path.name}' {p.reason}.", p.hint,
+                   "repeats-too-large") for p in data.bad_repeat_folders]
+    out += _passed_over(data.problems)
+    formats = data.unsupported_formats
+    if formats:
+        files = data.problems_of("unsupported_format")
+        counts = ", ".join(f"{n} {ext}" for ext, n in formats.items())
+        out.append(Finding("dataset.path", "warning",
+                           f"{len(files)} picture(s) in formats that are not trained on ({counts}): "
+                           f"{_names((p.path for p in files), len(files))}.", files[0].hint,
+                           "images-unsupported-format"))
     if data.skipped_folders:
         out.append(Finding("dataset.path", "info",
                            f"Folder(s) {', '.join(data.skipped_folders)} have 0 repeats and are skipped.",
@@ -281,6 +315,17 @@ def _image_dataset_findings(data: ImageDataset) -> list[Finding]:
                            f"Write a caption file beside each image with the same name "
                            f"(photo.png -> photo{data.caption_extension}). Images without one train "
                            f"with an empty caption.{other_ext}", "images-uncaptioned"))
+    passed_over = {p.path for p in data.problems}
+    unreadable = caption_read_errors(i.caption_path for i in data.items
+                                     if i.caption_path and i.caption_path not in passed_over)
+    if unreadable:
+        errors = list(unreadable.values())
+        out.append(Finding("dataset.path", "warning",
+                           f"{len(errors)} caption file(s) cannot be read, so training skips their "
+                           "images: " + "; ".join(f"{e.path.name} {e.reason}"
+                                                 for e in errors[:FIRST_NAMES])
+                           + (f"; and {len(errors) - FIRST_NAMES} more" if len(errors) > FIRST_NAMES
+                              else "") + ".", errors[0].hint, "captions-unreadable"))
     empty = data.empty_caption_items
     if empty:
         out.append(Finding("dataset.path", "warning",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -143,6 +143,32 @@ def read_caption(path: str | Path) -> CaptionFile:
     raw, encoding = _text_of(path, data)
     text, newline, final = _split_newlines(raw)
     return CaptionFile(path, text, encoding, newline, final, _stamp(data, st))
+
+
+_READ_CHECKS: dict[tuple[Path, int, int], CaptionReadError | None] = {}  # (path, mtime, size)
+
+
+def caption_read_errors(paths: Iterable[Path]) -> dict[Path, CaptionReadError]:
+    """The captions among `paths` that cannot be read as text, with why. Validation
+    runs on every edit, so each file is read once until its mtime or size changes."""
+    errors = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # gone since the scan: the scan names it next time
+        key = (path, st.st_mtime_ns, st.st_size)
+        if key not in _READ_CHECKS:
+            if len(_READ_CHECKS) > 200_000:
+                _READ_CHECKS.clear()
+            try:
+                read_caption(path)
+                _READ_CHECKS[key] = None
+            except CaptionReadError as exc:
+                _READ_CHECKS[key] = exc
+        if _READ_CHECKS[key] is not None:
+            errors[path] = _READ_CHECKS[key]
+    return errors
 
 
 def encode_caption(cf: CaptionFile, text: str) -> tuple[bytes, str]:

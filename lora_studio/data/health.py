@@ -1,7 +1,9 @@
 """Dataset health: images without captions, empty captions, captions that
-cannot be read (a pipe, too large, undecodable), corrupt or unreadable images, very small images and exact duplicates. Each problem is a
-filter with a count. Checking an image never raises: whatever PIL throws on a
-bad file becomes an error message on that image."""
+cannot be read (a pipe, too large, undecodable), corrupt or unreadable images,
+very small images and exact duplicates. Each problem is a filter with a count.
+Checking an image never raises: whatever PIL throws on a bad file becomes an error
+message on that image. What the scan passed over (not images in the grid) is
+grouped by kind with its count by passed_over_groups."""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +13,8 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from .walk import SKIP_KINDS
 
 PROBLEMS = {
     "no_caption": "No caption file",
@@ -22,6 +26,32 @@ PROBLEMS = {
 }
 
 DEFAULT_MIN_SIDE = 256
+
+
+@dataclass(frozen=True)
+class PassedOver:
+    label: str          # "Not a regular file"
+    paths: tuple[Path, ...]
+    detail: str         # every path with its reason, then what to do, one per line
+
+
+def passed_over_groups(problems: Iterable) -> list[PassedOver]:
+    """The scan's Skipped records (data/walk.py) grouped by kind, in SKIP_KINDS order."""
+    by_kind: dict[str, list] = defaultdict(list)
+    for p in problems:
+        by_kind[p.kind].append(p)
+    return [PassedOver(SKIP_KINDS[kind], tuple(p.path for p in found), _detail(found))
+            for kind in SKIP_KINDS if (found := by_kind.get(kind))]
+
+
+DETAIL_LINES = 20
+
+
+def _detail(found: list) -> str:
+    lines = [f"{p.path} {p.reason}." for p in found[:DETAIL_LINES]]
+    if len(found) > DETAIL_LINES:
+        lines.append(f"... and {len(found) - DETAIL_LINES} more.")
+    return "\n".join(lines + [found[0].hint])
 
 
 @dataclass(frozen=True)

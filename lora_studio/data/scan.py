@@ -207,7 +207,9 @@ def _repeat_folder_problem(path: Path, exc: RepeatPrefixError) -> Skipped:
 
 def _concept_folders(root: Listing, default_repeats: int, seen: set, problems: list[Skipped]
                      ) -> tuple[list[tuple[os.DirEntry, int]], list[str]]:
-    """(folder, repeats) of the top-level folders to scan, and the '0_' ones skipped."""
+    """(folder, repeats) of the top-level folders to scan, and the '0_' ones skipped.
+    Real folders are claimed before any walk, so one that is also reached through a
+    link (from another concept, or a top-level link) trains with its own repeats."""
     scan, zero = [], []
     for sub in by_name(root.dirs):
         try:
@@ -217,7 +219,7 @@ def _concept_folders(root: Listing, default_repeats: int, seen: set, problems: l
             continue
         if repeats == 0:
             zero.append(sub.name)
-        elif claim(Path(sub.path), seen, problems):
+        elif sub.is_symlink() or claim(Path(sub.path), seen, problems):
             scan.append((sub, repeats))
     return scan, zero
 
@@ -252,6 +254,8 @@ def scan_images(root: str | os.PathLike, caption_extension: str = ".txt",
     folders = [ConceptFolder("", default_repeats, len(items))] if items else []
     concepts, zero = _concept_folders(top, default_repeats, seen, problems)
     for sub, repeats in concepts:
+        if sub.is_symlink() and not claim(Path(sub.path), seen, problems):
+            continue
         found: list[ImageItem] = []
         for listing in walk(Path(sub.path), seen, problems):
             found.extend(_scan_folder(listing, caption_ext, repeats, sub.name, problems))
@@ -342,8 +346,12 @@ def text_record_files(path: str | os.PathLike) -> list[Path]:
     return list(scan_text_files(path).files)
 
 
+def count_records(files: TextFiles) -> int:
+    """Records in a text dataset's files: non-blank lines of .jsonl, list length of
+    .json, blank-line-separated blocks of .txt. Records are not parsed (text_records.py
+    does that)."""
+    return sum(_count_file_records(p) for p in files.files)
+
+
 def count_text_records(path: str | os.PathLike) -> int:
-    """Records in a text dataset: non-blank lines of .jsonl, list length of .json,
-    blank-line-separated blocks of .txt, summed over a folder's files. Records are not
-    parsed (text_records.py does that)."""
-    return sum(_count_file_records(p) for p in text_record_files(path))
+    return count_records(scan_text_files(path))

@@ -19,9 +19,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QCompleter, QFileDi
                                QWidget)
 
 from ..data.buckets import bucket_for
-from ..data.health import PROBLEMS
+from ..data.health import PROBLEMS, passed_over_groups
 from ..data.leftovers import remove_stale_temp_files
-from ..data.scan import DatasetError, caption_path_for, scan_images, text_record_files
+from ..data.scan import DatasetError, caption_path_for, scan_images, scan_text_files
 from ..data.session import CaptionSession, SaveReport, load_caption
 from ..data.tags import add_tag, batch_preview, keep_tokens_split, remove_tag, replace_tag
 from .caption_edit import CaptionEdit
@@ -194,6 +194,7 @@ class DatasetBrowser(QWidget):
         self._loading_editor = False
         self._filter_tag: str | None = None
         self._filter_problem: str | None = None
+        self.passed_over = []  # what the scan did not use (health_list's last rows)
         self.health = HealthRunner(self._health_checked, self._health_duplicates,
                                    self._health_progress, self)
         self._health_text = ""
@@ -449,6 +450,7 @@ class DatasetBrowser(QWidget):
         self.health.stop()
         self.root = dataset.root
         self.items = dataset.items
+        self.passed_over = passed_over_groups(dataset.problems)
         self.folders = dataset.folders
         self.session = None
         self._current = -1
@@ -475,8 +477,11 @@ class DatasetBrowser(QWidget):
         removed = remove_stale_temp_files({p.parent for p in self._caption_paths})
         leftovers = (f" Removed {len(removed)} leftover temp file(s) of an interrupted save."
                      if removed else "")
+        not_used = (f" Not used: {sum(len(g.paths) for g in self.passed_over)} file(s) or "
+                    "folder(s), listed under Health." if self.passed_over else "")
         self._opened_message = (f"{len(self.items)} images in {dataset.root}, "
-                                f"{dataset.samples_per_epoch} samples per epoch.{skipped}{leftovers}")
+                                f"{dataset.samples_per_epoch} samples per epoch.{skipped}"
+                                f"{not_used}{leftovers}")
         self.show_message(f"{self._opened_message} Reading captions…")
         self._loaded_captions = []
         self.caption_timer.start()  # the grid paints first; captions follow in slices
@@ -553,18 +558,23 @@ class DatasetBrowser(QWidget):
         """Open a .jsonl / .json file (or a folder of them) as a table of records."""
         self.flush()
         try:
-            files = text_record_files(path)
+            found = scan_text_files(path)
         except DatasetError as exc:
             self.show_message(f"{exc.message} {exc.hint}")
             return False
         if not self._may_leave_text("opening another text dataset"):
             return False
+        files = found.files
         self.text_files.clear()
         for f in files:
             self.text_files.addItem(str(f), f)
         self.text_files.setVisible(len(files) > 1)
         self._set_page(1)
-        return self._open_text_file(files[0])
+        opened = self._open_text_file(files[0])
+        if opened and found.problems:
+            self.show_message(f"Not used: {len(found.problems)} file(s) or folder(s). "
+                              f"First: {found.problems[0]}")
+        return opened
 
     def _set_page(self, page: int) -> None:
         """0: images, 1: text records. Image-only controls hide on the text page."""
@@ -626,10 +636,19 @@ class DatasetBrowser(QWidget):
             self.health_list.addItem(item)
             if key == selected:
                 item.setSelected(True)
+        for group in self.passed_over:
+            item = QListWidgetItem(f"Not used: {group.label}  ({len(group.paths)})")
+            item.setData(Qt.ItemDataRole.UserRole, group)
+            item.setForeground(QColor("#e57373"))
+            item.setToolTip(group.detail)
+            self.health_list.addItem(item)
         self.health_status.setText(self._health_text)
 
     def _health_clicked(self, item: QListWidgetItem) -> None:
         key = item.data(Qt.ItemDataRole.UserRole)
+        if not isinstance(key, str):  # a group of files the scan passed over
+            self.health_status.setText(key.detail)
+            return
         self.set_filter(problem=None if key == self._filter_problem else key, tag=self._filter_tag)
 
     # -- filters ---------------------------------------------------------------
@@ -770,7 +789,9 @@ class DatasetBrowser(QWidget):
             facts["error"] = check.error
         cf = self.session.files[key]
         endings = "CRLF" if cf.newline == "\r\n" else "LF"
-        facts["caption"] = f"{cf.path.name} ({cf.encoding}, {endings})" if cf.exists else "no caption file yet"
+        facts["caption"] = (self.session.read_errors.get(key)
+                            or (f"{cf.path.name} ({cf.encoding}, {endings})" if cf.exists
+                                else "no caption file yet"))
         facts["problems"] = ", ".join(PROBLEMS[p] for p in sorted(self.session.problems(key)))
         return facts
 

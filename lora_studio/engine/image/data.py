@@ -21,6 +21,8 @@ from lora_studio.data.captions import CaptionReadError, read_caption
 from lora_studio.data.images import SkippedImage, check_images, load_rgb
 from lora_studio.data.scan import IMAGE_EXTENSIONS, DatasetError, ImageDataset, scan_images
 
+from lora_studio.runs.events import event
+
 from ..core.control import EngineError
 
 
@@ -63,6 +65,18 @@ def scan_warnings(scan: ImageDataset) -> list[SkippedImage]:
     out += [SkippedImage(p.path, str(p)) for p in scan.problems
             if p.kind not in ("unsupported_format", "repeats_too_large")]
     return out
+
+
+SKIPPED_LOG_LINES = 50  # a hostile dataset can skip 100,000 files: one event, not a flood
+
+
+def skipped_log(skipped: tuple[SkippedImage, ...]) -> dict:
+    """One warning event naming what was skipped, with the count."""
+    shown = "\n".join(s.message for s in skipped[:SKIPPED_LOG_LINES])
+    more = (f"\n... and {len(skipped) - SKIPPED_LOG_LINES} more"
+            if len(skipped) > SKIPPED_LOG_LINES else "")
+    return event("log", level="warning", message=f"Skipped {len(skipped)} image(s) or file(s):\n"
+                                                 f"{shown}{more}", skipped=len(skipped))
 
 
 def load_image_set(job: JobConfig, root: Path) -> ImageSet:

@@ -16,7 +16,7 @@ from ...data.caption_options import captions_vary, prepare_caption
 from ...runs.events import event
 from ..core.family import Exported, RunContext
 from .data import (ImageSet, LatentCache, MicroBatch, TrainImage, epoch_batches,
-                   latent_caching_possible, load_image_set, pixels, sample_seed)
+                   latent_caching_possible, load_image_set, pixels, sample_seed, skipped_log)
 from .export import export_sd, facts_from_run, write_final
 from .lora import UNET, add_lora, load_lora_state, lora_state
 from .loss import Cond, diffusion_loss, encode_text, sdxl_time_ids
@@ -142,8 +142,8 @@ def prepare(job: JobConfig, ctx: RunContext) -> ImageTrainee:
     base = load_sd(job)
     pipe = base.pipe
     image_set = load_image_set(job, Path(ds.path))
-    for skipped in image_set.skipped:
-        ctx.emit(event("log", level="warning", message=f"Skipped image: {skipped.message}"))
+    if image_set.skipped:
+        ctx.emit(skipped_log(image_set.skipped))
     ctx.emit(event("log", level="info", message="Buckets: " + "; ".join(
         image_set.report.lines(tr.batch_size))))
     pipe.to(ctx.device)
