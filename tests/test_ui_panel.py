@@ -178,3 +178,23 @@ def test_a_broken_preset_file_is_a_message_not_a_crash(window, tmp_path):
     assert not window.preset_bar.import_file(bad)
     assert "line 1" in window.statusBar().currentMessage()
     assert window.state.values == before
+
+
+def test_letters_in_a_number_field_show_the_inline_message(qtbot):
+    panel = ParamPanel(PanelState(checker=parse_job))
+    qtbot.addWidget(panel)
+    panel.show()
+    for path, typed, kind in (("network.rank", "abc", "int"), ("network.alpha", "1x", "float"),
+                              ("optimizer.learning_rate", "abc", "float")):
+        row = panel.rows[path]
+        box = row.editor.focus_widget()
+        box.setFocus()
+        (box.lineEdit() if hasattr(box, "lineEdit") else box).selectAll()
+        qtbot.keyClicks(box, typed)
+        assert box.text().endswith(typed)  # the letters stay where they were typed
+        qtbot.waitUntil(lambda: row.level == "error")
+        assert row.message.isVisible()
+        assert f"'{typed}' is not a valid {kind}" in row.message.text()
+    rank = panel.rows["network.rank"]  # left for the next box: back to its number, no finding
+    assert rank.editor.focus_widget().text() == "16" and rank.level is None
+    assert panel.state.values["network.rank"] == 16

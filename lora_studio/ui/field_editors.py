@@ -2,14 +2,16 @@
 
 Every editor has ``value()``, ``set_value(v)`` (without emitting) and a ``changed``
 signal. Editors hand over what the user typed even when it is invalid (a learning
-rate of 'abc'); validation turns it into a finding on that field.
+rate of 'abc', letters in a spin box); validation turns it into a finding on that
+field, shown under it. A spin box goes back to its last number when it loses the
+focus, and the finding with it.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from PySide6.QtCore import QSignalBlocker, Signal, SignalInstance
-from PySide6.QtGui import QDoubleValidator
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout,
                                QLineEdit, QMenu, QPlainTextEdit, QSpinBox, QToolButton, QWidget)
 
@@ -91,18 +93,46 @@ class ChoiceEditor(FieldEditor):
                 self.box.addItem(text)
             self.box.setCurrentText(text)
 
+class _KeepsTyping:
+    """A spin box that keeps what is typed instead of swallowing the keys that do not
+    make a number, so the editor can hand it over for validation to name."""
+
+    def validate(self, text: str, pos: int):
+        state, text, pos = super().validate(text, pos)
+        return (QValidator.State.Intermediate if state == QValidator.State.Invalid else state,
+                text, pos)
+
+    def typed(self):
+        """The number in the box, or the text typed when it is not one."""
+        state = super().validate(self.text(), 0)[0]
+        return self.value() if state == QValidator.State.Acceptable else self.cleanText()
+
+    def watch(self, changed: SignalInstance) -> None:
+        self.lineEdit().textEdited.connect(changed)
+        self.editingFinished.connect(changed)  # back to the last number: clear the finding
+
+
+class TypedSpinBox(_KeepsTyping, QSpinBox):
+    pass
+
+
+class TypedDoubleSpinBox(_KeepsTyping, QDoubleSpinBox):
+    pass
+
+
 class IntEditor(FieldEditor):
     def __init__(self, spec, parent=None):
         super().__init__(spec, parent)
-        self.box = QSpinBox()
+        self.box = TypedSpinBox()
         low, high = _low(spec), _high(spec)
         self.box.setRange(int(max(low, -INT_LIMIT)) if low is not None else -INT_LIMIT,
                           int(min(high, INT_LIMIT)) if high is not None else INT_LIMIT)
         self.box.setAccelerated(True)
         self._hold(self.box, self.box.valueChanged)
+        self.box.watch(self.changed)
 
     def value(self):
-        return self.box.value()
+        return self.box.typed()
 
     def set_value(self, value):
         with QSignalBlocker(self.box):
@@ -111,16 +141,17 @@ class IntEditor(FieldEditor):
 class FloatEditor(FieldEditor):
     def __init__(self, spec, parent=None):
         super().__init__(spec, parent)
-        self.box = QDoubleSpinBox()
+        self.box = TypedDoubleSpinBox()
         low, high = _low(spec), _high(spec)
         self.box.setDecimals(3 if high is not None and high <= 1 else 2)
         # An exclusive bound is allowed in the box on purpose: validation explains it.
         self.box.setRange(low if low is not None else -1e9, high if high is not None else 1e9)
         self.box.setSingleStep(0.01 if (high or 10) <= 1 else 1.0)
         self._hold(self.box, self.box.valueChanged)
+        self.box.watch(self.changed)
 
     def value(self):
-        return self.box.value()
+        return self.box.typed()
 
     def set_value(self, value):
         with QSignalBlocker(self.box):
@@ -132,9 +163,6 @@ class TextFloatEditor(FieldEditor):
     def __init__(self, spec, parent=None):
         super().__init__(spec, parent)
         self.edit = QLineEdit()
-        validator = QDoubleValidator(self.edit)
-        validator.setNotation(QDoubleValidator.Notation.ScientificNotation)
-        self.edit.setValidator(validator)
         if spec.optional:
             self.edit.setPlaceholderText("same as learning rate")
         self._hold(self.edit, self.edit.textEdited)
