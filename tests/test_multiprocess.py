@@ -138,13 +138,15 @@ def test_export_of_a_two_process_run_loads_with_the_trained_weights(two_process_
 
 
 def test_a_headless_run_copied_elsewhere_replays_in_the_gui(two_process_run, tmp_path, qtbot):
-    from lora_studio.ui.runs_view import run_summary
+    from lora_studio.runs.catalog import summarize
     from lora_studio.ui.training_view import TrainingView
 
     run, _, _ = two_process_run
     copy = RunDir(tmp_path / "copié du serveur" / run.root.name)
     shutil.copytree(run.root, copy.root)
-    assert run_summary(copy)[1:4] == ("finished", f"{STEPS} / {STEPS}", "step-000004")
+    summary = summarize(copy.root)
+    assert (summary.status, summary.step, summary.total, summary.checkpoint) == \
+        ("finished", STEPS, STEPS, "step-000004")
     view = TrainingView(no_gpu)
     qtbot.addWidget(view)
     view.show_run(copy.root)

@@ -209,10 +209,9 @@ def test_runs_list_replays_a_run_into_the_plot(window, qtbot, tmp_path):
     (run.checkpoints / "step-000020").mkdir()
     (run.checkpoints / "step-000020" / "COMPLETE").touch()
     window.runs.set_folder(runs)
-    assert window.runs.tree.topLevelItemCount() == 1
-    item = window.runs.tree.topLevelItem(0)
-    assert [item.text(i) for i in (1, 2, 3)] == ["failed (nan)", "30 / 30", "step-000020"]
-    item.setSelected(True)
+    (summary,) = window.runs.runs()
+    assert (summary.status, summary.step, summary.checkpoint) == ("failed (nan)", 30, "step-000020")
+    window.runs.select(run.root)
     assert window.runs.resume_button.isEnabled()
     window.runs.open_button.click()
     assert window.tabs.currentWidget() is window.training
@@ -240,7 +239,7 @@ def test_train_from_the_window_with_a_fake_engine(window, qtbot, tmp_path):
     assert model.is_absolute() and model.is_dir() and ".." not in model.parts  # made absolute
     assert window.training.series.n == 25
     assert window.recent_runs() == [str(runs[0])]
-    assert window.runs.tree.topLevelItemCount() == 1
+    assert len(window.runs.runs()) == 1
     assert window.params_train_button.isEnabled()
 
 

@@ -117,6 +117,8 @@ class MainWindow(QMainWindow):
         self.training.run_started.connect(self._sync_train_button)
         self.runs.open_run.connect(self.open_run)
         self.runs.resume_run.connect(self.resume_run)
+        self.runs.in_use = lambda: self.training.run.root if self.training.run is not None and (
+            self.training.is_running or self.training.exporter is not None) else None
         self._build_menu()
         self._build_shortcuts()
         self._restore()
