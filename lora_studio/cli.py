@@ -19,7 +19,8 @@ from typing import Callable
 from .config.fields import SPECS, OverrideError, apply_overrides
 from .config.findings import Finding
 from .config.gpu import GpuFacts
-from .config.presets import PresetError, find_preset, import_preset, list_presets, read_preset
+from .config.presets import (PresetError, PresetFile, find_preset, import_preset, list_presets,
+                             read_preset)
 from .config.validate import check
 
 DEBUG_ENV = "LORA_STUDIO_DEBUG"
@@ -94,12 +95,16 @@ def cmd_presets_import(args: argparse.Namespace) -> int:
                        "to keep the file's own name.")
     result = import_preset(args.file, name=args.name or "", trust=args.trust)
     print(f"Imported {args.file}\n  as {result.path}")
-    print_findings(result.findings)
+    from .hardware.monitor import machine_gpu
+    # What importing found (conversion notes, settings left out), then what check finds.
+    findings = list(dict.fromkeys(result.findings + preset_findings(read_preset(result.path), [],
+                                                                    machine_gpu())))
+    print_findings(findings)
     if result.unsupported:
         print("Not imported (no equivalent in LoRA Studio):")
         for key, value in result.unsupported.items():
             print(f"  {key} = {json.dumps(value, ensure_ascii=False)}")
-    return 1 if any(f.level == "error" for f in result.findings) else 0
+    return 1 if any(f.level == "error" for f in findings) else 0
 
 
 def add_presets(sub) -> None:
@@ -112,9 +117,10 @@ def add_presets(sub) -> None:
                                             "into your presets",
                              description="Copy a LoRA Studio preset (.toml) or convert a kohya_ss LoRA "
                                          "config (.json) into your preset folder, and print where it "
-                                         "was written, what to check and the kohya_ss settings that "
-                                         "were not imported. Exit status 1 when the imported preset "
-                                         "has errors; nothing is written when the file cannot be read.")
+                                         "was written, what 'check' finds in it and the kohya_ss "
+                                         "settings that were not imported. Exit status 1 when the "
+                                         "imported preset has errors (it is written all the same); "
+                                         "nothing is written when the file cannot be read.")
     imp.add_argument("file", type=Path, metavar="FILE")
     imp.add_argument("--name", metavar="NAME", help="the preset's name (default: the name in the file)")
     imp.add_argument("--trust", action="store_true",
@@ -136,6 +142,18 @@ def _print_keys() -> None:
         print(f"      {spec.title}. {spec.help}")
 
 
+def preset_findings(preset: PresetFile, overrides: list[str], gpu: GpuFacts | None) -> list[Finding]:
+    """What ``check`` reports for a preset: reading it, validating it (against ``gpu``
+    unless None) and, when it is valid, whether it fits that GPU."""
+    data = apply_overrides(preset.data, overrides)
+    job, found = check(data, gpu=gpu, base_dir=preset.base_dir)
+    findings = preset.findings + found
+    if gpu is not None and not any(f.level == "error" for f in found):
+        from .hardware.autofit import fit_findings
+        findings += fit_findings(job, gpu, base_dir=preset.base_dir)
+    return findings
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     if args.list_keys:
         _print_keys()
@@ -143,14 +161,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not args.preset:
         raise CliError("check needs a preset file, e.g. lora-studio check presets/demo-text-tiny.toml")
     preset = read_preset(find_preset(args.preset))
-    data = apply_overrides(preset.data, args.set)
     from .hardware.monitor import machine_gpu
-    gpu = None if args.no_hardware else machine_gpu()
-    job, found = check(data, gpu=gpu, base_dir=preset.base_dir)
-    findings = preset.findings + found
-    if gpu is not None and not any(f.level == "error" for f in found):
-        from .hardware.autofit import fit_findings
-        findings += fit_findings(job, gpu, base_dir=preset.base_dir)
+    findings = preset_findings(preset, args.set, None if args.no_hardware else machine_gpu())
     print(f"{preset.path}  ({preset.meta.name})")
     print_findings(findings)
     return 1 if any(f.level == "error" for f in findings) else 0
@@ -211,21 +223,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     from . import commands
     if args.merged and args.format not in (None, "merged"):
         raise CliError(f"--merged is --format merged; it cannot go with --format {args.format}")
-    return commands.export(args.run_dir, "merged" if args.merged else args.format)
+    return commands.export(args.run_dir, "merged" if args.merged else args.format,
+                           args.output, args.name, args.precision)
 
 
 def add_export(sub) -> None:
-    from .runs.exports import FORMATS
+    from .runs.exports import FORMATS, PRECISIONS
     formats = "; ".join(f"{family} runs: " + ", ".join(f"{f.name} ({f.label})" for f in found)
                         for family, found in FORMATS.items())
     p = sub.add_parser("export", help="write a run's LoRA to its exports/ folder in a format",
-                       description="Write the trained LoRA of RUN_DIR to RUN_DIR/exports/ and print "
+                       description="Write the trained LoRA of RUN_DIR to RUN_DIR/exports/ (or --output) and print "
                                    "each file written with its SHA-256. Formats: " + formats + ".")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--format", metavar="FORMAT",
                    choices=sorted({f.name for found in FORMATS.values() for f in found}),
                    help="one of the formats above; default: the first for the run's family")
     p.add_argument("--merged", action="store_true", help="the same as --format merged")
+    p.add_argument("--output", type=Path, metavar="DIR",
+                   help="the folder to write into (created if missing); default: RUN_DIR/exports")
+    p.add_argument("--name", metavar="NAME",
+                   help="the file (kohya: .safetensors is added) or folder name; default: the "
+                        "run's output name. A different file already there is never replaced: "
+                        "the export goes beside it as NAME-2")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="save precision of an image LoRA; default: as trained (fp32)")
     p.set_defaults(run=cmd_export)
 
 
@@ -272,15 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        return args.run(args) if args.command else launch_gui()
+        code = args.run(args) if args.command else launch_gui()
+        sys.stdout.flush()  # a reader that left shows up here, not at exit
+        return code
+    except BrokenPipeError:  # `lora-studio presets | head -1`: the reader has what it wanted
+        # Before USER_ERRORS, which holds OSError. Python flushes stdout again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as exc:
         print(f"lora-studio: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `lora-studio check --list-keys | head`: the reader left
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
     except Exception as exc:  # a bug: say so plainly; the traceback on request
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()

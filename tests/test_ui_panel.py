@@ -198,3 +198,21 @@ def test_letters_in_a_number_field_show_the_inline_message(qtbot):
     rank = panel.rows["network.rank"]  # left for the next box: back to its number, no finding
     assert rank.editor.focus_widget().text() == "16" and rank.level is None
     assert panel.state.values["network.rank"] == 16
+
+
+def test_import_names_the_errors_check_finds(window, tmp_path):
+    """No "Imported" as if ready, then errors: the message counts what the findings list."""
+    from lora_studio.config.presets import read_preset
+    from lora_studio.cli import preset_findings
+    (tmp_path / "p.toml").write_text('[meta]\nname = "far away"\n[model]\nfamily = "text"\n'
+                                     'path = "no such model"\n[dataset]\npath = "missing.jsonl"\n',
+                                     encoding="utf-8")
+    said = []
+    window.preset_bar.message.connect(said.append)
+    assert window.preset_bar.import_file(tmp_path / "p.toml")
+    errors = {f.path for f in window.state.findings if f.level == "error"}
+    assert {"model.path", "dataset.path"} <= errors
+    assert said[-1].startswith("Imported p.toml as 'far away'")
+    assert f"{len(errors)} error(s) to fix before training" in said[-1]
+    checked = preset_findings(read_preset(window.preset_bar.path), [], window.gpu)
+    assert {f.path for f in checked if f.level == "error"} == errors

@@ -272,7 +272,9 @@ class PresetBar(QWidget):
         self.state.validate()
         self.loaded.emit()
         skipped = len(result.unsupported)
+        errors = sum(f.level == "error" for f in self.state.findings)
         self.message.emit(f"Imported {Path(file).name} as '{self.state.preset_name}'"
+                          + (f"; {errors} error(s) to fix before training" if errors else "")
                           + (f"; {skipped} setting(s) had no equivalent (see the findings)"
                              if skipped else "")
                           + (f"; left out {', '.join(result.left_out)} (defaults used)"
