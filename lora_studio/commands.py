@@ -90,12 +90,13 @@ def demo(kind: str, overrides: list[str], print_findings: Callable[[list[Finding
     return train(builtin_dir() / DEMO_PRESETS[kind], overrides, None, print_findings)
 
 
-def export(run_dir: Path, fmt: str | None) -> int:
+def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str | None = None,
+           precision: str | None = None) -> int:
     """``lora-studio export``: one line per file written, "PATH  (FORMAT, SHA-256 HEX)"."""
     from .engine.core.control import EngineError
     from .engine.exports import export_run
     try:
-        written = export_run(run_dir, fmt)
+        written = export_run(run_dir, fmt, output, name, precision)
     except EngineError as exc:
         print(f"{exc.message}\n  hint: {exc.hint}", file=sys.stderr)
         return 1

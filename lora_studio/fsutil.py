@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import stat
 from pathlib import Path
 
@@ -110,3 +111,44 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+
+def numbered(wanted: Path, n: int, is_file: bool) -> Path:
+    """``name.safetensors`` -> ``name-2.safetensors``; a folder ``name.v1`` -> ``name.v1-2``."""
+    if n == 1:
+        return wanted
+    if is_file and wanted.suffix:
+        return wanted.with_name(f"{wanted.stem}-{n}{wanted.suffix}")
+    return wanted.with_name(f"{wanted.name}-{n}")
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    if a.is_file() and b.is_file():
+        return a.stat().st_size == b.stat().st_size and sha256_file(a) == sha256_file(b)
+    if a.is_dir() and b.is_dir():
+        files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+        files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+        return files_a == files_b and all(_same_content(a / f, b / f) for f in files_a)
+    return False
+
+
+def settle(tmp: Path, wanted: Path) -> Path:
+    """Move the finished temp file or folder ``tmp`` to ``wanted``, never over something
+    else: when ``wanted`` holds other content, to ``wanted-2``, ``-3``..., and when one
+    of those already holds the same content, drop ``tmp`` and keep that one (exporting
+    the same thing twice leaves one copy). Returns where the content is."""
+    is_file = tmp.is_file()
+    n = 1
+    while True:
+        target = numbered(wanted, n, is_file)
+        if not target.exists():
+            os.replace(tmp, target)
+            return target
+        if _same_content(tmp, target):
+            if is_file:
+                tmp.unlink()
+            else:
+                shutil.rmtree(tmp)
+            return target
+        n += 1

@@ -166,6 +166,53 @@ def test_a_format_of_the_other_family_is_refused(tmp_path, capsys, argv, message
     assert list(run.exports.iterdir()) == []
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--precision", "fp16"], "--precision is for image LoRAs"),
+    (["--name", "a/b"], "Cannot export as 'a/b'"),
+    (["--name", "NUL"], "device name on Windows"),
+    (["--precision", "fp8"], "invalid choice: 'fp8'"),
+])
+def test_export_options_that_cannot_work_are_refused(tmp_path, capsys, argv, message):
+    run = text_run(tmp_path)
+    assert main(["export", str(run.root), *argv]) in (1, 2)
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert list(run.exports.iterdir()) == []
+
+
+def test_export_output_that_is_a_file_is_refused(tmp_path, capsys):
+    run = text_run(tmp_path)
+    (tmp_path / "a file").write_text("x")
+    assert main(["export", str(run.root), "--output", str(tmp_path / "a file")]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_export_peft_to_a_chosen_folder_goes_beside_a_different_one(tmp_path, capsys):
+    run = text_run(tmp_path)
+    out = tmp_path / "elsewhere ü" / "deeper"
+    assert main(["export", str(run.root), "--output", str(out), "--name", "v1"]) == 0
+    assert (out / "v1" / ADAPTER_WEIGHTS).read_bytes() == (run.final / ADAPTER_WEIGHTS).read_bytes()
+    assert export_run(run.root, "peft", out, "v1")[0].path == out / "v1" / ADAPTER_WEIGHTS
+    (out / "v1" / ADAPTER_CONFIG).write_text('{"mine": true}\n')  # the user's own edit
+    written = export_run(run.root, "peft", out, "v1")
+    assert [e.path for e in written] == [out / "v1-2" / ADAPTER_WEIGHTS, out / "v1-2" / ADAPTER_CONFIG]
+    assert (out / "v1" / ADAPTER_CONFIG).read_text() == '{"mine": true}\n'
+    assert sorted(p.name for p in out.iterdir()) == ["v1", "v1-2"]  # no temp left
+
+
+def test_settle_numbers_files_before_their_suffix_and_keeps_one_copy(tmp_path):
+    from lora_studio.fsutil import settle
+    wanted = tmp_path / "lora.v1.safetensors"
+    for content, expected in ((b"a", "lora.v1.safetensors"), (b"b", "lora.v1-2.safetensors"),
+                              (b"a", "lora.v1.safetensors"), (b"c", "lora.v1-3.safetensors"),
+                              (b"b", "lora.v1-2.safetensors")):
+        tmp = tmp_path / ".tmp"
+        tmp.write_bytes(content)
+        assert settle(tmp, wanted).name == expected and not tmp.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "lora.v1-2.safetensors", "lora.v1-3.safetensors", "lora.v1.safetensors"]
+
+
 def test_export_of_an_unfinished_run_says_so(tmp_path, capsys):
     run = text_run(tmp_path)
     (run.final / ADAPTER_WEIGHTS).unlink()

@@ -1,6 +1,7 @@
 """Image LoRA training on the tiny Stable Diffusion pipeline of resources/: both
 export formats load with diffusers' load_lora_weights and give the images the
 trained pipeline gave; v-prediction; SDXL; resume; pickle refusal."""
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -144,6 +145,44 @@ def test_cli_export_repeats_the_bytes_the_run_exported(trained, capsys):
     assert diffusers.sha256 == announced[str(diffusers.path)]
     assert main(["export", str(run.root), "--format", "merged"]) == 1
     assert "'merged' is not an export format for image runs" in capsys.readouterr().err
+
+
+def test_export_as_chosen_folder_name_and_precision_never_overwrites(trained, tmp_path, capsys):
+    from lora_studio.cli import main
+    from lora_studio.config.jobfile import write_job_toml
+    from lora_studio.engine.exports import export_run
+
+    job, run, result, events = trained
+    write_job_toml(job, run.job_toml)
+    auto = {e.format: e for e in result.exports}["kohya"]
+    folder = tmp_path / "my LoRAs é"
+    assert main(["export", str(run.root), "--output", str(folder), "--name", "cat v2",
+                 "--precision", "fp16"]) == 0
+    half = folder / "cat v2.safetensors"
+    assert capsys.readouterr().out.startswith(f"{half}  (kohya, SHA-256 ")
+    with safe_open(half, "pt") as fh, safe_open(auto.path, "pt") as full:
+        assert fh.keys() == full.keys()
+        for key in fh.keys():
+            assert fh.get_tensor(key).dtype == torch.float16, key
+            assert torch.equal(fh.get_tensor(key), full.get_tensor(key).half()), key
+        assert fh.metadata()["ss_network_dim"] == "4"
+
+    (same,) = export_run(run.root, "kohya", folder, "cat v2", "fp16")
+    assert same.path == half and sorted(p.name for p in folder.iterdir()) == ["cat v2.safetensors"]
+    before = half.read_bytes()
+    (beside,) = export_run(run.root, "kohya", folder, "cat v2.safetensors", "fp32")
+    assert beside.path == folder / "cat v2-2.safetensors" and half.read_bytes() == before
+    assert beside.sha256 == auto.sha256   # fp32 is the trained precision
+
+    # Into the run's exports/ under the automatic export's name: written beside it.
+    (bf16,) = export_run(run.root, "kohya", precision="bf16")
+    assert bf16.path == auto.path.with_name(auto.path.stem + "-2.safetensors")
+    assert hashlib.sha256(auto.path.read_bytes()).hexdigest() == auto.sha256
+    (diffusers,) = export_run(run.root, "diffusers", folder, "cat v2 diffusers", "fp16")
+    assert diffusers.path == folder / "cat v2 diffusers" / "pytorch_lora_weights.safetensors"
+    with safe_open(diffusers.path, "pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float16}
+    bf16.path.unlink()
 
 
 def test_a_later_run_in_the_process_may_change_mixed_precision(tmp_path):
@@ -318,7 +357,7 @@ def fake_hub_cache(tmp_path, monkeypatch, repo_id, files_from, keep=lambda f: Tr
 def single_file(tmp_path, monkeypatch):
     """The tiny pipeline as an original-format checkpoint, and a Hugging Face cache
     holding only the configs of stable-diffusion-v1-5, as after
-    'huggingface-cli download ... --include *.json *.txt'."""
+    'hf download ... --include *.json --include *.txt'."""
     checkpoint = make_tiny_sd.to_single_file(TINY_SD, tmp_path / "my model ü.safetensors")
     snapshot = fake_hub_cache(tmp_path, monkeypatch, "stable-diffusion-v1-5/stable-diffusion-v1-5",
                               TINY_SD, keep=lambda f: f.suffix in (".json", ".txt"))
@@ -333,7 +372,7 @@ def test_hub_id_loads_from_the_local_cache(tmp_path, monkeypatch):
     assert model.family == "sd1" and model.info.format == "diffusers"
     with pytest.raises(EngineError) as err:
         load_sd(make_job("someone/not-downloaded"))
-    assert "huggingface-cli download someone/not-downloaded" in err.value.hint
+    assert 'hf download someone/not-downloaded --include "*.json" --include "*.txt"' in err.value.hint
 
 
 def test_single_file_checkpoint_loads_with_cached_configs(single_file):
@@ -361,7 +400,7 @@ def test_single_file_without_cached_configs_says_what_to_download(single_file):
     with pytest.raises(EngineError) as err:
         load_sd(make_job(checkpoint))
     assert "not in your Hugging Face cache" in err.value.message
-    assert "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5" in err.value.hint
+    assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5" in err.value.hint
 
 
 # ---- the image set, batches and caches (no model needed) ----

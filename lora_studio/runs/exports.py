@@ -18,25 +18,54 @@ class ExportFormat:
     name: str          # the --format value
     label: str
     explanation: str   # one line: what it is and what loads it
+    target: str        # what it writes in the destination folder; {name}: the output name
+
+    @property
+    def single_file(self) -> bool:
+        return self.target.endswith(".safetensors")
+
+    def file_name(self, name: str) -> str:
+        """The file or folder name of this export for a name the user typed (or the
+        job's output name): a single-file format gets its .safetensors once."""
+        if self.single_file:
+            return name if name.lower().endswith(".safetensors") else f"{name}.safetensors"
+        return name
 
 
 FORMATS: dict[str, tuple[ExportFormat, ...]] = {
     "text": (
         ExportFormat("peft", "PEFT adapter",
                      "adapter_model.safetensors + adapter_config.json: PeftModel.from_pretrained, "
-                     "transformers, vLLM."),
+                     "transformers, vLLM.",
+                     "{name}"),
         ExportFormat("merged", "Merged model",
                      "The base model with the adapter merged in: a full transformers folder, "
-                     "as large as the base model."),
+                     "as large as the base model.",
+                     "{name}-merged"),
     ),
     "image": (
         ExportFormat("kohya", "kohya / A1111 / ComfyUI",
                      "One .safetensors with lora_unet_ / lora_te_ keys and ss_* metadata: "
-                     "A1111, Forge, ComfyUI, kohya tools."),
+                     "A1111, Forge, ComfyUI, kohya tools.",
+                     "{name}.safetensors"),
         ExportFormat("diffusers", "diffusers / PEFT",
-                     "pytorch_lora_weights.safetensors for diffusers' pipeline.load_lora_weights."),
+                     "pytorch_lora_weights.safetensors for diffusers' pipeline.load_lora_weights.",
+                     "{name}-diffusers"),
     ),
 }
+
+
+# Save precisions of an image LoRA export; None keeps the trained tensors' own (fp32).
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def find_format(fmt: str) -> ExportFormat:
+    return next(f for found in FORMATS.values() for f in found if f.name == fmt)
+
+
+def default_name(fmt: str, output_name: str) -> str:
+    """The file or folder an export in ``fmt`` writes unless told otherwise."""
+    return find_format(fmt).target.format(name=output_name)
 
 
 def run_family(run: RunDir) -> str | None:

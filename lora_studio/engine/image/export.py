@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,8 @@ import torch
 
 from lora_studio.config.schema import JobConfig
 from lora_studio.data.tags import tag_counts
-from lora_studio.fsutil import sha256_file
-from lora_studio.runs.exports import IMAGE_ADAPTER
+from lora_studio.fsutil import settle, sha256_file, temp_beside, temp_dir_beside
+from lora_studio.runs.exports import IMAGE_ADAPTER, default_name, find_format
 from lora_studio.runs.layout import RunDir
 
 from ..core.control import EngineError
@@ -41,6 +43,15 @@ FACTS_KEY = "lora_studio.sd_facts"
 KOHYA_PREFIX = {"unet": "lora_unet", "text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
 BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
 _LORA_A, _LORA_B = ".lora_A.weight", ".lora_B.weight"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def cast(tensors: dict[str, torch.Tensor], precision: str | None) -> dict[str, torch.Tensor]:
+    """The floating tensors in the save precision (runs.exports.PRECISIONS); None: as they are."""
+    if precision is None:
+        return tensors
+    dtype = DTYPES[precision]
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
 
 
 def legacy_hash_file(path: Path) -> str:
@@ -219,37 +230,57 @@ def kohya_metadata(job: JobConfig, facts: TrainFacts) -> dict[str, str]:
 
 
 def export_kohya(tensors, job: JobConfig, facts: TrainFacts, path: Path,
-                 extra_metadata: dict[str, str]) -> Exported:
-    weights = to_kohya(tensors, facts.family, job.network.alpha)
+                 extra_metadata: dict[str, str], precision: str | None = None) -> Exported:
+    """``path``, or beside it with a -2 suffix when another file is there (fsutil.settle)."""
+    weights = cast(to_kohya(tensors, facts.family, job.network.alpha), precision)
     metadata = {**extra_metadata, **kohya_metadata(job, facts)}
     metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = _addnet_hashes(weights, metadata)
-    atomic_save_safetensors(weights, path, metadata)
+    fd, tmp = temp_beside(path)
+    os.close(fd)
+    try:
+        atomic_save_safetensors(weights, tmp, metadata)
+        path = settle(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return Exported("kohya", path, sha256_file(path))
 
 
-def export_diffusers(tensors, job: JobConfig, folder: Path, extra_metadata: dict[str, str]) -> Exported:
-    folder.mkdir(parents=True, exist_ok=True)
+def export_diffusers(tensors, job: JobConfig, folder: Path, extra_metadata: dict[str, str],
+                     precision: str | None = None) -> Exported:
+    """``folder``, or beside it with a -2 suffix when it holds something else."""
+    tmp = temp_dir_beside(folder)
+    try:
+        weights = cast(to_diffusers(tensors, job.network.rank, job.network.alpha), precision)
+        atomic_save_safetensors(weights, tmp / DIFFUSERS_FILE, {"format": "pt", **extra_metadata})
+        folder = settle(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     path = folder / DIFFUSERS_FILE
-    atomic_save_safetensors(to_diffusers(tensors, job.network.rank, job.network.alpha), path,
-                            {"format": "pt", **extra_metadata})
     return Exported("diffusers", path, sha256_file(path))
 
 
-def export_sd(run: RunDir, job: JobConfig,
-              formats: tuple[str, ...] = ("kohya", "diffusers")) -> list[Exported]:
-    """The run's image LoRA in exports/: `<name>.safetensors` (kohya / A1111 / ComfyUI)
-    and `<name>-diffusers/pytorch_lora_weights.safetensors`, as many as asked."""
+def export_sd(run: RunDir, job: JobConfig, formats: tuple[str, ...] = ("kohya", "diffusers"),
+              out_dir: Path | None = None, name: str | None = None,
+              precision: str | None = None) -> list[Exported]:
+    """The run's image LoRA in ``out_dir`` (the run's exports/): `<name>.safetensors`
+    (kohya / A1111 / ComfyUI) and `<name>-diffusers/pytorch_lora_weights.safetensors`,
+    as many as asked; an existing different file is never replaced."""
     tensors, facts, metadata = read_final(run)
     extra = {k: v for k, v in metadata.items() if k.startswith("lora_studio.") and k != FACTS_KEY}
-    run.exports.mkdir(exist_ok=True)
-    name = job.output.output_name
+    out_dir = out_dir or run.exports
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def target(fmt: str) -> Path:
+        return out_dir / (find_format(fmt).file_name(name) if name else
+                          default_name(fmt, job.output.output_name))
     done = []
     if "kohya" in formats:
-        done.append(export_kohya(tensors, job, facts, run.exports / f"{name}.safetensors", extra))
+        done.append(export_kohya(tensors, job, facts, target("kohya"), extra, precision))
     if "diffusers" in formats:
-        done.append(export_diffusers(tensors, job, run.exports / f"{name}-diffusers", extra))
+        done.append(export_diffusers(tensors, job, target("diffusers"), extra, precision))
     return done
 
 
-def export(run: RunDir, job: JobConfig, fmt: str) -> list[Exported]:
-    return export_sd(run, job, (fmt,))
+def export(run: RunDir, job: JobConfig, fmt: str, out_dir: Path | None = None,
+           name: str | None = None, precision: str | None = None) -> list[Exported]:
+    return export_sd(run, job, (fmt,), out_dir, name, precision)

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 from ...config.schema import JobConfig
-from ...fsutil import atomic_write_bytes, atomic_write_text, sha256_file, temp_dir_beside
-from ...runs.exports import TEXT_ADAPTER
+from ...fsutil import atomic_write_bytes, atomic_write_text, settle, sha256_file, temp_dir_beside
+from ...runs.exports import TEXT_ADAPTER, default_name
 from ...runs.layout import RunDir
 from ..core.family import Exported
 from ..core.safetensors_io import atomic_save_safetensors, read_metadata
@@ -107,18 +107,30 @@ def write_merged_model(merged, tokenizer, wanted: str | Path, metadata: dict[str
     return folder
 
 
-def export(run: RunDir, job: JobConfig, fmt: str) -> list[Exported]:
-    """``peft``: ``exports/<name>/``, the adapter folder; ``merged``: ``<name>-merged/``,
-    the base model with the adapter merged in."""
+def export(run: RunDir, job: JobConfig, fmt: str, out_dir: Path | None = None,
+           name: str | None = None, precision: str | None = None) -> list[Exported]:
+    """In ``out_dir`` (the run's exports/): ``peft``, the adapter folder ``<name>/``
+    (beside it with -2 when that folder holds something else); ``merged``,
+    ``<name>-merged/``, the base model with the adapter merged in. ``precision`` is
+    for image LoRAs; engine/exports.py refuses it here."""
+    out_dir = out_dir or run.exports
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wanted = out_dir / (name or default_name(fmt, job.output.output_name))
     if fmt == "merged":
-        folder = _export_merged_text(job, run)
+        folder = _export_merged_text(job, run, wanted)
         written = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     else:
-        written = copy_adapter(run.final, run.exports / job.output.output_name)
+        tmp = temp_dir_beside(wanted)
+        try:
+            copy_adapter(run.final, tmp)
+            folder = settle(tmp, wanted)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        written = [folder / ADAPTER_WEIGHTS, folder / ADAPTER_CONFIG]
     return [Exported(fmt, path, sha256_file(path)) for path in written]
 
 
-def _export_merged_text(job: JobConfig, run: RunDir) -> Path:
+def _export_merged_text(job: JobConfig, run: RunDir, wanted: Path) -> Path:
     from peft import PeftModel
 
     from .model import load_base_model, load_tokenizer, resolve_model
@@ -127,4 +139,4 @@ def _export_merged_text(job: JobConfig, run: RunDir) -> Path:
     base = load_base_model(job, info.path, quantize=False)
     model = PeftModel.from_pretrained(base, str(run.final))
     return write_merged_model(model.merge_and_unload(), load_tokenizer(info.path),
-                              run.exports / f"{job.output.output_name}-merged", metadata)
+                              wanted, metadata)
