@@ -454,14 +454,16 @@ class TrainingView(QWidget):
     def export_folder(self) -> Path | None:
         return self.export_box.folder
 
-    def export(self, fmt: str | None = None) -> bool:
+    def export(self, fmt: str | None = None, options: list[str] | None = None) -> bool:
         """Export the run in ``fmt`` (its family's default when None) in a child
-        process; False when a run or another export is in the way."""
+        process, with more `lora-studio export` ``options`` (worker.export_options);
+        False when a run or another export is in the way."""
         if self.run is None or self.is_running or self.exporter is not None:
             return False
         fmt = fmt or default_format(self._run_kind)
         self.exporter = worker_mod.ExportWorker(self.run.root, fmt,
-                                                command=self.export_command(self.run.root, fmt),
+                                                command=self.export_command(self.run.root, fmt)
+                                                + (options or []),
                                                 parent=self)
         self.exporter.finished.connect(self._export_ended)
         self.exporter.start()

@@ -230,6 +230,14 @@ def export_command(run_dir: Path, fmt: str | None = None) -> list[str]:
             *(["--format", fmt] if fmt else [])]
 
 
+def export_options(output: Path | None = None, name: str | None = None,
+                   precision: str | None = None) -> list[str]:
+    """`lora-studio export`'s --output, --name and --precision, for those given."""
+    return [*(["--output", str(output)] if output is not None else []),
+            *(["--name", name] if name else []),
+            *(["--precision", precision] if precision else [])]
+
+
 class ExportWorker(QThread):
     """Runs the exporter as a child process. When the thread has finished, ``files``
     holds [(path, sha256), ...] of what it wrote in the run's exports/ folder, or
