@@ -237,7 +237,7 @@ def test_hub_id_found_in_local_cache_only(tmp_path, monkeypatch):
     assert info.path == snapshot and info.family == "text"
     with pytest.raises(ModelInfoError) as err:
         inspect_model("someone/not-downloaded")
-    assert "Hugging Face cache" in err.value.hint and "huggingface-cli download" in err.value.hint
+    assert "Hugging Face cache" in err.value.hint and "'hf download " in err.value.hint
 
 
 def test_relative_paths_try_base_dir_then_cwd(tmp_path, monkeypatch):

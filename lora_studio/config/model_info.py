@@ -513,6 +513,12 @@ def _inspect_local(source: str, path: Path, allow_pickle: bool) -> ModelInfo:
                          "Pick a model folder or a .safetensors checkpoint.")
 
 
+def hub_download_command(repo: str, *include: str) -> str:
+    """The command that puts a Hub repository (only the files matching ``include``, when
+    given) into the Hugging Face cache: huggingface_hub's ``hf`` (huggingface-cli before)."""
+    return " ".join([f"hf download {repo}", *(f'--include "{pattern}"' for pattern in include)])
+
+
 def inspect_model(value: str, base_dir: str | os.PathLike | None = None,
                   allow_pickle: bool = False) -> ModelInfo:
     """Read what can be known about the model `value` names without loading it.
@@ -531,7 +537,7 @@ def inspect_model(value: str, base_dir: str | os.PathLike | None = None,
         tried = [str(p) for p in path_candidates(value, base_dir)]
         where = f" (looked at {', '.join(tried)})" if tried != [text] else ""
         hub = (" It is not in your Hugging Face cache either; download it once with "
-               f"'huggingface-cli download {text}' or give a local path.") if looks_like_hub_id(text) else ""
+               f"'{hub_download_command(text)}' or give a local path.") if looks_like_hub_id(text) else ""
         raise ModelInfoError("missing", f"Model '{text}' was not found{where}.",
                              f"Check the path for typos.{hub}")
     key = (str(path), allow_pickle, _stamp(path))

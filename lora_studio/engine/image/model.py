@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from lora_studio.config.model_info import ModelInfo, ModelInfoError, inspect_model
+from lora_studio.config.model_info import (ModelInfo, ModelInfoError, hub_download_command,
+                                          inspect_model)
 from lora_studio.config.schema import JobConfig
 
 from ..core.control import EngineError
@@ -89,8 +90,9 @@ def single_file_config(info: ModelInfo, prediction_type: str) -> Path:
     raise EngineError(
         "config", f"'{info.path.name}' is a single-file {info.family} checkpoint and the diffusers "
                   f"configuration that describes it ({repo}) is not in your Hugging Face cache.",
-        f"Download the small config files once (no weights): huggingface-cli download {repo} "
-        "--include \"*.json\" \"*.txt\", or convert the checkpoint to a diffusers folder.")
+        f"Download the small config files once (no weights): "
+        f"{hub_download_command(repo, '*.json', '*.txt')}, or convert the checkpoint to a "
+        "diffusers folder.")
 
 
 def load_sd(job: JobConfig) -> SDModel:
