@@ -115,3 +115,91 @@ def test_text_runs_offer_peft_and_merged(view, qtbot, tmp_path):
         assert "in progress" in dialog.status.text() and dialog.export_button.isEnabled()
     assert (run.exports / "lora-peft.safetensors").exists()
     assert not dialog.result.isVisible()  # the dialog shows only the exports it started
+
+
+def image_run_with_weights(tmp_path):
+    """A finished SD 1.x run whose final/ holds a two-tensor LoRA in fp32, as the image
+    engine writes it (with the facts its exports need), for the real exporter."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from lora_studio.engine.image.export import FACTS_KEY
+    run = finished_run(tmp_path, "sd1")
+    module = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    tensors = {f"{module}.lora_A.weight": torch.linspace(-1, 1, 32).reshape(4, 8),
+               f"{module}.lora_B.weight": torch.linspace(1, 2, 32).reshape(8, 4)}
+    facts = {"family": "sd1", "prediction_type": "epsilon", "base_model": "tiny-sd",
+             "base_model_file": str(tmp_path / "absent.safetensors"), "steps": 4, "epochs": 1,
+             "num_train_images": 2, "tag_frequency": {}, "dataset_dirs": {}, "buckets": {},
+             "started_at": 1.0, "finished_at": 2.0}
+    save_file(tensors, run.final / IMAGE_ADAPTER, {FACTS_KEY: json.dumps(facts)})
+    return run
+
+
+def test_export_as_a_chosen_folder_name_and_fp16_then_beside_it(qtbot, tmp_path):
+    from safetensors import safe_open
+
+    from lora_studio.ui.worker import export_command
+    run = image_run_with_weights(tmp_path)
+    view = TrainingView(no_gpu)
+    qtbot.addWidget(view)
+    view.export_command = export_command   # the real `lora-studio export`
+    view.show_run(run.root)
+    dialog = ExportDialog(view, "image")
+    qtbot.addWidget(dialog)
+    assert dialog.precision.isVisibleTo(dialog) and dialog.options() == []
+    assert dialog.name.text() == "my_lora.safetensors"
+    dialog.radios["diffusers"].click()
+    assert dialog.name.text() == "my_lora-diffusers"  # the name follows an untouched default
+    dialog.radios["kohya"].click()
+
+    out = tmp_path / "LoRAs à partager"
+    dialog.folder.setText(str(out))
+    dialog.name.setText("chat v2")
+    dialog.name.setModified(True)
+    dialog.precision.setCurrentIndex(dialog.precision.findData("fp16"))
+    assert f"Writes {out / 'chat v2.safetensors'}" == dialog.target.text()
+    with qtbot.waitSignal(view.export_ended, timeout=60_000):
+        dialog.export_button.click()
+    written = out / "chat v2.safetensors"
+    assert f"{written}\nSHA-256 " in dialog.result.label.text(), dialog.status.text()
+    with safe_open(written, "pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch_dtype("float16")}
+    first = written.read_bytes()
+
+    dialog.precision.setCurrentIndex(dialog.precision.findData("fp32"))
+    assert "it is kept" in dialog.target.text()
+    with qtbot.waitSignal(view.export_ended, timeout=60_000):
+        dialog.export_button.click()
+    beside = out / "chat v2-2.safetensors"
+    assert f"{beside}\nSHA-256 " in dialog.result.label.text(), dialog.status.text()
+    assert written.read_bytes() == first   # not overwritten
+    with safe_open(beside, "pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch_dtype("float32")}
+    dialog.grab().save(str(tmp_path / "export_dialog.png"))  # looked at while building it
+    view.shutdown()
+
+
+def torch_dtype(name):
+    import torch
+    return getattr(torch, name)
+
+
+def test_export_as_refuses_names_windows_cannot_hold(view, tmp_path):
+    run = finished_run(tmp_path, "text")
+    view.show_run(run.root)
+    dialog = ExportDialog(view, "text")
+    assert not dialog.precision.isVisibleTo(dialog)   # text adapters are saved as trained
+    assert dialog.name.text() == "my_lora" and dialog.export_button.isEnabled()
+    dialog.name.setText("v2: final?")
+    dialog.name.textEdited.emit("v2: final?")
+    assert not dialog.export_button.isEnabled() and "Windows does not allow" in dialog.target.text()
+    dialog.name.setText("v2")
+    dialog.name.textEdited.emit("v2")
+    dialog.folder.setText(str(run.job_toml))
+    assert not dialog.export_button.isEnabled() and "is a file" in dialog.target.text()
+    dialog.folder.setText(str(tmp_path / "new folder"))
+    assert dialog.export_button.isEnabled()
+    assert dialog.options() == ["--output", str(tmp_path / "new folder"), "--name", "v2"]

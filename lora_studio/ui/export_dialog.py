@@ -1,16 +1,24 @@
 """What an export wrote (path, SHA-256, "Open folder"), and the "Export as…" dialog
-that offers the run family's formats with a line on each, runs the chosen one and
-shows the same result as the one-click export."""
+that offers the run family's formats with a line on each, a destination folder and
+name, the save precision of an image LoRA, runs the chosen export and shows the same
+result as the one-click export."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QFrame, QHBoxLayout, QLabel,
-                               QPushButton, QRadioButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QFileDialog,
+                               QFormLayout, QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+                               QRadioButton, QVBoxLayout, QWidget)
 
-from ..runs.exports import FORMATS
+from ..config.jobfile import JobFileError, read_job_toml
+from ..runs.exports import FORMATS, PRECISIONS, default_name, find_format
+from ..runs.names import name_problem
+from .worker import export_options
+
+PRECISION_LABELS = {"fp32": "fp32 (as trained)", "fp16": "fp16 (half the size; what most "
+                    "shared LoRAs use)", "bf16": "bf16 (half the size)"}
 
 
 class ExportResult(QFrame):
@@ -52,6 +60,7 @@ class ExportDialog(QDialog):
     def __init__(self, view, family: str, parent: QWidget | None = None):
         super().__init__(parent)
         self.view = view
+        self.family = family
         self.setWindowTitle("Export as")
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel(f"Format for this {family} LoRA:"))
@@ -60,6 +69,7 @@ class ExportDialog(QDialog):
         for i, fmt in enumerate(FORMATS[family]):
             radio = QRadioButton(f"{fmt.label}  ({fmt.name})")
             radio.setChecked(i == 0)
+            radio.toggled.connect(self._format_changed)
             note = QLabel(fmt.explanation)
             note.setWordWrap(True)
             note.setStyleSheet("color: #555; margin-left: 22px;")
@@ -67,6 +77,35 @@ class ExportDialog(QDialog):
             self.radios[fmt.name] = radio
             layout.addWidget(radio)
             layout.addWidget(note)
+
+        run = view.run.root if view.run is not None else Path.cwd()
+        self.run_exports = run / "exports"
+        self.output_name = _output_name(run)
+        form = QFormLayout()
+        self.folder = QLineEdit(str(self.run_exports))
+        self.folder.textChanged.connect(self._check)
+        choose = QPushButton("Choose…")
+        choose.clicked.connect(self._choose_folder)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder, 1)
+        folder_row.addWidget(choose)
+        form.addRow("Save in:", folder_row)
+        self.name = QLineEdit()
+        self.name.textChanged.connect(self._check)
+        form.addRow("Name:", self.name)
+        self.precision = QComboBox()
+        for precision in PRECISIONS:
+            self.precision.addItem(PRECISION_LABELS[precision], precision)
+        form.addRow("Precision:", self.precision)
+        self.precision.setVisible(family == "image")
+        form.labelForField(self.precision).setVisible(family == "image")
+        layout.addLayout(form)
+        self.target = QLabel()
+        self.target.setWordWrap(True)
+        self.target.setTextFormat(Qt.TextFormat.PlainText)
+        self.target.setStyleSheet("color: #555;")
+        layout.addWidget(self.target)
+
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -84,14 +123,56 @@ class ExportDialog(QDialog):
         self._waiting = False  # for the end of an export this dialog started
         view.export_ended.connect(self._export_ended)
         self.setMinimumWidth(720)  # a SHA-256 on one line beside "Open folder"
+        self._format_changed()
 
     def chosen(self) -> str:
         return next(name for name, radio in self.radios.items() if radio.isChecked())
 
+    def _format_changed(self, *_) -> None:
+        """A name the user did not type follows the format's default."""
+        if not self.name.isModified():
+            self.name.setText(default_name(self.chosen(), self.output_name))
+        self._check()
+
+    def _choose_folder(self) -> None:
+        chosen = QFileDialog.getExistingDirectory(self, "Export into", self.folder.text())
+        if chosen:
+            self.folder.setText(chosen)
+
+    def _check(self, *_) -> None:
+        """Say where the export goes, or why it cannot; Export only when it can."""
+        problem = name_problem(self.name.text().strip()) if self.name.text().strip() else \
+            "The name is empty."
+        folder = Path(self.folder.text().strip())
+        if not self.folder.text().strip():
+            problem = "Choose a folder to save in."
+        elif folder.exists() and not folder.is_dir():
+            problem = f"{folder} is a file, not a folder."
+        if problem:
+            self.target.setText(problem)
+            self.target.setStyleSheet("color: #b00020;")
+        else:
+            path = folder / find_format(self.chosen()).file_name(self.name.text().strip())
+            self.target.setText(f"Writes {path}" + (
+                "\nSomething of that name is there already: it is kept, and a different "
+                "export is written beside it with -2 added to the name." if path.exists() else ""))
+            self.target.setStyleSheet("color: #555;")
+        self.export_button.setEnabled(not problem and not self._waiting)
+
+    def options(self) -> list[str]:
+        """`lora-studio export` options for the choices that differ from the defaults."""
+        folder = Path(self.folder.text().strip())
+        name = self.name.text().strip()
+        precision = self.precision.currentData() if self.family == "image" else None
+        return export_options(
+            output=None if folder == self.run_exports else folder,
+            name=None if name == default_name(self.chosen(), self.output_name) else name,
+            precision=None if precision == "fp32" else precision)
+
     def start_export(self) -> None:
         self.result.hide()
         self.status.show()
-        if not self.view.export(self.chosen()):
+        if not self.view.export(self.chosen(), self.options()):
             self.status.setText("An export or a run is in progress; try again when it ends.")
             return
         self._waiting = True
@@ -102,9 +183,17 @@ class ExportDialog(QDialog):
         if not self._waiting:
             return  # an export this dialog did not start
         self._waiting = False
-        self.export_button.setEnabled(True)
+        self._check()
         if self.view.last_export_files:
             self.status.hide()
             self.result.show_files(self.view.last_export_files)
         else:
             self.status.setText(self.view.last_export_error)
+
+
+def _output_name(run: Path) -> str:
+    """The job's output name, which the exports are named after."""
+    try:
+        return read_job_toml(run / "job.toml")[0].output.output_name
+    except JobFileError:
+        return run.name
