@@ -176,7 +176,7 @@ def test_a_broken_preset_file_is_a_message_not_a_crash(window, tmp_path):
     bad.write_text("[network\nrank = 4\n", encoding="utf-8")
     before = dict(window.state.values)
     assert not window.preset_bar.import_file(bad)
-    assert "line 1" in window.statusBar().currentMessage()
+    assert "line 1" in window.status_line.full_text
     assert window.state.values == before
 
 

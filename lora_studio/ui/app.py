@@ -29,6 +29,7 @@ from .panel_state import PanelState
 from .param_panel import ParamPanel
 from .preset_bar import PresetBar
 from .runs_view import RunsView
+from .status_line import StatusLine
 from .training_view import TrainingView
 
 ORGANISATION = "LoRA Studio"
@@ -101,6 +102,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.runs, "Runs")
         self.setCentralWidget(self.tabs)
 
+        self.status_line = StatusLine()
+        self.statusBar().addWidget(self.status_line, 1)
         self.findings_label = QLabel()
         self.statusBar().addPermanentWidget(self.findings_label)
 
@@ -190,7 +193,7 @@ class MainWindow(QMainWindow):
 
     # -- actions -------------------------------------------------------------
     def _status(self, text: str) -> None:
-        self.statusBar().showMessage(text, 10_000)
+        self.status_line.show_message(text)
 
     def _on_validated(self) -> None:
         findings = self.state.findings
@@ -367,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     settle_gc()
     # The first paint happens in the event loop; nothing heavy is queued before it.
-    QTimer.singleShot(0, lambda: window.statusBar().showMessage("Ready", 3000))
+    QTimer.singleShot(0, lambda: window.status_line.show_message("Ready", 3000))
     return app.exec()
 
 
