@@ -136,12 +136,14 @@ def junit_results(path: Path) -> list[dict]:
     return results
 
 
-def run_gpu_tests(workdir: Path, timeout_s: int) -> dict:
+def run_gpu_tests(workdir: Path, timeout_s: int, cuda: bool) -> dict:
+    """``cuda`` False hides the GPU from pytest, so a dry run on a GPU machine skips them too."""
     xml = workdir / "junit.xml"
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-q",
                "-p", "no:cacheprovider", f"--junitxml={xml}"]
     try:
-        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+        env = None if cuda else {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired as exc:
         tail = (exc.stdout or "")[-2000:] if isinstance(exc.stdout, str) else ""
         return {"problem": f"pytest ran past {timeout_s} s", "output_tail": tail, "results": []}
@@ -156,7 +158,7 @@ def run_gpu_tests(workdir: Path, timeout_s: int) -> dict:
 
 
 def section_tests(cuda: bool, workdir: Path) -> dict:
-    ran = run_gpu_tests(workdir, timeout_s=300)
+    ran = run_gpu_tests(workdir, timeout_s=300, cuda=cuda)
     return {"status": "ran" if cuda else NO_CUDA, **ran}
 
 

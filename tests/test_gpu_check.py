@@ -139,8 +139,8 @@ def test_junit_results_read_each_outcome(tmp_path):
 
 
 def test_steps_per_second_counts_only_the_steps_after_warmup():
-    # steps end at 0, 10, 11, 12, 13 s: after 2 warm-up steps, 3 steps in 3 s
-    assert gpu_check.steps_per_second([0.0, 10.0, 11.0, 12.0, 13.0], warmup=2) == pytest.approx(1.0)
+    # steps end at 0, 10, 12, 13, 14 s: after 2 warm-up steps, steps 3-5 take 12 - 10 + 1 + 1 = 4 s
+    assert gpu_check.steps_per_second([0.0, 10.0, 12.0, 13.0, 14.0], warmup=2) == pytest.approx(0.75)
     assert gpu_check.steps_per_second([0.0, 2.0, 4.0], warmup=0) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         gpu_check.steps_per_second([0.0, 1.0], warmup=2)
