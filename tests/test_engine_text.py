@@ -470,3 +470,23 @@ def test_terminal_progress_redraws_on_a_tty_and_prints_lines_into_a_log():
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue() and len(lines) == 20  # every 5 %: steps 2, 4, ... 40
     assert lines[-1].startswith("step 40/40")
+
+
+def test_terminal_shows_phases_counted_on_one_line_or_at_their_ends():
+    import io
+    from lora_studio.runs.terminal import TerminalProgress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    events = [{"type": "phase", "phase": "loading the model"}] + \
+        [{"type": "phase", "phase": "tokenising", "done": d, "total": 50} for d in range(0, 51, 10)]
+    tty, log = Tty(), io.StringIO()
+    for out in (tty, log):
+        show = TerminalProgress(out)
+        for ev in events:
+            show(ev)
+    assert tty.getvalue().count("\rtokenising") == 6 and "tokenising 50/50" in tty.getvalue()
+    assert log.getvalue().splitlines() == ["loading the model...", "tokenising 0/50",
+                                           "tokenising 50/50"]

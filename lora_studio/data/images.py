@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,14 +110,20 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise ImageLoadError(path, what, "Copy the image again or remove it; it is skipped.") from exc
 
 
-def check_images(paths: list[Path]) -> tuple[dict[Path, tuple[int, int]], list[SkippedImage]]:
+def check_images(paths: list[Path], progress: Callable[[int, int], None] | None = None
+                 ) -> tuple[dict[Path, tuple[int, int]], list[SkippedImage]]:
     """Sizes of the usable images and a named warning for each file that is not.
-    Fully decodes each file so a truncated one is caught before training starts."""
+    Fully decodes each file so a truncated one is caught before training starts;
+    ``progress(done, total)`` is called before each file and at the end."""
     sizes: dict[Path, tuple[int, int]] = {}
     skipped: list[SkippedImage] = []
-    for path in paths:
+    for done, path in enumerate(paths):
+        if progress is not None:
+            progress(done, len(paths))
         try:
             sizes[path] = load_rgb(path).size
         except ImageLoadError as exc:
             skipped.append(SkippedImage(path, str(exc)))
+    if progress is not None:
+        progress(len(paths), len(paths))
     return sizes, skipped

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config.schema import JobConfig
 from ..runs.events import Emit, event
 from ..runs.layout import RunDir
-from .core.control import StopRequest, error_event
+from .core.control import Cancelled, StopRequest, error_event
 from .families import detect_family, family_package
 
 
@@ -59,8 +59,9 @@ def run(job: JobConfig, run_dir: str | Path, emit: Emit,
         should_stop: Callable[[], bool] | None = None, resume: Path | None = None) -> None:
     """Train ``job`` in ``run_dir``. ``should_stop`` is polled once per optimizer step (a
     ``STOP`` file in the run folder counts too); ``resume`` is a checkpoint folder. A stop
-    asked for before the first step ends the run before the model loads, with no new
-    checkpoint: a resumed run's checkpoint stays as it was."""
+    asked for before the first step (while loading, scanning, tokenising or caching)
+    ends the run within a second, with no new checkpoint: a resumed run's checkpoint
+    stays as it was."""
     run_folder = RunDir(Path(run_dir)).ensure()
     stop = should_stop if isinstance(should_stop, StopRequest) else StopRequest(should_stop,
                                                                                 run_folder.root)
@@ -70,14 +71,17 @@ def run(job: JobConfig, run_dir: str | Path, emit: Emit,
         from accelerate import PartialState  # the launched processes' state, or a single one
         state = PartialState()
         if stop_agreed(stop, state):
-            emit(event("finished", status="cancelled", step=resume_step(resume), checkpoint=None,
-                       message="Stopped before training started."))
-            return
+            raise Cancelled
         emit(effective_batch_event(job, state.num_processes))
-        package = family_package(detect_family(job))
+        emit(event("phase", phase="loading libraries"))
+        with stop.interrupting():
+            package = family_package(detect_family(job))
+            from .core.trainer import train
         oom_hint = package.OOM_HINT
-        from .core.trainer import train
         train(job, run_folder, emit, stop, package.prepare, resume)
+    except Cancelled:
+        emit(event("finished", status="cancelled", step=resume_step(resume), checkpoint=None,
+                   message="Stopped before training started."))
     except Exception as exc:
         emit(error_event(exc, oom_hint) if oom_hint else error_event(exc))
 

@@ -1,6 +1,7 @@
 """Engine events: one JSON object per line, each with a ``type``.
 
-Types (DESIGN.md): started, progress, log, sample, checkpoint, hardware, finished,
+Types (DESIGN.md): phase (what is happening before the first step, with done/total
+when it counts), started, progress, log, sample, checkpoint, hardware, finished,
 error. Error kinds: config, data, oom, nan, io, internal.
 A cancelled run ends with ``finished`` carrying ``status="cancelled"`` and the
 checkpoint it left; a completed one with ``status="completed"``.
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-EVENT_TYPES = ("started", "progress", "log", "sample", "checkpoint", "hardware", "finished", "error")
+EVENT_TYPES = ("phase", "started", "progress", "log", "sample", "checkpoint", "hardware", "finished", "error")
 ERROR_KINDS = ("config", "data", "oom", "nan", "io", "internal")
 
 Emit = Callable[[dict], None]

@@ -29,6 +29,21 @@ class TerminalProgress:
         self.out.write(text + "\n")
         self.out.flush()
 
+    def _phase(self, ev: dict) -> None:
+        """A phase with a count redraws its line (interactive) or prints when it starts
+        and ends (a log); one without prints once."""
+        name, total = ev["phase"], ev.get("total")
+        if total is None:
+            self._line(f"{name}...")
+            return
+        text = f"{name} {ev['done']}/{total}"
+        if self.interactive:
+            self.out.write(f"\r{text}   ")
+            self.out.flush()
+            self._open_line = True
+        elif ev["done"] in (0, total):
+            self._line(text)
+
     def __call__(self, ev: dict) -> None:
         kind = ev["type"]
         if kind == "progress":
@@ -40,6 +55,8 @@ class TerminalProgress:
                 self._open_line = True
             elif ev["step"] % max(1, ev["total"] // 20) == 0 or ev["step"] == ev["total"]:
                 self._line(text)
+        elif kind == "phase":
+            self._phase(ev)
         elif kind == "started":
             self._line(f"Training {ev.get('total_steps')} steps on {ev.get('device')} "
                        f"({ev.get('dataset_size')} records) -> {ev.get('run_dir')}")

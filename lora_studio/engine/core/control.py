@@ -7,6 +7,7 @@ Progress events carry: ``step`` (optimizer steps done), ``total``, ``epoch`` (1-
 """
 from __future__ import annotations
 
+import _thread
 import math
 import signal
 import threading
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from ...runs.events import event
+from ...runs.events import Emit, event
 from ...runs.layout import STOP_FILE
 
 # Each family has its own, more specific one (OOM_HINT in its package).
@@ -78,9 +79,21 @@ def _release_cuda_memory() -> None:
         pass
 
 
+class Cancelled(BaseException):
+    """A stop asked for while the run was being prepared (loading the model, scanning,
+    checking images, tokenising, caching): raised in the main thread at once rather
+    than at the first step. A BaseException, like KeyboardInterrupt, so that no
+    library's ``except Exception`` around a load swallows it."""
+
+
+_SIGNALS = ("SIGINT", "SIGTERM")
+
+
 class StopRequest:
     """Whether the run should stop after the current step: a caller's callback, a
-    ``STOP`` file in the run folder (the GUI's way, works on Windows), or a signal."""
+    ``STOP`` file in the run folder (the GUI's way, works on Windows), or a signal.
+    While preparing (``interrupting``) a stop does not wait for a step: it raises
+    Cancelled in the main thread."""
 
     def __init__(self, should_stop: Callable[[], bool] | None = None,
                  run_root: Path | None = None):
@@ -99,6 +112,49 @@ class StopRequest:
             self._requested.set()
         return self._requested.is_set()
 
+    def raise_if_stopped(self) -> None:
+        if self():
+            raise Cancelled
+
+    @contextmanager
+    def interrupting(self, poll_s: float = 0.2):
+        """While inside, SIGINT / SIGTERM, the STOP file or the callback raise Cancelled
+        in the main thread within about ``poll_s``, wherever it is: loading weights,
+        decoding images and tokenising are long calls that poll nothing. Outside, the
+        loop polls once per step, so a checkpoint is never cut in half."""
+        if threading.current_thread() is not threading.main_thread():
+            self.raise_if_stopped()
+            yield self
+            return
+        live = True
+
+        def handler(signum, frame):
+            self.request()
+            if live:
+                raise Cancelled
+        previous = {name: signal.signal(getattr(signal, name), handler)
+                    for name in _SIGNALS if hasattr(signal, name)}
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(poll_s):
+                if self():
+                    # A simulated SIGTERM: if it lands after this block, the handler
+                    # then in place only asks for a stop (handling_signals), or nothing.
+                    _thread.interrupt_main(signal.SIGTERM)
+                    return
+        watcher = threading.Thread(target=watch, name="stop-watch", daemon=True)
+        watcher.start()
+        try:
+            self.raise_if_stopped()
+            yield self
+        finally:
+            live = False
+            done.set()
+            watcher.join()
+            for name, old in previous.items():
+                signal.signal(getattr(signal, name), old)
+
     @contextmanager
     def handling_signals(self):
         """While inside, SIGINT / SIGTERM ask for a clean stop (a second SIGINT interrupts
@@ -107,7 +163,7 @@ class StopRequest:
             if self._requested.is_set() and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self.request()
-        names = [s for s in ("SIGINT", "SIGTERM") if hasattr(signal, s)] \
+        names = [s for s in _SIGNALS if hasattr(signal, s)] \
             if threading.current_thread() is threading.main_thread() else []
         previous = {name: signal.signal(getattr(signal, name), handler) for name in names}
         try:
@@ -115,6 +171,30 @@ class StopRequest:
         finally:
             for name, old in previous.items():
                 signal.signal(getattr(signal, name), old)
+
+
+class Phases:
+    """``phase`` events for the work before the first step (and between steps), with
+    their own n/N: at most one every ``interval`` seconds per phase, the first and the
+    last always. Each report is also a stop check, for where signals cannot reach
+    (a thread other than the main one)."""
+
+    def __init__(self, emit: Emit, stop: Callable[[], bool] | None = None,
+                 interval: float = 0.25, clock: Callable[[], float] = time.monotonic):
+        self._emit, self._stop, self._interval, self._clock = emit, stop, interval, clock
+        self._name: str | None = None
+        self._last = 0.0
+
+    def __call__(self, name: str, done: int | None = None, total: int | None = None) -> None:
+        if self._stop is not None and self._stop():
+            raise Cancelled
+        now = self._clock()
+        new = name != self._name
+        if not (new or done == total or now - self._last >= self._interval):
+            return
+        self._name, self._last = name, now
+        fields = {} if total is None else {"done": done or 0, "total": total}
+        self._emit(event("phase", phase=name, **fields))
 
 
 class ProgressMeter:

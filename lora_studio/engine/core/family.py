@@ -15,8 +15,8 @@ hardware events (see ``trainer.py``).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +34,8 @@ class RunContext:
     device: torch.device
     is_main: bool
     num_processes: int
+    # phase(name, done, total): a ``phase`` event, and a stop check (control.Phases)
+    phase: Callable[..., None] = field(default=lambda *args: None)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from ...config.schema import JobConfig
 from ...runs.events import Emit, event
 from ...runs.layout import RunDir
 from .checkpoint import load_resumable, restore_rng, save_checkpoint_in_step
-from .control import EngineError
+from .control import EngineError, Phases, StopRequest
 from .family import Exported, RunContext, Trainee
 from .loop import LoopHooks, LoopOutcome, LoopSpec, make_accelerator, train_loop
 from .optim import build_optimizer, build_scheduler
@@ -36,9 +36,11 @@ def _no_emit(ev: dict) -> None:
     pass
 
 
-def train(job: JobConfig, run: RunDir, emit: Emit, stop: Callable[[], bool], prepare: Prepare,
-          resume: Path | None = None) -> RunResult:
-    """Train ``job`` into ``run`` with the family whose ``prepare`` is given."""
+def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[[], bool],
+          prepare: Prepare, resume: Path | None = None) -> RunResult:
+    """Train ``job`` into ``run`` with the family whose ``prepare`` is given. Until the
+    first step a stop raises control.Cancelled at once (``stop.interrupting``); from
+    then on the loop polls it once per step."""
     from accelerate.utils import set_seed
 
     tr = job.training
@@ -52,32 +54,36 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: Callable[[], bool], pre
     main = accelerator.is_main_process
     emit_main = emit if main else _no_emit
     n_proc, rank = accelerator.num_processes, accelerator.process_index
-    trainee = prepare(job, RunContext(run, emit_main, accelerator.device, main, n_proc))
+    stop = stop if isinstance(stop, StopRequest) else StopRequest(stop)
+    phase = Phases(emit_main, stop)
+    with stop.interrupting():
+        trainee = prepare(job, RunContext(run, emit_main, accelerator.device, main, n_proc, phase))
+        phase("preparing the optimizer")
+        checkpoint = load_resumable(Path(resume), emit_main) if resume else None
+        if checkpoint:
+            trainee.load_trainable_state(checkpoint.trainable)
+        params = [p for group in trainee.param_groups for p in group["params"]]
+        optimizer = build_optimizer(trainee.param_groups, job.optimizer,
+                                    accelerator.device.type == "cuda")
 
-    checkpoint = load_resumable(Path(resume), emit_main) if resume else None
-    if checkpoint:
-        trainee.load_trainable_state(checkpoint.trainable)
-    params = [p for group in trainee.param_groups for p in group["params"]]
-    optimizer = build_optimizer(trainee.param_groups, job.optimizer,
-                                accelerator.device.type == "cuda")
+        def epoch_batches(epoch: int) -> list:
+            return shard(trainee.epoch_batches(epoch), n_proc, rank)
 
-    def epoch_batches(epoch: int) -> list:
-        return shard(trainee.epoch_batches(epoch), n_proc, rank)
-
-    gas = tr.gradient_accumulation_steps
-    per_epoch = steps_per_epoch(len(epoch_batches(0)), gas)
-    total = total_steps(tr.max_steps, tr.epochs, per_epoch)
-    scheduler = build_scheduler(optimizer, job.optimizer, total)
-    model, optimizer = accelerator.prepare(trainee.model, optimizer)
-    if checkpoint:
-        optimizer.load_state_dict(checkpoint.optimizer)
-        scheduler.load_state_dict(checkpoint.scheduler)
-        if checkpoint.state.get("dataset_size") != trainee.dataset_size:
-            emit_main(event("log", level="warning",
-                            message=f"The dataset has {trainee.dataset_size} items now, "
-                                    f"{checkpoint.state.get('dataset_size')} when the checkpoint "
-                                    "was written: the data order differs from the original run."))
-        restore_rng(checkpoint.rng)
+        gas = tr.gradient_accumulation_steps
+        per_epoch = steps_per_epoch(len(epoch_batches(0)), gas)
+        total = total_steps(tr.max_steps, tr.epochs, per_epoch)
+        scheduler = build_scheduler(optimizer, job.optimizer, total)
+        model, optimizer = accelerator.prepare(trainee.model, optimizer)
+        if checkpoint:
+            optimizer.load_state_dict(checkpoint.optimizer)
+            scheduler.load_state_dict(checkpoint.scheduler)
+            if checkpoint.state.get("dataset_size") != trainee.dataset_size:
+                emit_main(event("log", level="warning",
+                                message=f"The dataset has {trainee.dataset_size} items now, "
+                                        f"{checkpoint.state.get('dataset_size')} when the "
+                                        "checkpoint was written: the data order differs from "
+                                        "the original run."))
+            restore_rng(checkpoint.rng)
     start = checkpoint.step if checkpoint else 0
     emit_main(event("started", family=trainee.family, total_steps=total, start_step=start,
                     dataset_size=trainee.dataset_size,
@@ -85,6 +91,7 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: Callable[[], bool], pre
                     device=str(accelerator.device), processes=n_proc, run_dir=str(run.root),
                     resumed_from=str(checkpoint.path) if checkpoint else None,
                     **trainee.started_facts))
+    emit_main(event("phase", phase="first step"))
 
     def save(step: int) -> Path | None:
         return save_checkpoint_in_step(

@@ -79,16 +79,19 @@ def skipped_log(skipped: tuple[SkippedImage, ...]) -> dict:
                                                  f"{shown}{more}", skipped=len(skipped))
 
 
-def load_image_set(job: JobConfig, root: Path) -> ImageSet:
+def load_image_set(job: JobConfig, root: Path,
+                   phase: Callable[..., None] = lambda *args: None) -> ImageSet:
     """Scan, read captions, drop unusable images and bucket. Each image dropped, and
     whatever the scan passed over, is named in `skipped` (the run log shows them)."""
     ds = job.dataset
+    phase("scanning the dataset")
     try:
         scan = scan_images(root, ds.caption_extension, ds.repeats)
     except DatasetError as exc:
         raise EngineError("data", exc.message, exc.hint) from None
     refuse_bad_repeats(scan)
-    sizes, skipped = check_images([item.image_path for item in scan.items])
+    sizes, skipped = check_images([item.image_path for item in scan.items],
+                                  lambda done, total: phase("checking images", done, total))
     skipped = scan_warnings(scan) + skipped
     images = []
     for item in scan.items:

@@ -77,6 +77,15 @@ class ImageTrainee:
         px = pixels(image, rng, ds.random_crop, ds.flip_aug)
         return encode(px.tensor), px.crop_top_left
 
+    def cache_latents(self) -> None:
+        """Encode every image before the first step, with progress: the same latents
+        the first epoch would cache (no random crop or flip when caching)."""
+        images = self.image_set.images
+        for done, image in enumerate(images):
+            self.ctx.phase("caching latents", done, len(images))
+            self._latents(image, random.Random(0))
+        self.ctx.phase("caching latents", len(images), len(images))
+
     def _cond(self, captions: list[str]) -> Cond:
         if not self.cache_text:
             return encode_text(self.base, captions, self.ctx.device)
@@ -139,9 +148,10 @@ def prepare(job: JobConfig, ctx: RunContext) -> ImageTrainee:
 
     diffusers_logging.disable_progress_bar()  # the engine reports through events
     ds, tr = job.dataset, job.training
+    ctx.phase("loading the model")
     base = load_sd(job)
     pipe = base.pipe
-    image_set = load_image_set(job, Path(ds.path))
+    image_set = load_image_set(job, Path(ds.path), ctx.phase)
     if image_set.skipped:
         ctx.emit(skipped_log(image_set.skipped))
     ctx.emit(event("log", level="info", message="Buckets: " + "; ".join(
@@ -155,10 +165,13 @@ def prepare(job: JobConfig, ctx: RunContext) -> ImageTrainee:
                 adapted[name].gradient_checkpointing_enable()
     trains_text = any(name != UNET for name in adapted)
     cache_folder = ctx.run.root / "cache" / "latents" if ds.cache_latents_to_disk else None
-    return ImageTrainee(
+    trainee = ImageTrainee(
         job=job, ctx=ctx, base=base, adapted=adapted, image_set=image_set,
         noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config,
                                                   prediction_type=base.prediction_type),
         latent_cache=LatentCache(cache_folder) if latent_caching_possible(job) else None,
         cache_text=not trains_text and not captions_vary(ds.shuffle_caption,
                                                          ds.caption_dropout_rate))
+    if trainee.latent_cache is not None and ctx.num_processes == 1:
+        trainee.cache_latents()  # several processes each fill their own share as they train
+    return trainee

@@ -1,6 +1,8 @@
 """A text job's records, read, tokenised and reported."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ...config.schema import JobConfig
 from ...data.text_records import TextDataError, load_text_records
 from ...runs.events import Emit, event
@@ -8,11 +10,13 @@ from ..core.control import EngineError
 from .tokens import Encoded, encode_records
 
 
-def load_dataset(job: JobConfig, tokenizer, emit: Emit) -> list[Encoded]:
+def load_dataset(job: JobConfig, tokenizer, emit: Emit,
+                 phase: Callable[..., None] = lambda *args: None) -> list[Encoded]:
     fmt = job.dataset.format
     if fmt == "images":
         raise EngineError("config", "dataset.format is 'images' but the model is a text model.",
                           "Set dataset.format to auto, prompt_response, alpaca, messages or text.")
+    phase("reading the dataset")
     try:
         loaded = load_text_records(job.dataset.path, fmt)
     except TextDataError as exc:
@@ -22,7 +26,8 @@ def load_dataset(job: JobConfig, tokenizer, emit: Emit) -> list[Encoded]:
         more = f"\n... and {loaded.skipped - 20} more" if loaded.skipped > 20 else ""
         emit(event("log", level="warning", message=f"Skipped {loaded.skipped} bad record(s):\n"
                                                    f"{shown}{more}"))
-    encoded, stats = encode_records(loaded.records, tokenizer, job)
+    encoded, stats = encode_records(loaded.records, tokenizer, job,
+                                    lambda done, total: phase("tokenising", done, total))
     if stats.template_errors:
         emit(event("log", level="warning",
                    message=f"The chat template failed on {len(stats.template_errors)} record(s), "

@@ -14,6 +14,7 @@ prompt tokens are -100. Records longer than max_seq_length are cut (and counted)
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -192,11 +193,16 @@ def encode_record(record: TextRecord, tokenizer, *, use_template: bool, response
     return Encoded(ids[:max_length], labels[:max_length]), truncated
 
 
-def encode_records(records: list[TextRecord], tokenizer, job: JobConfig) -> tuple[list[Encoded], EncodeStats]:
+def encode_records(records: list[TextRecord], tokenizer, job: JobConfig,
+                   progress: Callable[[int, int], None] | None = None
+                   ) -> tuple[list[Encoded], EncodeStats]:
+    """Tokenise every record; ``progress(done, total)`` is called before each one."""
     data = job.dataset
     use_template = template_in_use(tokenizer, data.chat_template)
     stats, encoded = EncodeStats(), []
-    for record in records:
+    for done, record in enumerate(records):
+        if progress is not None:
+            progress(done, len(records))
         try:
             item, cut = encode_record(record, tokenizer, use_template=use_template,
                                       responses_only=data.train_on_responses_only,
@@ -212,6 +218,8 @@ def encode_records(records: list[TextRecord], tokenizer, job: JobConfig) -> tupl
             stats.no_target += 1
             continue
         encoded.append(item)
+    if progress is not None:
+        progress(len(records), len(records))
     return encoded, stats
 
 

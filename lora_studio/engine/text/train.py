@@ -97,9 +97,11 @@ class TextTrainee:
 
 
 def prepare(job: JobConfig, ctx: RunContext) -> TextTrainee:
+    ctx.phase("loading the tokenizer")
     info = resolve_model(job)
     tokenizer = load_tokenizer(info.path)
     use_template = template_in_use(tokenizer, job.dataset.chat_template)
-    data = load_dataset(job, tokenizer, ctx.emit)
+    data = load_dataset(job, tokenizer, ctx.emit, ctx.phase)
+    ctx.phase("loading the model")
     model = build_peft_model(job, info, load_base_model(job, info.path))
     return TextTrainee(job, ctx, model, tokenizer, data, use_template)
