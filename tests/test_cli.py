@@ -282,3 +282,13 @@ def test_a_reader_that_leaves_early_is_not_an_error(config_dir):
                 ["sh", "-c", f'{{ "$0" -m lora_studio {command}; echo "rc=$?" >&2; }} | head -1',
                  sys.executable], capture_output=True, text=True, env=env, timeout=120)
             assert shell.stderr == "rc=0\n" and len(shell.stdout.splitlines()) == 1, shell
+
+
+def test_demo_text_prints_where_its_export_is(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the demo writes ./runs
+    assert cli.main(["demo", "text", "--set", "training.max_steps=2",
+                     "--set", "output.sample_every_n_steps=0"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("Exported to ")
+    folder = Path(last.removeprefix("Exported to "))
+    assert folder.parent.name == "exports" and (folder / "adapter_model.safetensors").is_file()

@@ -1,6 +1,7 @@
 """Engine events drawn on a terminal (``lora-studio train`` and ``demo``)."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import IO
 
@@ -73,6 +74,8 @@ class TerminalProgress:
             self.last = ev
             where = ev.get("final") or ev.get("checkpoint") or ""
             self._line(f"{ev['status']} at step {ev.get('step')}: {where}")
+            if ev.get("files"):  # last, where a user looks for what to load in their tool
+                self._line(f"Exported to {os.path.commonpath(ev['files'])}")
         elif kind == "error":
             self.last = ev
             self._line(f"error ({ev['kind']}): {ev['message']}")
