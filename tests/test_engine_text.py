@@ -490,3 +490,49 @@ def test_terminal_shows_phases_counted_on_one_line_or_at_their_ends():
     assert tty.getvalue().count("\rtokenising") == 6 and "tokenising 50/50" in tty.getvalue()
     assert log.getvalue().splitlines() == ["loading the model...", "tokenising 0/50",
                                            "tokenising 50/50"]
+
+
+class _RunsCode:
+    """A pickle payload that would create a folder when unpickled without the guard."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_pickle_model_that_carries_code_is_a_clear_error_not_internal(tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    model = tmp_path / "pickled model"
+    shutil.copytree(MODEL, model)
+    weights = load_file(model / "model.safetensors")
+    (model / "model.safetensors").unlink()
+    marker = tmp_path / "code ran"
+    torch.save({**weights, "extra": _RunsCode(marker)}, model / "pytorch_model.bin")
+    events = Recorder()
+    run(make_job(model={"path": str(model), "allow_pickle": True}),
+        new_run_dir(tmp_path, "pickle").root, events)
+    [error] = events.of("error")
+    assert error["kind"] == "config" and "holds more than weights" in error["message"]
+    assert str(model) in error["message"] and not marker.exists()
+
+
+def test_a_refused_pickle_deep_in_a_chain_is_a_config_error_event():
+    import pickle
+
+    from lora_studio.engine.core.control import error_event
+    try:
+        try:
+            raise pickle.UnpicklingError("Weights only load failed")
+        except pickle.UnpicklingError as inner:
+            raise OSError("Unable to load weights from checkpoint file") from inner
+    except OSError as exc:
+        ev = error_event(exc)
+    assert ev["kind"] == "config" and "holds more than weights" in ev["message"]
+    assert error_event(ValueError("x"))["kind"] == "internal"

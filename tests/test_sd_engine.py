@@ -502,3 +502,33 @@ def test_text_embeddings_are_encoded_once_per_caption(monkeypatch):
     second = trainee._cond(["a blue square"])
     assert encoded == ["a red circle", "a blue square"]
     assert first.hidden.shape[0] == 3 and torch.equal(second.hidden[0], first.hidden[1])
+
+
+class _RunsCode:
+    """A pickle payload that would create a folder when unpickled without the guard."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return (os.mkdir, (self.marker,))
+
+
+def test_an_allowed_pickle_checkpoint_loads_as_tensors_only(single_file, tmp_path):
+    from safetensors.torch import load_file
+
+    from lora_studio.engine.image.model import load_sd
+
+    checkpoint, _ = single_file
+    tensors = load_file(checkpoint)
+    plain, evil, marker = tmp_path / "plain.ckpt", tmp_path / "evil.ckpt", tmp_path / "code ran"
+    torch.save({"state_dict": tensors}, plain)
+    torch.save({"state_dict": tensors, "extra": _RunsCode(marker)}, evil)
+    allowed = {"allow_pickle": True, "family": "sd1"}
+    assert load_sd(make_job(plain, model=allowed)).family == "sd1"
+    with pytest.raises(EngineError) as err:
+        load_sd(make_job(evil, model=allowed))
+    assert err.value.kind == "config" and "evil.ckpt' holds more than weights" in err.value.message
+    assert ".safetensors" in err.value.hint
+    assert not marker.exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _thread
 import math
+import pickle
 import signal
 import threading
 import time
@@ -39,6 +40,29 @@ class EngineError(Exception):
         return event("error", kind=self.kind, message=self.message, hint=self.hint)
 
 
+def refused_pickle(path) -> EngineError:
+    """A pickle file that is more than tensors: torch's weights-only loader refused to
+    run the code it carries. Never retried without that guard."""
+    where = f"'{path}'" if path else "A pickle model file"
+    return EngineError("config", f"{where} holds more than weights: it asks to run code when it is "
+                                 "loaded, so it was refused (pickle files are only ever read as "
+                                 "plain tensors).",
+                       "Use the model's .safetensors version (most models offer one), or convert "
+                       "the file with a tool you trust. Do not load it if you got it from a "
+                       "stranger.")
+
+
+def is_refused_pickle(exc: BaseException | None) -> bool:
+    """Whether torch's weights-only unpickler refused a payload, however deep a loader
+    (diffusers wraps it in an OSError) buried it."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, pickle.UnpicklingError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
@@ -56,6 +80,8 @@ def error_event(exc: BaseException, oom_hint: str = OOM_HINT) -> dict:
     """The ``error`` event for any exception that ended a run."""
     if isinstance(exc, EngineError):
         return exc.to_event()
+    if is_refused_pickle(exc):
+        return refused_pickle(getattr(exc, "filename", None)).to_event()
     if is_oom(exc):
         _release_cuda_memory()
         return event("error", kind="oom", message=f"Out of memory: {str(exc).splitlines()[0][:300]}",

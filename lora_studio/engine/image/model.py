@@ -12,7 +12,7 @@ from lora_studio.config.model_info import (ModelInfo, ModelInfoError, hub_downlo
                                           inspect_model)
 from lora_studio.config.schema import JobConfig
 
-from ..core.control import EngineError
+from ..core.control import EngineError, is_refused_pickle, refused_pickle
 
 SD_FAMILIES = ("sd1", "sd2", "sdxl")
 
@@ -110,7 +110,11 @@ def load_sd(job: JobConfig) -> SDModel:
             config = single_file_config(info, job.model.prediction_type)
             pipe = cls.from_single_file(str(info.path), config=str(config), dtype=dtype,
                                         local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except Exception as exc:
+        if is_refused_pickle(exc):
+            raise refused_pickle(info.path) from None
+        if not isinstance(exc, (OSError, ValueError, KeyError, RuntimeError)):
+            raise
         hint = ("The checkpoint may not match its family's configuration; set model.family, or "
                 "convert it to a diffusers folder.") if info.format != "diffusers" else \
             "The model folder is incomplete or damaged: download it again."

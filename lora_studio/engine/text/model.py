@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ...config.schema import JobConfig
-from ..core.control import EngineError
+from ..core.control import EngineError, is_refused_pickle, refused_pickle
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -58,7 +58,11 @@ def load_base_model(job: JobConfig, path: Path, quantize: bool = True):
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     try:
         return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:
+        if is_refused_pickle(exc):
+            raise refused_pickle(path) from None
+        if not isinstance(exc, (OSError, ValueError)):
+            raise
         raise EngineError("config", f"Cannot load the text model from {path}: {exc}",
                           "Check that the folder holds a causal language model (config.json and "
                           "safetensors weights).") from exc
