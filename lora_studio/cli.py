@@ -271,6 +271,10 @@ def launch_gui() -> int:
             os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
         raise CliError("no display: the app window needs a screen. On a headless machine, train with "
                        "'lora-studio train PRESET' and open the run folder in the app on another machine.")
+    from .xcb_libs import xcb_problem
+    problem = xcb_problem(os.environ, sys.platform)
+    if problem:
+        raise CliError(problem)
     try:
         app = importlib.import_module("lora_studio.ui.app")
     except ModuleNotFoundError as exc:
