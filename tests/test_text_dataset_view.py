@@ -5,6 +5,7 @@ import json
 from PySide6.QtCore import Qt
 
 from lora_studio.ui.text_dataset_view import TextDatasetView
+from ui_fixtures import window  # noqa: F401  (fixture)
 
 CHAT = {"messages": [{"role": "system", "content": "Be a pirate."},
                      {"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Arr."},
@@ -60,3 +61,14 @@ def test_editing_a_field_redraws_the_chat(qtbot, tmp_path):
     assert view.chat.bubbles[2].body.text() == ""  # an empty turn is still a turn
     view.close_table()
     assert view.chat.bubbles == [] and view.chat.note.text() == ""
+
+
+def test_the_loss_marks_follow_the_jobs_setting(window, qtbot, tmp_path):
+    p = tmp_path / "chat.jsonl"
+    p.write_text(json.dumps(CHAT) + "\n", encoding="utf-8")
+    assert window.browser.open_text_dataset(p)
+    chat = window.browser.text_view.chat
+    assert ["● loss" in b.mark.text() for b in chat.bubbles] == [False, False, True, False, True]
+    window.tabs.setCurrentIndex(1)
+    window.panel.rows["dataset.train_on_responses_only"].editor.focus_widget().setChecked(False)
+    qtbot.waitUntil(lambda: all("● loss" in b.mark.text() for b in chat.bubbles))

@@ -205,6 +205,8 @@ class MainWindow(QMainWindow):
         self.training.set_can_train(self.state.can_train)
         self._sync_train_button()
         self.preset_bar.update_title()
+        self.browser.text_view.set_responses_only(
+            self.state.values["dataset.train_on_responses_only"] is True)
         folder = runs_folder(self.state.values["output.output_dir"] or "runs")
         if folder != self.runs.folder:
             self.runs.set_folder(folder)

@@ -194,8 +194,9 @@ class TextDatasetView(QWidget):
 
     def set_responses_only(self, on: bool) -> None:
         """Mark the turns the loss is on as the job will train: only the responses, or all."""
-        self.responses_only = on
-        self._show_chat()
+        if on != self.responses_only:
+            self.responses_only = on
+            self._show_chat()
 
     def _field_edited(self, path: tuple, edit: QPlainTextEdit) -> None:
         error = self.table.set_field(self._row, path, edit.toPlainText())
