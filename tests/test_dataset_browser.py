@@ -101,20 +101,20 @@ def test_undo_redo_across_images(qtbot, browser):
 
 def test_batch_tag_edit_filter_by_tag_and_undo(qtbot, browser):
     b, root = browser
-    sks = b.tag_model.rows.index(("sks", b.session.counts["sks"]))
-    b.tag_view.clicked.emit(b.tag_model.index(sks, 0))  # click the tag: filter on it
+    sks = b.side.tag_model.rows.index(("sks", b.session.counts["sks"]))
+    b.side.tag_view.clicked.emit(b.side.tag_model.index(sks, 0))  # click the tag: filter on it
     assert b.grid_model.rowCount() == 7
-    b.batch_tag.setText("sks")
-    b.batch_with.setText("ohwx, person")
-    b.batch_scope.setCurrentText("Shown images")
-    b.replace_button.click()
+    b.caption_pane.batch_tag.setText("sks")
+    b.caption_pane.batch_with.setText("ohwx, person")
+    b.caption_pane.batch_scope.setCurrentText("Shown images")
+    b.caption_pane.replace_button.click()
     assert (root / "img 0.txt").read_text() == "ohwx, person, tag0, common\n"
     assert (root / "3_sks cat" / "img 4.txt").read_text().startswith("ohwx, person")
     assert "sks" not in b.session.counts and b.session.counts["person"] == 7
-    b.batch_tag.setText("extra")
-    b.batch_scope.setCurrentText("Selected images")
+    b.caption_pane.batch_tag.setText("extra")
+    b.caption_pane.batch_scope.setCurrentText("Selected images")
     _select(b, "tiny.png")
-    b.add_button.click()
+    b.caption_pane.add_button.click()
     assert (root / "tiny.txt").read_text() == "ohwx, person, tiny, extra"
     b.undo()
     b.undo()
@@ -138,7 +138,7 @@ def test_bad_files_are_listed_not_crashing(qtbot, browser):
     key = b._current
     assert b.session.image_paths[key].name == "broken.jpg"
     assert "cannot identify" in b.image_facts(key)["error"]
-    assert "Cannot show" in b.preview.text()
+    assert "Cannot show" in b.caption_pane.preview.text()
     b.grab()  # painting a broken thumbnail must not fail
 
 
@@ -167,10 +167,10 @@ def test_external_change_is_not_overwritten(qtbot, browser):
     b.editor.setPlainText("mine")
     _select(b, "img 2.jpg")
     assert (root / "img 0.txt").read_text() == "edited in another program"
-    assert not b.conflict_bar.isHidden()
-    b.keep_mine_button.click()
+    assert not b.caption_pane.conflict_bar.isHidden()
+    b.caption_pane.keep_mine_button.click()
     assert (root / "img 0.txt").read_text() == "mine\n"
-    assert b.conflict_bar.isHidden()
+    assert b.caption_pane.conflict_bar.isHidden()
     (root / "img 0.txt").write_text("retagged by a tool")  # not edited here: just follow it
     _select(b, "img 0.jpg")
     assert b.editor.toPlainText() == "retagged by a tool"
@@ -312,7 +312,7 @@ def test_missing_and_empty_folders(qtbot, tmp_path):
     (tmp_path / "empty").mkdir()
     assert b.open_folder(tmp_path / "empty") and b.wait_for_captions()
     assert b.grid_model.rowCount() == 0 and len(b.session) == 0
-    b.batch_tag.setText("x")
+    b.caption_pane.batch_tag.setText("x")
     assert b.batch_edit("add") == 0
     b.shutdown()
 
@@ -334,7 +334,7 @@ def test_what_the_scan_passed_over_is_listed_under_health(qtbot, tmp_path):
             for i in range(b.health_list.count())}
     assert {"Not used: Not a regular file  (1)", "Not used: Unsupported format  (1)",
             "Not used: Repeat prefix too large  (1)"} <= set(rows)
-    b._health_clicked(rows["Not used: Not a regular file  (1)"])
+    b.health_list.itemClicked.emit(rows["Not used: Not a regular file  (1)"])
     assert "a.txt is a pipe" in b.health_status.text()
     assert b.grid_model.rowCount() == 1  # the image still opens, its caption unread
     assert "is a pipe" in b.image_facts(0)["caption"]

@@ -88,6 +88,6 @@ def test_dataset_browser_follows_the_jobs_bucket_and_keep_tokens(window):
                                "dataset.keep_tokens": 2})
     window.panel.validate_now()
     browser = window.browser
-    assert (browser.resolution, browser.min_bucket, browser.max_bucket, browser.bucket_step) == (
-        768, 320, 1536, 32)
-    assert browser.keep_spin.value() == 2
+    assert (browser.buckets.resolution, browser.buckets.min_side, browser.buckets.max_side,
+            browser.buckets.step) == (768, 320, 1536, 32)
+    assert browser.caption_pane.keep_spin.value() == 2

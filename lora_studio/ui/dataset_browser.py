@@ -1,180 +1,35 @@
-"""The dataset browser: a lazily filled thumbnail grid, the full image beside it
-with its facts, the caption editor (autosaved, undo across images), tag list with
-counts, batch tag edits, find and replace, health filters, and a text-dataset
-table. The logic lives in lora_studio.data (CaptionSession and friends); this
-module only wires widgets to it."""
+"""The dataset browser: tags and health on the left, the thumbnail grid, the
+current image with its caption editor on the right, and a text-dataset table.
+Each pane is its own widget; this one opens folders, holds the CaptionSession
+(lora_studio.data) and wires the panes to it: autosave, undo across images,
+batch edits, find and replace, filters and the background health check."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from PySide6.QtCore import (QAbstractListModel, QAbstractTableModel, QCoreApplication, QModelIndex,
-                            QSize, Qt, QTimer, Signal)
-from PySide6.QtGui import QColor, QImage, QImageReader, QKeySequence, QPixmap, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QCompleter, QFileDialog, QFrame,
-                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListView,
-                               QListWidget, QListWidgetItem, QMessageBox, QPushButton,
-                               QSizePolicy, QSpinBox,
-                               QSplitter, QStackedWidget, QTableView, QToolButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtCore import QCoreApplication, QModelIndex, Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
+                               QMessageBox, QPushButton, QSplitter, QStackedWidget, QToolButton,
+                               QVBoxLayout, QWidget)
 
-from ..data.buckets import bucket_for
-from ..data.health import PROBLEMS, passed_over_groups
+from ..data.health import passed_over_groups
+from ..data.image_facts import BucketSettings, filter_summary, image_facts, opened_message
 from ..data.leftovers import remove_stale_temp_files
 from ..data.scan import DatasetError, caption_path_for, scan_images, scan_text_files
 from ..data.session import CaptionSession, SaveReport, load_caption
-from ..data.tags import add_tag, batch_preview, keep_tokens_split, remove_tag, replace_tag
-from .caption_edit import CaptionEdit
+from ..data.tags import add_tag, batch_preview, remove_tag, replace_tag
+from .caption_pane import CaptionPane
 from .find_replace import FindReplaceDialog
 from .health_runner import HealthRunner
+from .image_grid import ImageGrid, ImageGridModel
+from .tag_health_panel import TagHealthPanel
 from .text_dataset_view import TextDatasetView
-from .thumbnails import THUMB_SIZE, ThumbnailCache, ThumbnailDelegate, ThumbnailLoader, broken_image
+from .thumbnails import ThumbnailLoader
 
 AUTOSAVE_IDLE_MS = 1500
 CAPTION_SLICE = 500  # captions read per event-loop turn while a folder opens
-PREVIEW_MAX = 1600  # the full image is decoded at most this big, enough for any screen
-SCOPES = ("Selected images", "Shown images", "All images")
-
-
-def _human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
-
-
-class ImageGridModel(QAbstractListModel):
-    """Rows are the shown images (session indices after filtering). Thumbnails
-    come from the cache or are requested from the loader and filled in later."""
-
-    def __init__(self, loader: ThumbnailLoader, parent=None):
-        super().__init__(parent)
-        self.loader = loader
-        self.cache = ThumbnailCache()
-        self.session: CaptionSession | None = None  # None while captions load
-        self.image_paths: list[Path] = []
-        self.names: list[str] = []
-        self.keys: list[int] = []
-        self._row_of: dict[int, int] = {}
-        self._placeholder = QImage(THUMB_SIZE, THUMB_SIZE, QImage.Format.Format_RGB32)
-        self._placeholder.fill(QColor(58, 58, 62))
-        self._broken = broken_image()
-        loader.on_ready = self._thumbnail_ready
-
-    def set_images(self, image_paths: list[Path], names: list[str]) -> None:
-        self.beginResetModel()
-        self.loader.reset()
-        self.cache.clear()
-        self.session = None
-        self.image_paths = image_paths
-        self.names = names
-        self.keys = list(range(len(image_paths)))
-        self._row_of = {k: r for r, k in enumerate(self.keys)}
-        self.endResetModel()
-
-    def set_session(self, session: CaptionSession) -> None:
-        self.session = session
-        self.refresh_keys(self.keys)
-
-    def set_keys(self, keys: list[int]) -> None:
-        self.beginResetModel()
-        self.keys = keys
-        self._row_of = {k: r for r, k in enumerate(keys)}
-        self.endResetModel()
-
-    def row_of(self, key: int) -> int:
-        return self._row_of.get(key, -1)
-
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.keys)
-
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        key = self.keys[index.row()]
-        session = self.session
-        if role == Qt.ItemDataRole.DisplayRole:
-            return ("● " if session and key in session.dirty else "") + self.names[key]
-        if role == Qt.ItemDataRole.DecorationRole:
-            img = self.cache.get(key)
-            if img is None:
-                self.loader.request(key, str(self.image_paths[key]))
-                return self._placeholder
-            return img
-        if role == Qt.ItemDataRole.ToolTipRole:
-            problems = ", ".join(PROBLEMS[p] for p in sorted(session.problems(key))) if session else ""
-            return str(self.image_paths[key]) + (f"\n{problems}" if problems else "")
-        if role == ThumbnailDelegate.PROBLEM_ROLE:
-            return bool(session and session.problems(key))
-        if role == Qt.ItemDataRole.UserRole:
-            return key
-        return None
-
-    def _thumbnail_ready(self, key: int, img: QImage) -> None:
-        self.cache.put(key, img if not img.isNull() else self._broken)
-        self.refresh_key(key)
-
-    def refresh_keys(self, keys) -> None:
-        keys = list(keys)
-        if len(keys) > 64:  # one signal for the lot instead of thousands
-            if self.keys:
-                self.dataChanged.emit(self.index(0), self.index(len(self.keys) - 1))
-            return
-        for key in keys:
-            self.refresh_key(key)
-
-    def refresh_key(self, key: int) -> None:
-        row = self._row_of.get(key, -1)
-        if row >= 0:
-            idx = self.index(row)
-            self.dataChanged.emit(idx, idx)
-
-
-class TagCountModel(QAbstractTableModel):
-    """Tags of the whole dataset with their counts, most frequent first."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.rows: list[tuple[str, int]] = []
-        self.filter_text = ""
-        self._counts = {}
-
-    def set_counts(self, counts) -> None:
-        self._counts = counts
-        self._refill()
-
-    def set_filter(self, text: str) -> None:
-        self.filter_text = text.strip().lower()
-        self._refill()
-
-    def _refill(self) -> None:
-        self.beginResetModel()
-        f = self.filter_text
-        self.rows = sorted(((t, n) for t, n in self._counts.items() if n > 0 and f in t.lower()),
-                           key=lambda tn: (-tn[1], tn[0]))
-        self.endResetModel()
-
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else 2
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return ("Tag", "Images")[section]
-        return None
-
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        tag, n = self.rows[index.row()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return tag if index.column() == 0 else n
-        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() == 1:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
 
 
 class DatasetBrowser(QWidget):
@@ -189,16 +44,14 @@ class DatasetBrowser(QWidget):
         self.folders = ()
         self.items = ()
         self.autosave = True
-        self.resolution, self.min_bucket, self.max_bucket, self.bucket_step = 512, 256, 1024, 64
+        self.buckets = BucketSettings()
         self._current = -1
-        self._loading_editor = False
         self._filter_tag: str | None = None
         self._filter_problem: str | None = None
-        self.passed_over = []  # what the scan did not use (health_list's last rows)
+        self.passed_over = []  # what the scan did not use (the health list's last rows)
         self.health = HealthRunner(self._health_checked, self._health_duplicates,
                                    self._health_progress, self)
         self._health_text = ""
-        self._was_dirty = False
 
         self.loader = ThumbnailLoader(None, self)
         self.grid_model = ImageGridModel(self.loader, self)
@@ -249,147 +102,31 @@ class DatasetBrowser(QWidget):
                                 self.redo_button, self.find_button)
         self.folder_combo.hide()
 
-        # left: tags and health
-        self.tag_filter = QLineEdit()
-        self.tag_filter.setPlaceholderText("Find a tag…")
-        self.tag_filter.setClearButtonEnabled(True)
-        self.tag_model = TagCountModel(self)
-        self.tag_filter.textChanged.connect(self.tag_model.set_filter)
-        self.tag_view = QTableView()
-        self.tag_view.setModel(self.tag_model)
-        self.tag_view.verticalHeader().hide()
-        self.tag_view.verticalHeader().setDefaultSectionSize(22)
-        self.tag_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.tag_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.tag_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.tag_view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.tag_view.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        self.tag_view.clicked.connect(self._tag_clicked)
-        self.filter_label = QLabel()
-        self.clear_filter_button = QPushButton("Show all")
-        self.clear_filter_button.clicked.connect(self.clear_filters)
-        self.health_list = QListWidget()
-        self.health_list.setMaximumHeight(130)
-        self.health_list.itemClicked.connect(self._health_clicked)
-        self.health_status = QLabel()
-        self.health_status.setWordWrap(True)
-        left = QWidget()
-        ll = QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 0, 0)
-        ll.addWidget(QLabel("<b>Tags</b> (click to filter)"))
-        ll.addWidget(self.tag_filter)
-        ll.addWidget(self.tag_view, 1)
-        ll.addWidget(QLabel("<b>Health</b>"))
-        ll.addWidget(self.health_list)
-        ll.addWidget(self.health_status)
-        fl = QHBoxLayout()
-        fl.addWidget(self.filter_label, 1)
-        fl.addWidget(self.clear_filter_button)
-        ll.addLayout(fl)
-
-        # centre: grid
-        self.grid = QListView()
-        self.grid.setViewMode(QListView.ViewMode.IconMode)
-        self.grid.setResizeMode(QListView.ResizeMode.Adjust)
-        self.grid.setMovement(QListView.Movement.Static)
-        self.grid.setUniformItemSizes(True)
-        self.grid.setItemDelegate(ThumbnailDelegate(THUMB_SIZE, self.grid))
-        self.grid.setSpacing(4)
-        self.grid.setMouseTracking(True)
-        self.grid.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.grid.setModel(self.grid_model)
+        self.side = TagHealthPanel()
+        self.side.tag_clicked.connect(self._tag_clicked)
+        self.side.problem_clicked.connect(self._problem_clicked)
+        self.side.clear_clicked.connect(self.clear_filters)
+        self.health_list, self.health_status = self.side.health_list, self.side.health_status
+        self.grid = ImageGrid(self.grid_model)
         self.grid.selectionModel().currentChanged.connect(self._current_changed)
-
-        # right: image, facts, caption, batch edits
-        self.preview = QLabel("Open a folder of images (File › Open folder).")
-        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview.setMinimumSize(240, 200)
-        self.preview.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
-        self.preview.setStyleSheet("background: #2b2b2e; color: #bbb;")
-        self.info = QLabel()
-        self.info.setWordWrap(True)
-        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.conflict_bar = QFrame()
-        self.conflict_bar.setStyleSheet("QFrame { background: #fff4d6; color: #5a4000; }")
-        cb = QHBoxLayout(self.conflict_bar)
-        cb.setContentsMargins(6, 4, 6, 4)
-        self.conflict_label = QLabel()
-        self.conflict_label.setWordWrap(True)
-        self.keep_mine_button = QPushButton("Keep mine")
-        self.keep_mine_button.clicked.connect(self._keep_mine)
-        self.take_disk_button = QPushButton("Use disk version")
-        self.take_disk_button.clicked.connect(self._take_disk)
-        cb.addWidget(self.conflict_label, 1)
-        cb.addWidget(self.keep_mine_button)
-        cb.addWidget(self.take_disk_button)
-        self.conflict_bar.hide()
-        self.editor = CaptionEdit()
-        self.editor.setMaximumHeight(110)
-        self.editor.textChanged.connect(self._editor_changed)
+        self.caption_pane = CaptionPane()
+        self.editor = self.caption_pane.editor
+        self.caption_pane.edited.connect(self._editor_changed)
+        self.caption_pane.batch_requested.connect(self.batch_edit)
+        self.caption_pane.keep_mine.connect(self._keep_mine)
+        self.caption_pane.take_disk.connect(self._take_disk)
         self.editor.undo_requested.connect(self.undo)
         self.editor.redo_requested.connect(self.redo)
         self.editor.page_requested.connect(self.step)
-        self.keep_spin = QSpinBox()
-        self.keep_spin.setRange(0, 32)
-        self.keep_spin.setToolTip("keep_tokens: the first N tags stay in front when shuffling")
-        self.keep_spin.valueChanged.connect(lambda _v: self._show_keep_tokens())
-        self.keep_label = QLabel()
-        self.keep_label.setWordWrap(True)
-        kl = QHBoxLayout()
-        kl.addWidget(QLabel("Keep tokens"))
-        kl.addWidget(self.keep_spin)
-        kl.addWidget(self.keep_label, 1)
-
-        self.batch_tag = QLineEdit()
-        self.batch_tag.setPlaceholderText("tag")
-        self.batch_with = QLineEdit()
-        self.batch_with.setPlaceholderText("replace with (for Replace)")
-        self.batch_scope = QComboBox()
-        self.batch_scope.addItems(SCOPES)
-        self.tag_completer = QCompleter([], self)
-        self.tag_completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        self.tag_completer.setFilterMode(Qt.MatchFlag.MatchContains)
-        self.batch_tag.setCompleter(self.tag_completer)
-        self.batch_with.setCompleter(self.tag_completer)
-        self.add_button = QPushButton("Add")
-        self.add_button.clicked.connect(lambda: self.batch_edit("add"))
-        self.remove_button = QPushButton("Remove")
-        self.remove_button.clicked.connect(lambda: self.batch_edit("remove"))
-        self.replace_button = QPushButton("Replace")
-        self.replace_button.clicked.connect(lambda: self.batch_edit("replace"))
-        b1 = QHBoxLayout()
-        b1.addWidget(self.batch_tag, 1)
-        b1.addWidget(self.batch_scope)
-        b2 = QHBoxLayout()
-        b2.addWidget(self.batch_with, 1)
-        for w in (self.add_button, self.remove_button, self.replace_button):
-            b2.addWidget(w)
-
-        right = QWidget()
-        rl = QVBoxLayout(right)
-        rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(self.preview, 3)
-        rl.addWidget(self.info)
-        rl.addWidget(self.conflict_bar)
-        rl.addWidget(QLabel("<b>Caption</b> (saved automatically)"))
-        rl.addWidget(self.editor, 1)
-        rl.addLayout(kl)
-        rl.addWidget(QLabel("<b>Tag edit</b>"))
-        rl.addLayout(b1)
-        rl.addLayout(b2)
 
         split = QSplitter()
-        split.addWidget(left)
+        split.addWidget(self.side)
         split.addWidget(self.grid)
-        split.addWidget(right)
+        split.addWidget(self.caption_pane)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 3)
         split.setStretchFactor(2, 2)
         split.setSizes([220, 600, 420])
-        images_page = QWidget()
-        il = QVBoxLayout(images_page)
-        il.setContentsMargins(0, 0, 0, 0)
-        il.addWidget(split, 1)
 
         self.text_view = TextDatasetView()
         self.text_view.dirty_changed.connect(lambda _d: self._emit_dirty())
@@ -403,7 +140,7 @@ class DatasetBrowser(QWidget):
         tl.addWidget(self.text_view, 1)
 
         self.pages = QStackedWidget()
-        self.pages.addWidget(images_page)
+        self.pages.addWidget(split)
         self.pages.addWidget(text_page)
         self.status = QLabel()
         self.status.setWordWrap(True)
@@ -467,21 +204,14 @@ class DatasetBrowser(QWidget):
                                    [it.image_path.name for it in dataset.items])
         self._set_page(0)
         self._show_current(-1)
-        self.tag_model.set_counts({})
-        self.health_list.clear()
+        self.side.tag_model.set_counts({})
+        self.side.health_list.clear()
         self._update_filter_label()
-        skipped = (f" Skipped (0 repeats): {', '.join(dataset.skipped_folders)}."
-                   if dataset.skipped_folders else "")
         self._caption_paths = [it.caption_path or caption_path_for(it.image_path, dataset.caption_extension)
                                for it in dataset.items]
         removed = remove_stale_temp_files({p.parent for p in self._caption_paths})
-        leftovers = (f" Removed {len(removed)} leftover temp file(s) of an interrupted save."
-                     if removed else "")
-        not_used = (f" Not used: {sum(len(g.paths) for g in self.passed_over)} file(s) or "
-                    "folder(s), listed under Health." if self.passed_over else "")
-        self._opened_message = (f"{len(self.items)} images in {dataset.root}, "
-                                f"{dataset.samples_per_epoch} samples per epoch.{skipped}"
-                                f"{not_used}{leftovers}")
+        self._opened_message = opened_message(
+            dataset, sum(len(g.paths) for g in self.passed_over), len(removed))
         self.show_message(f"{self._opened_message} Reading captions…")
         self._loaded_captions = []
         self.caption_timer.start()  # the grid paints first; captions follow in slices
@@ -624,36 +354,17 @@ class DatasetBrowser(QWidget):
         return not self.health.running
 
     def _refresh_health(self) -> None:
-        selected = self._filter_problem
-        self.health_list.clear()
         if not self.session:
+            self.side.health_list.clear()
             return
-        for key, n in self.session.problem_counts().items():
-            item = QListWidgetItem(f"{PROBLEMS[key]}  ({n})")
-            item.setData(Qt.ItemDataRole.UserRole, key)
-            if n:
-                item.setForeground(QColor("#e57373"))
-            self.health_list.addItem(item)
-            if key == selected:
-                item.setSelected(True)
-        for group in self.passed_over:
-            item = QListWidgetItem(f"Not used: {group.label}  ({len(group.paths)})")
-            item.setData(Qt.ItemDataRole.UserRole, group)
-            item.setForeground(QColor("#e57373"))
-            item.setToolTip(group.detail)
-            self.health_list.addItem(item)
-        self.health_status.setText(self._health_text)
+        self.side.show_health(self.session.problem_counts(), self.passed_over,
+                              self._filter_problem, self._health_text)
 
-    def _health_clicked(self, item: QListWidgetItem) -> None:
-        key = item.data(Qt.ItemDataRole.UserRole)
-        if not isinstance(key, str):  # a group of files the scan passed over
-            self.health_status.setText(key.detail)
-            return
+    def _problem_clicked(self, key: str) -> None:
         self.set_filter(problem=None if key == self._filter_problem else key, tag=self._filter_tag)
 
     # -- filters ---------------------------------------------------------------
-    def _tag_clicked(self, index: QModelIndex) -> None:
-        tag = self.tag_model.rows[index.row()][0]
+    def _tag_clicked(self, tag: str) -> None:
         self.set_filter(tag=None if tag == self._filter_tag else tag, problem=self._filter_problem)
 
     def set_filter(self, tag: str | None = None, problem: str | None = None) -> None:
@@ -678,33 +389,20 @@ class DatasetBrowser(QWidget):
             keys = [k for k in keys if self.items[k].folder == folder]
         current = self._current
         self.grid_model.set_keys(keys)
-        row = self.grid_model.row_of(current)
-        if row < 0 and keys:
-            row = 0
-        if row >= 0:
-            self.grid.setCurrentIndex(self.grid_model.index(row))
-            self.grid.scrollTo(self.grid_model.index(row))
-        else:
+        if not self.grid.show_key(current) and not (keys and self.grid.show_key(keys[0])):
             self._show_current(-1)
         self._update_filter_label()
 
     def _update_filter_label(self) -> None:
-        parts = []
-        if self._filter_tag:
-            parts.append(f"tag “{self._filter_tag}”")
-        if self._filter_problem:
-            parts.append(PROBLEMS[self._filter_problem].lower())
-        total = len(self.grid_model.image_paths)
-        shown = len(self.grid_model.keys)
-        self.filter_label.setText(f"{shown} of {total} shown" + (f": {', '.join(parts)}" if parts else ""))
+        self.side.filter_label.setText(filter_summary(
+            len(self.grid_model.keys), len(self.grid_model.image_paths),
+            self._filter_tag, self._filter_problem))
 
     def shown_keys(self) -> list[int]:
         return list(self.grid_model.keys)
 
     def selected_keys(self) -> list[int]:
-        rows = sorted(i.row() for i in self.grid.selectionModel().selectedIndexes())
-        keys = [self.grid_model.keys[r] for r in rows]
-        return keys or ([self._current] if self._current >= 0 else [])
+        return self.grid.selected_keys() or ([self._current] if self._current >= 0 else [])
 
     def _keys_for_scope(self, scope: str) -> list[int]:
         if scope.startswith("Selected"):
@@ -727,109 +425,34 @@ class DatasetBrowser(QWidget):
         ready = key >= 0 and self.session is not None
         if ready and self.session.reload_if_changed(key):
             self._after_change([key], refresh_editor=False)
-        self._loading_editor = True
-        self.editor.setPlainText(self.session.texts[key] if ready else "")
-        self._loading_editor = False
-        self.editor.setEnabled(ready)
-        self._show_preview()
+        self.caption_pane.show_caption(self.session.texts[key] if ready else None)
+        self.caption_pane.show_image(self.grid_model.image_paths[key] if key >= 0 else None,
+                                     "No image" if self.root else "Open a folder of images.")
         self._show_info()
-        self._show_keep_tokens()
         self._show_conflict()
-
-    def _show_preview(self) -> None:
-        if self._current < 0:
-            self.preview.setPixmap(QPixmap())
-            self.preview.setText("No image" if self.root else "Open a folder of images.")
-            return
-        reader = QImageReader(str(self.grid_model.image_paths[self._current]))
-        reader.setAutoTransform(True)
-        size = reader.size()
-        if size.isValid() and max(size.width(), size.height()) > PREVIEW_MAX:
-            reader.setScaledSize(size.scaled(QSize(PREVIEW_MAX, PREVIEW_MAX),
-                                             Qt.AspectRatioMode.KeepAspectRatio))
-        img = reader.read()
-        if img.isNull():
-            self._preview_pixmap = None
-            self.preview.setPixmap(QPixmap())
-            self.preview.setText(f"Cannot show this image:\n{reader.errorString()}")
-            return
-        self._preview_pixmap = QPixmap.fromImage(img)
-        self._fit_preview()
-
-    def _fit_preview(self) -> None:
-        pix = getattr(self, "_preview_pixmap", None)
-        if pix is not None and self._current >= 0:
-            self.preview.setPixmap(pix.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio,
-                                              Qt.TransformationMode.SmoothTransformation))
-
-    def resizeEvent(self, event) -> None:
-        super().resizeEvent(event)
-        self._fit_preview()
 
     def image_facts(self, key: int) -> dict:
         """What the info panel says about an image (also used by tests)."""
-        path = self.session.image_paths[key]
-        item = self.items[key]
-        facts = {"file": path.name, "folder": item.folder, "repeats": item.repeats}
-        try:
-            facts["size"] = _human_size(path.stat().st_size)
-        except OSError:
-            facts["size"] = "?"
-        check = self.session.checks.get(key)
-        if check and check.ok:
-            w, h = check.width, check.height
-        else:
-            s = QImageReader(str(path)).size()
-            w, h = (s.width(), s.height()) if s.isValid() else (0, 0)
-        if w and h:
-            facts["dimensions"] = f"{w} × {h}"
-            facts["bucket"] = "{} × {}".format(*bucket_for(w, h, self.resolution, self.min_bucket,
-                                                           self.max_bucket, self.bucket_step))
-        if check and not check.ok:
-            facts["error"] = check.error
-        cf = self.session.files[key]
-        endings = "CRLF" if cf.newline == "\r\n" else "LF"
-        facts["caption"] = (self.session.read_errors.get(key)
-                            or (f"{cf.path.name} ({cf.encoding}, {endings})" if cf.exists
-                                else "no caption file yet"))
-        facts["problems"] = ", ".join(PROBLEMS[p] for p in sorted(self.session.problems(key)))
-        return facts
+        return image_facts(self.session, self.items[key], key, self.buckets)
 
     def _show_info(self) -> None:
-        if self._current < 0 or self.session is None:
-            self.info.clear()
-            return
-        f = self.image_facts(self._current)
-        lines = [f"<b>{f['file']}</b> — {f['size']}"]
-        if "dimensions" in f:
-            lines.append(f"{f['dimensions']} px · bucket {f['bucket']} at {self.resolution}")
-        if f["folder"]:
-            lines.append(f"folder {f['folder']} · ×{f['repeats']} repeats")
-        lines.append(f"caption: {f['caption']}")
-        if f["problems"]:
-            lines.append(f"<span style='color:#d32f2f'>{f['problems']}</span>")
-        if "error" in f:
-            lines.append(f"<span style='color:#d32f2f'>{f['error']}</span>")
-        self.info.setText("<br>".join(lines))
+        ready = self._current >= 0 and self.session is not None
+        self.caption_pane.show_facts(self.image_facts(self._current) if ready else None,
+                                     self.buckets.resolution)
 
     def _show_keep_tokens(self) -> None:
-        n = self.keep_spin.value()
-        if self._current < 0 or n == 0 or self.session is None:
-            self.keep_label.setText("" if n == 0 else "—")
-            return
-        kept, _rest = keep_tokens_split(self.session.texts[self._current], n)
-        self.keep_label.setText("stay first: " + (", ".join(kept) if kept else "—"))
+        ready = self._current >= 0 and self.session is not None
+        self.caption_pane.show_keep_tokens(self.session.texts[self._current] if ready else None)
 
     def set_keep_tokens(self, n: int) -> None:
-        self.keep_spin.setValue(n)
+        self.caption_pane.keep_spin.setValue(n)
 
     def set_bucket_params(self, resolution: int, min_side: int, max_side: int, step: int) -> None:
-        self.resolution, self.min_bucket, self.max_bucket, self.bucket_step = (
-            resolution, min_side, max_side, step)
+        self.buckets = BucketSettings(resolution, min_side, max_side, step)
         self._show_info()
 
     def _editor_changed(self) -> None:
-        if not self._loading_editor and self._current >= 0:
+        if self._current >= 0:
             self.idle_timer.start()
 
     def _commit_editor(self) -> bool:
@@ -860,9 +483,7 @@ class DatasetBrowser(QWidget):
         self._refresh_tags()
         self._refresh_health()
         if refresh_editor and self._current in keys:
-            self._loading_editor = True
-            self.editor.setPlainText(self.session.texts[self._current])
-            self._loading_editor = False
+            self.caption_pane.show_caption(self.session.texts[self._current])
         self._show_keep_tokens()
         self._show_info()
         self._update_actions()
@@ -887,18 +508,19 @@ class DatasetBrowser(QWidget):
         if not self.session:
             return 0
         self._commit_editor()
-        tag = self.batch_tag.text().strip()
+        pane = self.caption_pane
+        tag = pane.batch_tag.text().strip()
         if not tag:
             self.show_message("Type a tag first.")
             return 0
-        keys = self._keys_for_scope(self.batch_scope.currentText())
+        keys = self._keys_for_scope(pane.batch_scope.currentText())
         items = self.session.items(keys)
         if op == "add":
             changes, label = batch_preview(items, add_tag, tag), f"Add tag “{tag}”"
         elif op == "remove":
             changes, label = batch_preview(items, remove_tag, tag), f"Remove tag “{tag}”"
         else:
-            new = self.batch_with.text().strip()
+            new = pane.batch_with.text().strip()
             changes, label = batch_preview(items, replace_tag, tag, new), f"Replace “{tag}” with “{new}”"
         if not changes:
             self.show_message(f"{label}: no caption changes.")
@@ -908,11 +530,10 @@ class DatasetBrowser(QWidget):
     def _jump_to(self, keys: list[int]) -> None:
         if self._current in keys or not keys:
             return
-        row = self.grid_model.row_of(keys[0])
-        if row >= 0:
+        if self.grid_model.row_of(keys[0]) >= 0:
             self.idle_timer.stop()
             self._current = -1  # already committed; nothing to save on the way
-            self.grid.setCurrentIndex(self.grid_model.index(row))
+            self.grid.show_key(keys[0])
 
     def undo(self) -> None:
         if not self.session:
@@ -1002,16 +623,12 @@ class DatasetBrowser(QWidget):
 
     def _show_conflict(self) -> None:
         if not self.session or not self.session.conflicts:
-            self.conflict_bar.hide()
+            self.caption_pane.show_conflict(None)
             return
-        key = self._current if self._current in self.session.conflicts else next(iter(self.session.conflicts))
+        conflicts = self.session.conflicts
+        key = self._current if self._current in conflicts else next(iter(conflicts))
         self._conflict_key = key
-        name = self.session.files[key].path.name
-        more = len(self.session.conflicts) - 1
-        self.conflict_label.setText(
-            f"<b>{name}</b> was changed by another program since it was opened; your edit was "
-            f"not saved." + (f" ({more} more)" if more else ""))
-        self.conflict_bar.show()
+        self.caption_pane.show_conflict(self.session.files[key].path.name, len(conflicts) - 1)
 
     def _keep_mine(self) -> None:
         self._save([self._conflict_key], force=True)
@@ -1025,10 +642,8 @@ class DatasetBrowser(QWidget):
     def _refresh_tags(self) -> None:
         if not self.session:
             return
-        self.tag_model.set_counts(self.session.counts)
-        self.editor.counts = self.session.counts
-        self.tag_completer.model().setStringList(
-            sorted(self.session.counts, key=lambda t: (-self.session.counts[t], t)))
+        self.side.tag_model.set_counts(self.session.counts)
+        self.caption_pane.set_tags(self.session.counts)
 
     def _update_actions(self) -> None:
         stack = self.session.undo_stack if self.session else None
