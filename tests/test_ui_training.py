@@ -15,14 +15,15 @@ from lora_studio.runs.layout import RunDir, new_run_dir
 from lora_studio.hardware.monitor import gpu_facts
 from lora_studio.ui.gpu_panel import GpuPanel
 from lora_studio.ui.series import TrainingSeries
-from lora_studio.ui.training_view import TrainingView, format_eta, progress_text
+from lora_studio.runs.run_progress import format_eta, progress_text
+from lora_studio.ui.training_view import TrainingView
 from ui_fixtures import fake_engine, no_gpu, one_gpu, window  # noqa: F401  (fixture)
 
 ENDED = 20_000  # ms a fake run may take on a busy CI machine
 
 
 def test_series_grows_smooths_and_cuts_back_on_resume():
-    series = TrainingSeries(capacity=8)
+    series = TrainingSeries(capacity=8, smoothing=0.9)
     for step in range(1, 100_001):
         series.append(step, 1.0 if step % 2 else 3.0, 1e-4)
     assert series.n == 100_000 and len(series.steps) >= 100_000
@@ -276,7 +277,7 @@ def test_printed_export_files_are_read_from_the_exporter_output(tmp_path):
     assert printed_files(out) == [single, folder / "pytorch_lora_weights.safetensors"]
 
 
-def test_image_samples_become_thumbnails_and_bad_ones_a_log_line(view, tmp_path):
+def test_image_samples_go_into_the_grid_and_bad_ones_a_log_line(view, tmp_path):
     from PySide6.QtGui import QColor, QImage
     run = _new_run(tmp_path)
     view.show_run(run.root)
@@ -284,9 +285,10 @@ def test_image_samples_become_thumbnails_and_bad_ones_a_log_line(view, tmp_path)
     image.fill(QColor("orange"))
     assert image.save(str(run.samples / "step-000010.png"))
     view.handle_event(event("sample", step=10, path="samples/step-000010.png", prompt="a cat"))
-    assert view.gallery.count() == 1 and view.samples_tabs.currentWidget() is view.gallery
-    assert "a cat" in view.gallery.item(0).toolTip()
+    grid = view.samples.grid
+    assert len(grid.grid) == 1 and view.samples.stack.currentWidget() is grid
+    assert "a cat" in grid.item(*grid.cell_at("a cat", 10)).toolTip()
     (run.samples / "broken.png").write_bytes(b"not a png")
     view.handle_event(event("sample", step=20, path=str(run.samples / "broken.png")))
-    assert view.gallery.count() == 1
+    assert len(grid.grid) == 1 and grid.grid.steps == [10]
     assert "could not be read" in view.log_view.toPlainText()

@@ -1,13 +1,31 @@
 """Loss and learning-rate series for the live plot, without Qt: preallocated numpy
 arrays that grow by doubling, so 100,000 steps cost a few appends, not a list copy
-per event, and an exponential moving average of the loss for the smoothed curve."""
+per event, and a debiased exponential moving average of the loss for the smoothed
+curve (TensorBoard's smoothing: the EMA divided by 1 - w**t, so the first points are
+not pulled towards 0)."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-SMOOTHING = 0.9  # weight of the past in the EMA, as TensorBoard's default slider
+SMOOTHING = 0.6  # weight of the past in the EMA: TensorBoard's default
+MAX_SMOOTHING = 0.999
+
+
+def debiased_ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """The smoothed curve of ``values``: a point that is not finite keeps the last
+    smoothed value (NaN before the first finite one) and does not enter the average."""
+    out = np.full(len(values), np.nan)
+    ema = ema_weight = 0.0
+    last = math.nan
+    for i, value in enumerate(values.tolist()):
+        if math.isfinite(value):
+            ema = weight * ema + (1 - weight) * value
+            ema_weight = weight * ema_weight + (1 - weight)
+            last = ema / ema_weight
+        out[i] = last
+    return out
 
 
 class TrainingSeries:
@@ -39,14 +57,45 @@ class TrainingSeries:
     def _cut_back(self, step: float) -> None:
         """A resumed run restarts at its checkpoint's step: drop the points at or after
         it and rebuild the EMA from what is left."""
-        keep = int(np.searchsorted(self.steps[: self.n], step, side="left"))
-        self.n = keep
-        self.lr_max = float(np.nanmax(self.lr[:keep], initial=0.0))
-        self._ema = 0.0
-        self._ema_weight = 0.0
-        for i in range(keep):
-            if not math.isnan(self.loss[i]):
-                self._update_ema(self.loss[i])
+        self.n = int(np.searchsorted(self.steps[: self.n], step, side="left"))
+        self.lr_max = float(np.nanmax(self.lr[: self.n], initial=0.0))
+        self._resmooth()
+
+    def set_smoothing(self, weight: float) -> None:
+        """A new weight (0 .. MAX_SMOOTHING) redraws the whole smoothed curve with it."""
+        self.smoothing = min(max(float(weight), 0.0), MAX_SMOOTHING)
+        self._resmooth()
+
+    def _resmooth(self) -> None:
+        loss = self.loss[: self.n]
+        self.smooth[: self.n] = debiased_ema(loss, self.smoothing)
+        # The running sums the next append continues from: after k points the
+        # weights sum to 1 - w**k and the EMA is the debiased value times that.
+        self._ema_weight = 1.0 - self.smoothing ** int(np.isfinite(loss).sum())
+        self._ema = float(self.smooth[self.n - 1]) * self._ema_weight if self._ema_weight else 0.0
+
+    def nearest(self, step: float) -> int | None:
+        """The index of the point closest to ``step``; None when the series is empty."""
+        if not self.n or not math.isfinite(step):
+            return None
+        steps = self.steps[: self.n]
+        i = int(np.searchsorted(steps, step))
+        if i == self.n or (i > 0 and step - steps[i - 1] <= steps[i] - step):
+            i -= 1
+        return i
+
+    def readout(self, step: float) -> str:
+        """'step 120  ·  loss 0.8123  ·  smoothed 0.8400  ·  lr 1e-04' at the point closest
+        to ``step`` (the plot's hover line); '' when there is none."""
+        i = self.nearest(step)
+        if i is None:
+            return ""
+        parts = [f"step {self.steps[i]:g}"]
+        for label, value, fmt in (("loss", self.loss[i], ".4f"), ("smoothed", self.smooth[i], ".4f"),
+                                  ("lr", self.lr[i], ".3g")):
+            if math.isfinite(value):
+                parts.append(f"{label} {value:{fmt}}")
+        return "  ·  ".join(parts)
 
     def _update_ema(self, loss: float) -> float:
         self._ema = self.smoothing * self._ema + (1 - self.smoothing) * loss

@@ -1,70 +1,33 @@
-"""The training view: Train / Stop / Resume / Export, the live loss and learning-rate
-plot, progress with it/s and ETA, the log, the samples and the GPU panel.
+"""The training view: Train / Stop / Resume / Export, the phase and step progress, the
+live loss and learning-rate plot, the log, the samples and the GPU panel.
 
-Events only update plain data (the series, the latest progress); a 10 Hz timer
-draws, so a fast event stream never queues paints on the UI thread.
+Events only update plain data (the series, the phase, the latest progress); a 10 Hz
+timer draws, so a fast event stream never queues paints on the UI thread.
 """
 from __future__ import annotations
 
-import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pyqtgraph as pg
-from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QIcon, QPixmap
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListView, QListWidget,
-                               QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
-                               QSplitter, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
+                               QSplitter, QVBoxLayout, QWidget)
 
 from ..runs.events import read_events
 from ..runs.exports import default_format, run_family
 from ..runs.layout import RunDir
+from ..runs.run_progress import ENGINE_START, number
 from . import worker as worker_mod
 from .export_dialog import ExportDialog, ExportResult
 from .gpu_panel import GpuPanel
+from .loss_plot import LossPlot
+from .progress_header import ProgressHeader
+from .samples_pane import SamplesPane
 from .series import TrainingSeries
 
 REDRAW_MS = 100
 LOG_LINES = 5000
-THUMB = 160
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-
-
-def format_eta(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "–"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _num(ev: dict, *keys: str) -> float | None:
-    for key in keys:
-        value = ev.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return None
-
-
-def progress_text(ev: dict) -> str:
-    step, total = _num(ev, "step"), _num(ev, "total", "total_steps")
-    parts = [f"step {int(step or 0)}" + (f" / {int(total)}" if total else "")]
-    epoch = _num(ev, "epoch")
-    if epoch is not None:
-        parts.append(f"epoch {epoch:g}")
-    loss = _num(ev, "loss")
-    if loss is not None:
-        parts.append(f"loss {loss:.4g}")
-    lr = _num(ev, "lr", "learning_rate")
-    if lr is not None:
-        parts.append(f"lr {lr:.3g}")
-    speed = _num(ev, "it_s", "its", "it/s", "steps_per_s")
-    if speed is not None:
-        parts.append(f"{speed:.2f} it/s")
-    parts.append(f"ETA {format_eta(_num(ev, 'eta', 'eta_s'))}")
-    return "  ·  ".join(parts)
 
 
 class Banner(QFrame):
@@ -105,7 +68,6 @@ class TrainingView(QWidget):
 
     def __init__(self, gpu_read=None, parent: QWidget | None = None):
         super().__init__(parent)
-        pg.setConfigOptions(background="w", foreground="k", antialias=False)
         self.engine_command: Callable = worker_mod.engine_command
         self.export_command: Callable = worker_mod.export_command
         self.worker: worker_mod.TrainingWorker | None = None
@@ -115,8 +77,6 @@ class TrainingView(QWidget):
         self.export_dialog: ExportDialog | None = None
         self.run: RunDir | None = None
         self.series = TrainingSeries()
-        self._drawn = -1
-        self._progress: dict | None = None
         self._outcome = ""  # how the run ended, shown after the last progress
         self._can_train = False
         self._run_status = "new"
@@ -153,46 +113,17 @@ class TrainingView(QWidget):
         self.export_label = self.export_box.label
         layout.addWidget(self.export_box)
 
-        progress_row = QHBoxLayout()
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.progress_label = QLabel("Idle")
-        progress_row.addWidget(self.progress_bar, 1)
-        progress_row.addWidget(self.progress_label, 2)
-        layout.addLayout(progress_row)
+        self.header = ProgressHeader()
+        self.progress_bar, self.progress_label = self.header.bar, self.header.label
+        layout.addWidget(self.header)
 
         main_split = QSplitter(Qt.Orientation.Horizontal)
         left_split = QSplitter(Qt.Orientation.Vertical)
-        self.graph = pg.GraphicsLayoutWidget()
-        self.loss_plot = self.graph.addPlot(row=0, col=0)
-        self.lr_plot = self.graph.addPlot(row=1, col=0)
-        self.graph.ci.layout.setRowStretchFactor(0, 3)
-        self.graph.ci.layout.setRowStretchFactor(1, 1)
-        # No grid: in a software-rendered window it costs more than the curves
-        # (benchmarks/ui_stall.py).
-        for plot, label in ((self.loss_plot, "loss"), (self.lr_plot, "learning rate")):
-            plot.setLabel("left", label)
-            plot.setDownsampling(auto=True, mode="peak")
-            plot.setClipToView(True)
-        self.lr_plot.setLabel("bottom", "step")
-        for plot in (self.loss_plot, self.lr_plot):
-            # A fixed axis width: tick labels that change width as the range moves
-            # would otherwise re-layout the whole plot on every redraw. Equal widths
-            # also line the two plots up.
-            plot.getAxis("left").setWidth(64)
-        self.lr_plot.setXLink(self.loss_plot)
-        self.loss_plot.addLegend(offset=(-10, 10))
-        self.raw_curve = self.loss_plot.plot(pen=pg.mkPen((100, 150, 220, 120), width=1),
-                                             name="loss", connect="finite")
-        self.smooth_curve = self.loss_plot.plot(pen=pg.mkPen("#0d47a1", width=2),
-                                                name="smoothed (EMA)", connect="finite")
-        self.lr_curve = self.lr_plot.plot(pen=pg.mkPen("#e65100", width=1), connect="finite")
-        for curve in (self.raw_curve, self.smooth_curve, self.lr_curve):
-            # Two points per pixel column (min and max) instead of pyqtgraph's ten:
-            # the same picture, a fifth of the drawing at 100,000 steps.
-            curve.opts["autoDownsampleFactor"] = 1.0
-        left_split.addWidget(self.graph)
+        self.plot = LossPlot(self.series)
+        self.graph = self.plot.graph
+        self.raw_curve, self.smooth_curve = self.plot.raw_curve, self.plot.smooth_curve
+        self.lr_curve = self.plot.lr_curve
+        left_split.addWidget(self.plot)
 
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
@@ -208,19 +139,9 @@ class TrainingView(QWidget):
         right_layout.setContentsMargins(0, 0, 0, 0)
         self.gpu_panel = GpuPanel(gpu_read)
         right_layout.addWidget(self.gpu_panel)
-        self.samples_tabs = QTabWidget()
-        self.gallery = QListWidget()
-        self.gallery.setViewMode(QListView.ViewMode.IconMode)
-        self.gallery.setIconSize(QSize(THUMB, THUMB))
-        self.gallery.setResizeMode(QListView.ResizeMode.Adjust)
-        self.gallery.setWordWrap(True)
-        self.gallery.itemActivated.connect(self._open_sample)
-        self.text_samples = QPlainTextEdit()
-        self.text_samples.setReadOnly(True)
-        self.text_samples.setPlaceholderText("Text samples appear here during training.")
-        self.samples_tabs.addTab(self.text_samples, "Text samples")
-        self.samples_tabs.addTab(self.gallery, "Image samples")
-        right_layout.addWidget(self.samples_tabs, 1)
+        self.samples = SamplesPane()
+        self.text_samples = self.samples.text_samples
+        right_layout.addWidget(self.samples, 1)
         main_split.addWidget(right)
         main_split.setStretchFactor(0, 3)
         main_split.setStretchFactor(1, 1)
@@ -267,18 +188,14 @@ class TrainingView(QWidget):
     # -- runs ----------------------------------------------------------------
     def _reset_display(self) -> None:
         self.series.clear()
-        self._drawn = -1
-        self._progress = None
+        self.plot.clear()
         self._outcome = ""
         self.banner.hide()
         self.export_box.hide()
         self.log_view.clear()
-        self.gallery.clear()
-        self.text_samples.clear()
+        self.samples.clear()
         self.gpu_panel.clear_run()
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.progress_label.setText("Idle")
+        self.header.reset()
 
     def _set_run(self, run_dir: Path | str) -> None:
         self.run = RunDir(Path(run_dir))
@@ -295,6 +212,8 @@ class TrainingView(QWidget):
         self._set_run(run_dir)
         self.banner.hide()
         self.export_box.hide()
+        self.samples.set_kind(run_family(self.run))
+        self.header.begin(ENGINE_START, time.time())
         command = self.engine_command(self.run.root, Path(resume) if resume else None)
         self.worker = worker_mod.TrainingWorker(self.run.root, resume, command=command,
                                                 parent=self)
@@ -349,14 +268,18 @@ class TrainingView(QWidget):
     # -- events --------------------------------------------------------------
     def handle_event(self, ev: dict) -> None:
         kind = ev.get("type")
+        if self.header.feed(ev, time.time()):
+            name = str(ev["phase"])
+            self.log_view.appendPlainText(name[:1].upper() + name[1:] + "…")
         if kind == "progress":
-            step = _num(ev, "step")
+            step = number(ev, "step")
             if step is not None:
-                self.series.append(step, _num(ev, "loss"), _num(ev, "lr", "learning_rate"))
-            self._progress = ev
+                self.series.append(step, number(ev, "loss"), number(ev, "lr", "learning_rate"))
         elif kind == "log":
             self.log_view.appendPlainText(str(ev.get("message", "")))
         elif kind == "started":
+            if ev.get("family") in ("text", "image"):
+                self.samples.set_kind(ev["family"])
             self.log_view.appendPlainText("Started" + (f": {ev['message']}" if ev.get("message")
                                                        else "."))
         elif kind == "checkpoint":
@@ -364,7 +287,9 @@ class TrainingView(QWidget):
         elif kind == "hardware":
             self.gpu_panel.show_engine_reading(ev)
         elif kind == "sample":
-            self._add_sample(ev)
+            problem = self.samples.add(ev, self._sample_path(ev))
+            if problem:
+                self.log_view.appendPlainText(problem)
         elif kind == "error":
             self._outcome = f"failed ({ev.get('kind', 'internal')})"
             self.banner.show_error(ev)
@@ -390,63 +315,12 @@ class TrainingView(QWidget):
             path = moved if moved.exists() else path
         return path
 
-    def _add_sample(self, ev: dict) -> None:
-        path = self._sample_path(ev)
-        step = ev.get("step", "?")
-        if path is not None and path.suffix.lower() in IMAGE_SUFFIXES:
-            pixmap = QPixmap(str(path))
-            if pixmap.isNull():
-                self.log_view.appendPlainText(f"Sample image could not be read: {path}")
-                return
-            item = QListWidgetItem(QIcon(pixmap.scaled(THUMB, THUMB,
-                                                       Qt.AspectRatioMode.KeepAspectRatio,
-                                                       Qt.TransformationMode.SmoothTransformation)),
-                                   f"step {step}")
-            item.setToolTip(f"{ev.get('prompt', '')}\n{path}".strip())
-            item.setData(Qt.ItemDataRole.UserRole, str(path))
-            self.gallery.addItem(item)
-            self.samples_tabs.setCurrentWidget(self.gallery)
-            return
-        if isinstance(ev.get("samples"), list):  # the text engine: [{prompt, text}, ...]
-            for item in ev["samples"]:
-                if isinstance(item, dict):
-                    self.text_samples.appendPlainText(
-                        f"— step {step} — {item.get('prompt', '')}\n{item.get('text', '')}\n")
-            return
-        text = ev.get("text")
-        if text is None and path is not None:
-            try:
-                text = path.read_text(encoding="utf-8", errors="replace")
-            except OSError as exc:
-                text = f"(could not read {path}: {exc.strerror})"
-        prompt = ev.get("prompt")
-        header = f"— step {step}" + (f" — {prompt}" if prompt else "")
-        self.text_samples.appendPlainText(f"{header}\n{text or ''}\n")
-
-    def _open_sample(self, item: QListWidgetItem) -> None:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(item.data(Qt.ItemDataRole.UserRole)))
-
     def redraw(self) -> None:
         """Draw what arrived since the last tick (the timer calls this at 10 Hz)."""
-        if self.series.n != self._drawn and self.graph.isVisible():
-            self._drawn = self.series.n
-            steps = self.series.view("steps")
-            self.raw_curve.setData(steps, self.series.view("loss"))
-            self.smooth_curve.setData(steps, self.series.view("smooth"))
-            self.lr_curve.setData(steps, self.series.view("lr"))
-            if self.series.lr_max > 0:
-                # From 0, fixed: autorange makes a constant rate a flat line in a void.
-                self.lr_plot.setYRange(0, self.series.lr_max * 1.1, padding=0)
-        if self._progress is not None:
-            ev, self._progress = self._progress, None
-            step, total = _num(ev, "step") or 0, _num(ev, "total", "total_steps")
-            if total:
-                self.progress_bar.setRange(0, int(total))
-                self.progress_bar.setValue(min(int(step), int(total)))
-            self.progress_label.setText(progress_text(ev))
+        self.plot.redraw()
+        self.header.tick(time.time())
         if self._outcome and not self.is_running:
-            text = self.progress_label.text().split("  ·  ETA")[0]
-            self.progress_label.setText(f"{text}  ·  {self._outcome}")
+            self.header.show_outcome(self._outcome)
             self._outcome = ""
 
     # -- export --------------------------------------------------------------
