@@ -393,3 +393,21 @@ def test_damaged_unet_config_is_a_model_info_error(tmp_path):
     with pytest.raises(ModelInfoError) as info:
         estimate(make_job("auto", model__path=str(folder)))
     assert "tiny sd" in info.value.message and info.value.hint
+
+
+@pytest.mark.parametrize("preset", ["default", "attention", "all_linear"])
+def test_target_presets_count_the_lora_peft_builds(preset):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lora_studio.config.model_info import ALL_LINEAR, ATTENTION_CANDIDATES
+    job = make_job("text", network__rank=8, network__target_preset=preset)
+    spec = spec_from_config("text", LLAMA)
+    peft_targets = {"default": None, "attention": list(ATTENTION_CANDIDATES),
+                    "all_linear": ALL_LINEAR}[preset]
+    model = LlamaForCausalLM(LlamaConfig(**LLAMA))
+    config = LoraConfig(r=8, target_modules=peft_targets) if peft_targets else \
+        LoraConfig(r=8, target_modules=sorted({k.split(".")[-3]
+                                               for k in lora_inventory(job, spec)}))
+    trainable = [p for p in get_peft_model(model, config).parameters() if p.requires_grad]
+    assert sorted(lora_inventory(job, spec).values()) == sorted(tuple(p.shape) for p in trainable)

@@ -44,6 +44,9 @@ _LLAMA_STYLE = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2
 TEXT_DEFAULT_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                            "down_proj", "c_attn", "c_proj", "c_fc", "query_key_value", "qkv_proj",
                            "Wqkv", "dense")
+ATTENTION_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "query_key_value",
+                        "qkv_proj", "Wqkv")
+ALL_LINEAR = "all-linear"  # PEFT's own name: every linear layer but the output head
 IMAGE_DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_ENCODER_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -554,6 +557,15 @@ def target_candidates(info: ModelInfo) -> list[str]:
     """The layers a LoRA with an empty target list most likely touches."""
     names = TEXT_DEFAULT_CANDIDATES if info.kind == "text" else IMAGE_DEFAULT_TARGETS
     return [n for n in names if n in info.linear_layers]
+
+
+def text_targets(info: ModelInfo, preset: str = "default") -> list[str]:
+    """The short layer names a text LoRA with no explicit targets gets, by
+    network.target_preset; ["all-linear"] leaves the choice to PEFT."""
+    if preset == "all_linear":
+        return [ALL_LINEAR]
+    names = ATTENTION_CANDIDATES if preset == "attention" else TEXT_DEFAULT_CANDIDATES
+    return [n for n in names if n in info.linear_layers] or [ALL_LINEAR]
 
 
 def matching_layers(target: str, layers: Mapping[str, tuple[int, int]]) -> list[str]:

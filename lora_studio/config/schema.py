@@ -19,6 +19,8 @@ Scheduler = Literal[
 ]
 MixedPrecision = Literal["no", "fp16", "bf16"]
 DataFormat = Literal["auto", "images", "prompt_response", "alpaca", "messages", "text"]
+LoraInit = Literal["default", "gaussian", "pissa", "olora", "loftq"]
+TargetPreset = Literal["default", "attention", "all_linear"]
 
 
 def field(
@@ -165,6 +167,34 @@ class NetworkConfig(Section):
     train_text_encoder: bool = field(
         False, title="Train text encoder", group="Network", applies_to="image",
         help="Also put LoRA layers in the text encoder(s). Stronger effect, more memory.")
+    target_preset: TargetPreset = field(
+        "default", title="Target layers", group="Network", applies_to="text",
+        help="Which layers get a LoRA when Target modules is empty: 'default' the attention "
+             "and MLP projections, 'attention' only the attention projections (smaller, "
+             "faster), 'all_linear' every linear layer but the output head (PEFT's all-linear).")
+    use_dora: bool = field(
+        False, title="DoRA", group="Network", advanced=True, applies_to="text",
+        help="Weight-decomposed LoRA (PEFT's use_dora): trains each layer's magnitude apart from "
+             "its direction. Often better at low ranks; about a third slower and more memory.")
+    use_rslora: bool = field(
+        False, title="rsLoRA", group="Network", advanced=True, applies_to="text",
+        help="Rank-stabilised LoRA: scales the update by alpha / sqrt(rank) instead of alpha / "
+             "rank, so high ranks keep learning. With it, alpha = 1-2 is usual.")
+    init_lora_weights: LoraInit = field(
+        "default", title="Initialisation", group="Network", advanced=True, applies_to="text",
+        help="'default': B = 0, training starts from the base model. 'gaussian': A from a "
+             "Gaussian. 'pissa' / 'olora': start from the weights' principal directions (SVD / "
+             "QR), which learns faster; exported as a plain LoRA for the original base. "
+             "'loftq': for a 4-bit base, starts from what quantisation lost.")
+    loraplus_lr_ratio: float | None = field(
+        None, title="LoRA+ ratio", group="Network", advanced=True, applies_to="text",
+        help="LoRA+: the B matrices learn this many times faster than A (PEFT's LoRA+ "
+             "optimizer groups). 16 is the paper's value; empty turns it off.", ge=1.0, le=1024.0)
+    modules_to_save: list[str] = field(
+        default_factory=list, title="Modules trained in full", group="Network", advanced=True,
+        applies_to="text", widget="lines",
+        help="Layers trained whole and saved with the adapter, e.g. lm_head and embed_tokens "
+             "when you added tokens. A full copy of each: the adapter grows by their size.")
 
 
 class OptimizerConfig(Section):

@@ -101,6 +101,10 @@ RULES: dict[str, str] = {
     "prediction-type-mismatch": "a prediction type different from the model's",
     "noise-offset-high": "a noise offset above 0.2",
     "max-seq-past-positions": "max sequence length past the model's positions",
+    "init-mutates-quantized-base": "PiSSA / OLoRA initialisation on a 4-/8-bit base",
+    "loftq-needs-4bit": "LoftQ initialisation without a 4-bit base",
+    "dora-with-mutating-init": "DoRA with PiSSA / OLoRA initialisation (no plain-LoRA export)",
+    "modules-to-save-size": "layers trained in full, with what they add to the adapter",
     "responses-only-plain-text": "loss on responses only with plain-text records",
     "setting-not-used": "settings changed from their defaults that this kind of job ignores",
     "preset-allows-pickle": "pickle checkpoints allowed (a pickle file can carry code)",
@@ -782,6 +786,43 @@ def _sequence_length(ctx: Context) -> Iterable[Finding]:
                       + ("; longer inputs crash it." if crash else "; quality drops past it."),
                       f"Set {_title('dataset.max_seq_length')} to {limit} or less.",
                       "max-seq-past-positions")
+
+
+@_check
+def _lora_methods(ctx: Context) -> Iterable[Finding]:
+    net, m = ctx.job.network, ctx.job.model
+    if ctx.kind != "text":
+        return
+    quantized = m.load_in_4bit or m.load_in_8bit
+    mutating = net.init_lora_weights in ("pissa", "olora")
+    if mutating and quantized:
+        yield Finding("network.init_lora_weights", "error",
+                      f"'{net.init_lora_weights}' moves the base's principal directions into the "
+                      "adapter, which a 4-/8-bit base cannot give back exactly.",
+                      "Use 'loftq' with a 4-bit base, or load the base in full precision.",
+                      "init-mutates-quantized-base")
+    if net.init_lora_weights == "loftq" and not m.load_in_4bit:
+        yield Finding("network.init_lora_weights", "error",
+                      "LoftQ initialisation starts from what 4-bit quantisation lost, but the base "
+                      "is not loaded in 4-bit.",
+                      f"Turn on {_title('model.load_in_4bit')}, or choose 'pissa' or 'default'.",
+                      "loftq-needs-4bit")
+    if mutating and net.use_dora:
+        yield Finding("network.use_dora", "error",
+                      f"DoRA with '{net.init_lora_weights}' initialisation cannot be exported as "
+                      "an adapter for the original model.",
+                      f"Turn off {_title('network.use_dora')}, or use the default initialisation.",
+                      "dora-with-mutating-init")
+    info = ctx.model
+    for name in net.modules_to_save:
+        if name in ("lm_head", "embed_tokens", "wte", "embed_out") and info is not None \
+                and info.vocab_size and info.hidden_size:
+            params = info.vocab_size * info.hidden_size
+            yield Finding("network.modules_to_save", "info",
+                          f"'{name}' is trained in full: {params:,} parameters, about "
+                          f"{params * 4 / 2**20:,.0f} MiB more in every checkpoint and export "
+                          "(fp32).", "Leave it out unless you added tokens or need a new output "
+                          "vocabulary.", "modules-to-save-size")
 
 
 @_check

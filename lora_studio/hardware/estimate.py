@@ -28,6 +28,8 @@ from typing import Any
 
 from lora_studio.config.gpu import GpuFacts
 from lora_studio.config.model_info import (
+    ALL_LINEAR,
+    ATTENTION_CANDIDATES,
     IMAGE_DEFAULT_TARGETS,
     TEXT_DEFAULT_CANDIDATES,
     TEXT_ENCODER_DEFAULT_TARGETS,
@@ -243,14 +245,31 @@ def _present_targets(inv: Inventory, candidates: Iterable[str]) -> list[str]:
     return [t for t in candidates if any(m == t or m.endswith("." + t) for m in modules)]
 
 
+# Layers PEFT's "all-linear" leaves out: the output head and the embeddings.
+_NOT_ALL_LINEAR = ("lm_head", "embed_tokens", "embed_out", "wte", "wpe", "embed_positions")
+
+
+def _all_linear(inv: Inventory) -> list[str]:
+    """Short names of the 2-D weights of a text model but its head and embeddings."""
+    names = {name[: -len(".weight")].rsplit(".", 1)[-1] for name, shape in inv.items()
+             if name.endswith(".weight") and len(shape) == 2}
+    return sorted(n for n in names if n not in _NOT_ALL_LINEAR)
+
+
 def lora_targets(job: JobConfig, spec: ModelSpec, component: str) -> list[str]:
     inv = spec.components[component]
+    net = job.network
     if component.startswith("text_encoder"):
         return _present_targets(inv, TEXT_ENCODER_DEFAULT_TARGETS)
-    if job.network.target_modules:
-        return list(job.network.target_modules)
-    defaults = TEXT_DEFAULT_CANDIDATES if component == "transformer" else IMAGE_DEFAULT_TARGETS
-    return _present_targets(inv, defaults)
+    if component != "transformer":
+        return list(net.target_modules) or _present_targets(inv, IMAGE_DEFAULT_TARGETS)
+    if ALL_LINEAR in net.target_modules or (not net.target_modules
+                                            and net.target_preset == "all_linear"):
+        return _all_linear(inv)
+    if net.target_modules:
+        return list(net.target_modules)
+    preset = ATTENTION_CANDIDATES if net.target_preset == "attention" else TEXT_DEFAULT_CANDIDATES
+    return _present_targets(inv, preset)
 
 
 def trained_components(job: JobConfig, spec: ModelSpec) -> list[str]:

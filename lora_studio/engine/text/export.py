@@ -24,15 +24,38 @@ ADAPTER_WEIGHTS = TEXT_ADAPTER
 ADAPTER_CONFIG = "adapter_config.json"
 
 
+def as_plain_lora(trained: dict, initial: dict, config: dict) -> tuple[dict, dict]:
+    """A PiSSA / OLoRA adapter as a plain LoRA of the original base. Those inits move
+    the base's principal directions into the adapter (W = W_res + s·B0·A0), so the trained
+    adapter fits only the residual base; for W itself the update is
+    s·(B·A − B0·A0) = s·[B | −B0]·[A ; A0]: twice the rank, the same scale (PEFT's
+    subtract_mutated_init and save_pretrained's conversion)."""
+    import torch
+    tensors = {}
+    for name, t in trained.items():
+        if "lora_A" in name:
+            tensors[name] = torch.cat([t, initial[name]], dim=0)
+        elif "lora_B" in name:
+            tensors[name] = torch.cat([t, -initial[name]], dim=1)
+        else:
+            tensors[name] = t
+    scale = 2 ** 0.5 if config.get("use_rslora") else 2
+    return tensors, {**config, "r": config["r"] * 2, "lora_alpha": config["lora_alpha"] * scale,
+                     "init_lora_weights": True}
+
+
 def write_peft_adapter(model, folder: str | Path, metadata: dict[str, str],
-                       base_model: str) -> list[Path]:
-    """The PEFT adapter of ``model`` (a PeftModel) as a folder PeftModel.from_pretrained loads."""
+                       base_model: str, initial: dict | None = None) -> list[Path]:
+    """The PEFT adapter of ``model`` (a PeftModel) as a folder PeftModel.from_pretrained
+    loads. ``initial``: the adapter as a PiSSA / OLoRA init left it (see as_plain_lora)."""
     from peft import get_peft_model_state_dict
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    weights = atomic_save_safetensors(get_peft_model_state_dict(model), folder / ADAPTER_WEIGHTS,
-                                      metadata)
+    tensors = get_peft_model_state_dict(model)
     config = model.peft_config["default"].to_dict()
+    if initial is not None:
+        tensors, config = as_plain_lora(tensors, initial, config)
+    weights = atomic_save_safetensors(tensors, folder / ADAPTER_WEIGHTS, metadata)
     config.update(base_model_name_or_path=base_model, inference_mode=True)
     config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
     atomic_write_text(folder / ADAPTER_CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -69,8 +69,16 @@ def load_base_model(job: JobConfig, path: Path, quantize: bool = True):
 
 
 def target_modules(job: JobConfig, info) -> list[str] | str:
-    from ...config.model_info import target_candidates
-    return job.network.target_modules or target_candidates(info) or "all-linear"
+    from ...config.model_info import ALL_LINEAR, text_targets
+    targets = job.network.target_modules or text_targets(info, job.network.target_preset)
+    return ALL_LINEAR if ALL_LINEAR in targets else targets
+
+
+# network.init_lora_weights -> LoraConfig's init_lora_weights. LoftQ is applied after the
+# adapter is added, to the 4-bit base (replace_lora_weights_loftq); it starts as default.
+PEFT_INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora",
+             "loftq": True}
+MUTATING_INITS = ("pissa", "olora")  # they rewrite the base weights: exports are converted
 
 
 def build_peft_model(job: JobConfig, info, base):
@@ -84,7 +92,39 @@ def build_peft_model(job: JobConfig, info, base):
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if gc:
         base.config.use_cache = False
-    config = LoraConfig(r=job.network.rank, lora_alpha=job.network.alpha,
-                        lora_dropout=job.network.dropout, target_modules=target_modules(job, info),
-                        task_type="CAUSAL_LM")
-    return get_peft_model(base, config)
+    net = job.network
+    config = LoraConfig(r=net.rank, lora_alpha=net.alpha, lora_dropout=net.dropout,
+                        target_modules=target_modules(job, info), task_type="CAUSAL_LM",
+                        use_dora=net.use_dora, use_rslora=net.use_rslora,
+                        init_lora_weights=PEFT_INIT[net.init_lora_weights],
+                        modules_to_save=list(net.modules_to_save) or None)
+    model = get_peft_model(base, config)
+    if net.init_lora_weights == "loftq":
+        from peft import replace_lora_weights_loftq
+        replace_lora_weights_loftq(model)
+    return model
+
+
+def initial_adapter(job: JobConfig, model) -> dict | None:
+    """The adapter as a base-mutating init (PiSSA, OLoRA) left it, for the export's
+    conversion to a plain LoRA; None for the other inits."""
+    if job.network.init_lora_weights not in MUTATING_INITS:
+        return None
+    from peft import get_peft_model_state_dict
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def loraplus_groups(model, job: JobConfig) -> list[dict]:
+    """The optimizer groups of PEFT's LoRA+ helper (B matrices at ratio x the learning
+    rate, embeddings' LoRA at its own rate), for the core to build its optimizer with."""
+    from peft.optimizers import create_loraplus_optimizer
+
+    class Groups:  # stands in for the optimizer class: keeps the groups PEFT built
+        def __init__(self, groups, **defaults):
+            self.groups = groups
+
+    opt = job.optimizer
+    made = create_loraplus_optimizer(model, Groups, lr=opt.learning_rate,
+                                     loraplus_lr_ratio=job.network.loraplus_lr_ratio,
+                                     loraplus_weight_decay=opt.weight_decay)
+    return [group for group in made.groups if group["params"]]

@@ -16,7 +16,8 @@ from ..core.metadata import training_metadata
 from ..core.order import chunks, epoch_order
 from .data import load_dataset
 from .export import copy_adapter, write_peft_adapter
-from .model import build_peft_model, load_base_model, load_tokenizer, resolve_model
+from .model import (build_peft_model, initial_adapter, load_base_model, load_tokenizer,
+                    loraplus_groups, resolve_model)
 from .samples import generate_samples
 from .tokens import IGNORE, Encoded, collate, template_in_use
 
@@ -42,11 +43,16 @@ class TextTrainee:
     tokenizer: Any
     data: list[Encoded]
     use_template: bool
+    initial: dict | None = None     # a PiSSA / OLoRA adapter before training (export.py)
     family: str = "text"
     started_facts: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.param_groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        if self.job.network.loraplus_lr_ratio:
+            self.param_groups = loraplus_groups(self.model, self.job)
+        else:
+            self.param_groups = [{"params": [p for p in self.model.parameters()
+                                             if p.requires_grad]}]
 
     @property
     def dataset_size(self) -> int:
@@ -91,7 +97,7 @@ class TextTrainee:
         job, run = self.job, self.ctx.run
         metadata = training_metadata(job, family="text", steps=step, dataset_size=len(self.data),
                                      base_model=job.model.path)
-        write_peft_adapter(self.model, run.final, metadata, job.model.path)
+        write_peft_adapter(self.model, run.final, metadata, job.model.path, self.initial)
         return [Exported("peft", path, sha256_file(path))
                 for path in copy_adapter(run.final, run.exports / job.output.output_name)]
 
@@ -104,4 +110,5 @@ def prepare(job: JobConfig, ctx: RunContext) -> TextTrainee:
     data = load_dataset(job, tokenizer, ctx.emit, ctx.phase)
     ctx.phase("loading the model")
     model = build_peft_model(job, info, load_base_model(job, info.path))
-    return TextTrainee(job, ctx, model, tokenizer, data, use_template)
+    return TextTrainee(job, ctx, model, tokenizer, data, use_template,
+                       initial_adapter(job, model))
