@@ -1,0 +1,138 @@
+"""Requests to the loaded backend, every failure an ``error`` event: a bad path, an
+unknown adapter, an out-of-memory error end that request, never the process."""
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import HintedError
+from ..runs.adapter_sources import adapter_source
+from ..runs.playground_protocol import BASE_KINDS, reply
+from .errors import PlaygroundError
+
+OOM_HINT = ("Close other programs that use the GPU, stop a training run, or pick a smaller "
+            "base model; for images, lower the size.")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def check_base_path(kind: str, path: str) -> None:
+    """Refuse a path that cannot be a base before the loaded one is let go."""
+    folder = Path(path)
+    if kind == "text" and not (folder / "config.json").is_file():
+        raise PlaygroundError("config", f"{folder} is not a text model folder (no config.json).",
+                              "Pick the folder of a causal language model (config.json and "
+                              ".safetensors weights), or the run whose base you want.")
+    if kind == "image" and not ((folder / "model_index.json").is_file() or (
+            folder.is_file() and folder.suffix.lower() == ".safetensors")):
+        raise PlaygroundError("config", f"{folder} is not a Stable Diffusion model (no "
+                                        "model_index.json, not a .safetensors file).",
+                              "Pick a diffusers model folder or a single-file checkpoint.")
+
+
+def _backend(kind: str, path: str, chat_template: str):
+    if kind == "text":
+        from .text import TextBackend
+        return TextBackend(path, chat_template)
+    raise PlaygroundError("request", "The playground does not draw images yet.",
+                          "Load a text model.")
+
+
+class Server:
+    def __init__(self, emit: Callable[[dict], None]):
+        self.emit = emit
+        self.backend = None
+        self.loads = 0              # bases loaded by this process: switching never adds one
+        self.stopped_before = 0     # generations with a lower sequence number are stopped
+
+    def stop(self, seq: int) -> None:
+        self.stopped_before = max(self.stopped_before, seq)
+
+    def handle(self, seq: int, req: dict) -> None:
+        rid = req.get("id")
+        try:
+            getattr(self, "_" + req["type"])(seq, req)
+        except PlaygroundError as exc:
+            self.emit(exc.to_event(rid))
+        except HintedError as exc:
+            self.emit(reply("error", id=rid, kind="config", message=exc.message, hint=exc.hint))
+        except Exception as exc:  # a library failing: one request lost, the process goes on
+            if _is_oom(exc):
+                import torch
+                torch.cuda.empty_cache()
+                self.emit(reply("error", id=rid, kind="oom",
+                                message=f"Out of memory during {req['type']}.", hint=OOM_HINT))
+            else:
+                self.emit(reply("error", id=rid, kind="internal",
+                                message=f"{req['type']} failed: {type(exc).__name__}: {exc}",
+                                hint=traceback.format_exc(limit=4)))
+
+    def _need_backend(self):
+        if self.backend is None:
+            raise PlaygroundError("request", "No base model is loaded.", "Load a base model first.")
+        return self.backend
+
+    def _load_base(self, seq: int, req: dict) -> None:
+        kind = req.get("kind")
+        if kind not in BASE_KINDS:
+            raise PlaygroundError("request", f"Unknown base kind {kind!r}.",
+                                  "Say 'text' or 'image'.")
+        check_base_path(kind, str(req.get("path", "")))
+        started = time.perf_counter()
+        self.backend = None  # the old base is let go before the new one takes its memory
+        self.backend = _backend(kind, str(req.get("path", "")), str(req.get("chat_template", "auto")))
+        self.loads += 1
+        self.emit(reply("base_loaded", id=req.get("id"), kind=kind, path=req.get("path"),
+                        loads=self.loads, model_id=id(self.backend.base),
+                        seconds=round(time.perf_counter() - started, 4)))
+
+    def _load_adapter(self, seq: int, req: dict) -> None:
+        backend = self._need_backend()
+        name = str(req.get("name") or "")
+        if not name:
+            raise PlaygroundError("request", "An adapter needs a name.", "Name it.")
+        source = adapter_source(str(req.get("path", "")))
+        started = time.perf_counter()
+        backend.load_adapter(name, source)
+        self.emit(reply("adapter_loaded", id=req.get("id"), name=name, path=req.get("path"),
+                        source=source.kind, loads=self.loads, model_id=id(backend.base),
+                        seconds=round(time.perf_counter() - started, 4)))
+
+    def _set_adapters(self, seq: int, req: dict) -> None:
+        backend = self._need_backend()
+        names = [str(n) for n in req.get("names", [])]
+        weights = [float(w) for w in req.get("weights", [1.0] * len(names))]
+        started = time.perf_counter()
+        backend.set_active(names, weights)
+        self.emit(reply("adapters_set", id=req.get("id"), names=names, weights=weights,
+                        loads=self.loads, model_id=id(backend.base),
+                        seconds=round(time.perf_counter() - started, 6)))
+
+    def _generate(self, seq: int, req: dict) -> None:
+        backend = self._need_backend()
+        rid = req.get("id")
+
+        def should_stop() -> bool:
+            return self.stopped_before > seq
+
+        if should_stop():  # stopped while it waited behind another request
+            self.emit(reply("done", id=rid, text="", reason="stopped", tokens=0, seconds=0,
+                            first_token_s=None))
+            return
+        if backend.kind == "text":
+            result = backend.generate(req, lambda text: self.emit(reply("token", id=rid, text=text)),
+                                      should_stop)
+            self.emit(reply("done", id=rid, **result))
+        else:
+            self.emit(reply("image", id=rid, **backend.generate(req, should_stop)))
+
+    def _stop(self, seq: int, req: dict) -> None:
+        self.stop(seq)
+
+    def _shutdown(self, seq: int, req: dict) -> None:
+        pass  # the main loop ends after it
