@@ -116,19 +116,24 @@ def test_image_samples_are_a_prompt_by_step_grid_and_a_click_enlarges(view, qtbo
     colours = {"a cat on a sofa": "orange", "a dog": "navy"}
     for step in (20, 10, 30):
         for i, (prompt, colour) in enumerate(colours.items()):
+            if (step, prompt) == (30, "a dog"):
+                continue  # a run stopped in the middle of sampling
             path = _image(run.samples / f"step-{step:06d}-{i:02d}.png", colour, (300, 200))
             view.handle_event(event("sample", step=step, prompt=prompt, path=str(path),
                                     kind="image"))
     grid = view.samples.grid
-    assert grid.columnCount() == 3 and grid.rowCount() == 4  # a caption row per prompt
+    assert grid.columnCount() == 3 and grid.rowCount() == 2
     assert [grid.horizontalHeaderItem(c).text() for c in range(3)] == ["step 10", "step 20",
                                                                       "step 30"]
-    assert grid.item(0, 0).text() == "a cat on a sofa" and grid.columnSpan(0, 0) == 3
-    assert grid.item(2, 0).text() == "a dog"
+    assert [grid.verticalHeaderItem(r).text() for r in range(2)] == ["a cat on a sofa", "a dog"]
     row, col = grid.cell_at("a dog", 20)
-    assert (row, col) == (3, 1) and not grid.item(row, col).icon().isNull()
-    rect = grid.visualRect(grid.model().index(row, col))
-    qtbot.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert (row, col) == (1, 1) and not grid.item(row, col).icon().isNull()
+    assert grid.item(1, 2).icon().isNull()
+    qtbot.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton,
+                     pos=grid.visualRect(grid.model().index(1, 2)).center())
+    assert grid.dialog is None  # no sample there
+    qtbot.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton,
+                     pos=grid.visualRect(grid.model().index(row, col)).center())
     dialog = grid.dialog
     assert dialog is not None and dialog.isVisible()
     assert dialog.caption.text() == "Step 20: a dog"
@@ -136,9 +141,6 @@ def test_image_samples_are_a_prompt_by_step_grid_and_a_click_enlarges(view, qtbo
     assert (image.width(), image.height()) == (300, 200)  # full size, not the thumbnail
     assert image.pixelColor(150, 100) == QColor("navy")
     dialog.close()
-    caption = grid.visualRect(grid.model().index(0, 0)).center()
-    qtbot.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton, pos=caption)
-    assert not grid.dialog.isVisible()  # a caption is not a sample
 
 
 def _steps(view, n=50):

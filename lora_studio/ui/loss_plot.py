@@ -36,6 +36,9 @@ class LossPlot(QWidget):
             # would otherwise re-layout the whole plot on every redraw. Equal widths
             # also line the two plots up.
             plot.getAxis("left").setWidth(64)
+            # Plain numbers: an SI prefix turns a loss of 0.15 into "150" with "(x0.001)"
+            # in the axis title, which reads as a loss of 150.
+            plot.getAxis("left").enableAutoSIPrefix(False)
         self.lr_plot.setLabel("bottom", "step")
         self.lr_plot.setXLink(self.loss_plot)
         self.loss_plot.addLegend(offset=(-10, 10))

@@ -1,18 +1,19 @@
-"""Image samples as a table: per prompt a caption row with the prompt written out and
-a row of thumbnails, one column per sampled step; a click on a thumbnail enlarges it."""
+"""Image samples as a table: a row per prompt, written out in the row's header (which
+stays in view while the steps scroll by), a column per sampled step; a click on a
+thumbnail enlarges it."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QUrl
-from PySide6.QtGui import QDesktopServices, QFont, QIcon, QPixmap
+from PySide6.QtGui import QDesktopServices, QIcon, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHeaderView, QLabel,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..runs.sample_grid import SampleGrid
 
-THUMB = 128
-PATH_ROLE = Qt.ItemDataRole.UserRole
+THUMB = 112
+PROMPT_WIDTH = 104  # the row headers' width: a prompt wraps onto several lines
 
 
 class SampleDialog(QDialog):
@@ -55,7 +56,12 @@ class SampleGridView(QTableWidget):
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.setShowGrid(False)
-        self.verticalHeader().hide()
+        rows = self.verticalHeader()
+        rows.setFixedWidth(PROMPT_WIDTH)
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(THUMB + 8)
+        rows.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+                                 | Qt.TextFlag.TextWordWrap)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.horizontalHeader().setDefaultSectionSize(THUMB + 8)
         self.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
@@ -86,46 +92,37 @@ class SampleGridView(QTableWidget):
         self._icons.pop(path, None)  # a step sampled again after a resume: a new file
         if self.thumbnail(path) is None:
             return False
+        newest = not self.grid.steps or step > self.grid.steps[-1]
         self.grid.add(prompt, step, path)
         self._fill()
+        if newest:  # the latest samples are the ones to look at during a run
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().maximum())
         return True
 
     def _fill(self) -> None:
         grid = self.grid
-        self.clearSpans()
         self.setColumnCount(len(grid.steps))
-        self.setRowCount(2 * len(grid.prompts))
+        self.setRowCount(len(grid.prompts))
         self.setHorizontalHeaderLabels([f"step {step}" for step in grid.steps])
-        bold = QFont(self.font())
-        bold.setBold(True)
         for row, prompt in enumerate(grid.prompts):
-            caption = QTableWidgetItem(prompt)
-            caption.setFont(bold)
-            caption.setToolTip(prompt)
-            caption.setFlags(Qt.ItemFlag.ItemIsEnabled)
-            self.setItem(2 * row, 0, caption)
-            if len(grid.steps) > 1:
-                self.setSpan(2 * row, 0, 1, len(grid.steps))
-            self.setRowHeight(2 * row, self.fontMetrics().height() + 8)
-            self.setRowHeight(2 * row + 1, THUMB + 8)
+            header = QTableWidgetItem(prompt)
+            header.setToolTip(prompt)
+            self.setVerticalHeaderItem(row, header)
             for col, step in enumerate(grid.steps):
                 path = grid.cell(prompt, step)
                 item = QTableWidgetItem()
                 item.setFlags(Qt.ItemFlag.ItemIsEnabled)
                 if path is not None:
                     item.setIcon(self._icons[path])
-                    item.setData(PATH_ROLE, str(path))
                     item.setToolTip(f"Step {step}: {prompt}\nClick to enlarge.")
-                self.setItem(2 * row + 1, col, item)
+                self.setItem(row, col, item)
 
     def cell_at(self, prompt: str, step: int) -> tuple[int, int]:
         """The (row, column) of a sample's thumbnail."""
-        return 2 * self.grid.prompts.index(prompt) + 1, self.grid.steps.index(step)
+        return self.grid.prompts.index(prompt), self.grid.steps.index(step)
 
     def _clicked(self, row: int, col: int) -> None:
-        if row % 2 == 0 or col >= len(self.grid.steps):
-            return  # a caption row
-        prompt, step = self.grid.prompts[row // 2], self.grid.steps[col]
+        prompt, step = self.grid.prompts[row], self.grid.steps[col]
         if self.grid.cell(prompt, step) is not None:
             self.enlarge(prompt, step)
 

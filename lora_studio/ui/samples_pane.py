@@ -11,7 +11,7 @@ from ..runs.run_progress import number
 from ..runs.sample_grid import sample_kind
 from .sample_grid_view import SampleGridView
 
-TITLES = {"text": "Text samples", "image": "Image samples (prompt × step; click to enlarge)",
+TITLES = {"text": "Text samples", "image": "Image samples: click one to enlarge",
           None: "Samples"}
 
 

@@ -145,6 +145,7 @@ class TrainingView(QWidget):
         main_split.addWidget(right)
         main_split.setStretchFactor(0, 3)
         main_split.setStretchFactor(1, 1)
+        main_split.setSizes([800, 400])  # room for two or three columns of image samples
         layout.addWidget(main_split, 1)
 
         self.redraw_timer = QTimer(self)
