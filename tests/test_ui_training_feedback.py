@@ -86,6 +86,18 @@ def test_a_run_that_fails_while_loading_says_where(view, qtbot, tmp_path):
     assert "Loading the model…" in view.log_view.toPlainText()
 
 
+def test_a_replayed_run_cut_off_while_loading_shows_no_running_clock(view, tmp_path):
+    run = _new_run(tmp_path)
+    with EventWriter(run.events) as emit:
+        emit(event("phase", phase="loading libraries"))
+        emit(event("phase", phase="tokenising", done=5, total=9))
+    view.show_run(run.root)
+    assert view.progress_label.text() == "Tokenising 5 / 9"
+    assert (view.progress_bar.maximum(), view.progress_bar.value()) == (9, 5)
+    view.redraw()
+    assert view.progress_label.text() == "Tokenising 5 / 9"
+
+
 def test_the_samples_pane_follows_the_current_runs_kind(view, qtbot, tmp_path):
     past = _new_run(tmp_path, "pictures", family="sd1")
     with EventWriter(past.events) as emit:

@@ -35,7 +35,7 @@ class LossPlot(QWidget):
             # A fixed axis width: tick labels that change width as the range moves
             # would otherwise re-layout the whole plot on every redraw. Equal widths
             # also line the two plots up.
-            plot.getAxis("left").setWidth(64)
+            plot.getAxis("left").setWidth(78)  # room for a rate such as 0.00015
             # Plain numbers: an SI prefix turns a loss of 0.15 into "150" with "(x0.001)"
             # in the axis title, which reads as a loss of 150.
             plot.getAxis("left").enableAutoSIPrefix(False)

@@ -63,11 +63,15 @@ class ProgressHeader(QWidget):
             self._lead = text.split(SEP + "ETA")[0]
             self.label.setText(text)
 
-    def show_outcome(self, outcome: str) -> None:
-        """After the run: how it ended, after what it was doing last."""
+    def settle(self, outcome: str = "") -> None:
+        """After the run: no phase clock or busy bar any more, and how it ended (when
+        known) after what it was doing last."""
+        if self.phases.current is None and not outcome:
+            return
         self.phases.current = None
-        if self.bar.maximum() == 0:  # ended in an uncounted phase: stop the busy bar
+        if self.bar.maximum() == 0:
             self.bar.setRange(0, 1)
             self.bar.setValue(0)
-        self._lead = f"{self._lead}{SEP}{outcome}"
+        if outcome:
+            self._lead = f"{self._lead}{SEP}{outcome}"
         self.label.setText(self._lead)

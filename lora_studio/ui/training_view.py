@@ -320,8 +320,8 @@ class TrainingView(QWidget):
         """Draw what arrived since the last tick (the timer calls this at 10 Hz)."""
         self.plot.redraw()
         self.header.tick(time.time())
-        if self._outcome and not self.is_running:
-            self.header.show_outcome(self._outcome)
+        if not self.is_running:  # also a replayed run that was cut off while loading
+            self.header.settle(self._outcome)
             self._outcome = ""
 
     # -- export --------------------------------------------------------------
