@@ -27,6 +27,7 @@ from .dataset_browser import DatasetBrowser
 from .fit_box import FitBox
 from .panel_state import PanelState
 from .param_panel import ParamPanel
+from .playground_view import PlaygroundView
 from .preset_bar import PresetBar
 from .runs_view import RunsView
 from .status_line import StatusLine
@@ -100,6 +101,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(params_page, "Parameters")
         self.tabs.addTab(self.training, "Training")
         self.tabs.addTab(self.runs, "Runs")
+        self.playground = PlaygroundView()
+        self.tabs.addTab(self.playground, "Playground")
         self.setCentralWidget(self.tabs)
 
         self.status_line = StatusLine()
@@ -118,6 +121,8 @@ class MainWindow(QMainWindow):
         self.training.run_ended.connect(self.runs.refresh)
         self.training.run_ended.connect(self._sync_train_button)
         self.training.run_started.connect(self._sync_train_button)
+        self.training.run_started.connect(self.playground.release_gpu)
+        self.playground.status.connect(self._status)
         self.runs.open_run.connect(self.open_run)
         self.runs.resume_run.connect(self.resume_run)
         self.runs.in_use = lambda: self.training.run.root if self.training.run is not None and (
@@ -352,6 +357,7 @@ class MainWindow(QMainWindow):
         """Remember the geometry, stop a run, save pending captions, stop the timers."""
         self.settings.setValue("geometry", self.saveGeometry())
         self.training.shutdown()
+        self.playground.shutdown()
         self.browser.shutdown()
         self.fit_box.shutdown()
 
