@@ -146,6 +146,11 @@ class DatasetConfig(Section):
     train_on_responses_only: bool = field(
         True, title="Loss on responses only", group="Dataset", applies_to="text",
         help="Compute the loss only on the assistant's answers, not on the prompts.")
+    packing: bool = field(
+        False, title="Pack short records", group="Dataset", applies_to="text",
+        help="Put several short records in one row of Max sequence length tokens instead of "
+             "padding each (padding-free: records never attend to each other and the loss is "
+             "the same). Faster when records are much shorter than the maximum.")
 
 
 class NetworkConfig(Section):

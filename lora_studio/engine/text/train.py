@@ -18,6 +18,7 @@ from .data import load_dataset
 from .export import copy_adapter, write_peft_adapter
 from .model import (build_peft_model, initial_adapter, load_base_model, load_tokenizer,
                     loraplus_groups, resolve_model)
+from .packing import collate_packed, pack, padding_share
 from .samples import generate_samples
 from .tokens import IGNORE, Encoded, collate, template_in_use
 
@@ -53,21 +54,49 @@ class TextTrainee:
         else:
             self.param_groups = [{"params": [p for p in self.model.parameters()
                                              if p.requires_grad]}]
+        # Packed: a batch holds rows of records (packing.py); else a batch holds records.
+        self.rows = pack([len(x.input_ids) for x in self.data],
+                         self.job.dataset.max_seq_length) if self.job.dataset.packing else None
 
     @property
     def dataset_size(self) -> int:
         return len(self.data)
 
     def epoch_batches(self, epoch: int) -> list:
-        order = epoch_order(len(self.data), epoch, self.job.training.seed)
+        units = len(self.rows) if self.rows is not None else len(self.data)
+        order = epoch_order(units, epoch, self.job.training.seed)
         return chunks(order, self.job.training.batch_size)
 
+    def _records(self, indices) -> list[int]:
+        return [j for i in indices for j in self.rows[i]] if self.rows is not None else indices
+
     def batch_items(self, indices) -> int:
-        return sum(label_count(self.data[i]) for i in indices)
+        return sum(label_count(self.data[i]) for i in self._records(indices))
+
+    def padding_log(self) -> dict:
+        """How much of what the model sees is padding, with and without packing."""
+        lengths = [len(x.input_ids) for x in self.data]
+        size = self.job.training.batch_size
+        single = chunks([(i,) for i in epoch_order(len(self.data), 0, self.job.training.seed)],
+                        size)
+        packed = chunks(pack(lengths, self.job.dataset.max_seq_length), size)
+        without, with_ = padding_share(single, lengths), padding_share(packed, lengths)
+        return event("log", level="info", padding_share=round(without, 4),
+                     packed_padding_share=round(with_, 4), packing=self.rows is not None,
+                     message=f"Padding: {without:.0%} of the tokens in a batch without packing, "
+                             f"{with_:.0%} with packing (dataset.packing is "
+                             f"{'on' if self.rows is not None else 'off'}).")
 
     def loss_sum(self, model, indices) -> torch.Tensor:
-        batch = collate([self.data[i] for i in indices], self.tokenizer.pad_token_id)
         device = self.ctx.device
+        if self.rows is not None:
+            batch = collate_packed([[self.data[j] for j in self.rows[i]] for i in indices],
+                                   self.tokenizer.pad_token_id)
+            logits = model(input_ids=batch["input_ids"].to(device, non_blocking=True),
+                           position_ids=batch["position_ids"].to(device, non_blocking=True),
+                           use_cache=False).logits
+            return causal_lm_loss_sum(logits, batch["labels"].to(device, non_blocking=True))
+        batch = collate([self.data[i] for i in indices], self.tokenizer.pad_token_id)
         logits = model(input_ids=batch["input_ids"].to(device, non_blocking=True),
                        attention_mask=batch["attention_mask"].to(device, non_blocking=True)).logits
         return causal_lm_loss_sum(logits, batch["labels"].to(device, non_blocking=True))
@@ -110,5 +139,7 @@ def prepare(job: JobConfig, ctx: RunContext) -> TextTrainee:
     data = load_dataset(job, tokenizer, ctx.emit, ctx.phase)
     ctx.phase("loading the model")
     model = build_peft_model(job, info, load_base_model(job, info.path))
-    return TextTrainee(job, ctx, model, tokenizer, data, use_template,
-                       initial_adapter(job, model))
+    trainee = TextTrainee(job, ctx, model, tokenizer, data, use_template,
+                          initial_adapter(job, model))
+    ctx.emit(trainee.padding_log())
+    return trainee
