@@ -110,7 +110,7 @@ def test_bad_json_files_name_the_problem(tmp_path, content, reason, needle):
 
 def test_text_record_files_wrong_kinds(tmp_path):
     with pytest.raises(DatasetError) as err:
-        text_record_files(_touch(tmp_path / "data.csv"))
+        text_record_files(_touch(tmp_path / "data.xlsx"))
     assert err.value.reason == "wrong_format"
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no .jsonl"):

@@ -35,3 +35,14 @@ def resolve_local_path(value: str, base_dir: str | os.PathLike | None = None) ->
         if candidate.exists():
             return candidate.absolute()
     return None
+
+
+CACHE_DIR_ENV = "LORA_STUDIO_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where LoRA Studio keeps what it can rebuild (tokenised datasets):
+    $LORA_STUDIO_CACHE_DIR, else the platform's user cache folder."""
+    import platformdirs
+    return Path(os.environ.get(CACHE_DIR_ENV)
+                or platformdirs.user_cache_dir("lora-studio", appauthor=False))

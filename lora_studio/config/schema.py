@@ -146,6 +146,18 @@ class DatasetConfig(Section):
     train_on_responses_only: bool = field(
         True, title="Loss on responses only", group="Dataset", applies_to="text",
         help="Compute the loss only on the assistant's answers, not on the prompts.")
+    columns: list[str] = field(
+        default_factory=list, title="Column map", group="Dataset", advanced=True,
+        applies_to="text", widget="lines",
+        help="When your data's field names differ from the known shapes: one role=column a "
+             "line, e.g. prompt=question and response=answer (roles: prompt, response, system, "
+             "instruction, input, output, messages, conversations, text).")
+    mix: list[str] = field(
+        default_factory=list, title="Mix in datasets", group="Dataset", advanced=True,
+        applies_to="text", widget="lines",
+        help="More datasets trained with this one, one 'PATH_OR_ID @ WEIGHT' a line: a local "
+             "file or folder or a dataset id in your Hugging Face cache; the weight is how "
+             "many times its records are taken (0.5 = a half, 2 = twice).")
     packing: bool = field(
         False, title="Pack short records", group="Dataset", applies_to="text",
         help="Put several short records in one row of Max sequence length tokens instead of "

@@ -21,6 +21,8 @@ from ..data.chat_template import TemplateProblem, preflight
 from ..data.captions import caption_read_errors
 from ..data.scan import (IMAGE_EXTENSIONS, DatasetError, ImageDataset, count_records, scan_images,
                          scan_text_files)
+from ..data.text_sources import (SourceError, cached_hub_dataset, hub_hint, looks_like_hub_id,
+                                 parse_columns, parse_mix)
 from ..data.walk import SKIP_KINDS, Skipped
 from .fields import SPECS, get_value
 from .findings import Finding
@@ -101,6 +103,8 @@ RULES: dict[str, str] = {
     "prediction-type-mismatch": "a prediction type different from the model's",
     "noise-offset-high": "a noise offset above 0.2",
     "max-seq-past-positions": "max sequence length past the model's positions",
+    "dataset-columns-invalid": "a column map line that is not role=column",
+    "dataset-mix-invalid": "a mix line that cannot be read, or a source that is not there",
     "init-mutates-quantized-base": "PiSSA / OLoRA initialisation on a 4-/8-bit base",
     "loftq-needs-4bit": "LoftQ initialisation without a 4-bit base",
     "dora-with-mutating-init": "DoRA with PiSSA / OLoRA initialisation (no plain-LoRA export)",
@@ -242,6 +246,12 @@ def _dataset_facts(ctx: Context) -> list[Finding]:
         return [Finding("dataset.path", "error", "No dataset is set.",
                         "Choose your image folder or your .jsonl / .json file.", "dataset-path-empty")]
     path = resolve_local_path(ds.path, ctx.base_dir)
+    if path is None and ctx.kind == "text" and looks_like_hub_id(ds.path):
+        path = cached_hub_dataset(ds.path.strip())
+        if path is None:
+            return [Finding("dataset.path", "error", f"'{ds.path.strip()}' is not a file or folder "
+                            "here, nor a dataset in your Hugging Face cache.",
+                            hub_hint(ds.path.strip()), "dataset-missing")]
     if path is None:
         tried = [str(p) for p in path_candidates(ds.path, ctx.base_dir)]
         where = f" (looked at {', '.join(tried)})" if tried != [ds.path.strip()] else ""
@@ -786,6 +796,31 @@ def _sequence_length(ctx: Context) -> Iterable[Finding]:
                       + ("; longer inputs crash it." if crash else "; quality drops past it."),
                       f"Set {_title('dataset.max_seq_length')} to {limit} or less.",
                       "max-seq-past-positions")
+
+
+@_check
+def _text_sources(ctx: Context) -> Iterable[Finding]:
+    ds = ctx.job.dataset
+    if ctx.kind != "text":
+        return
+    try:
+        parse_columns(ds.columns)
+    except SourceError as exc:
+        yield Finding("dataset.columns", "error", str(exc), "Write one role=column a line.",
+                      "dataset-columns-invalid")
+    try:
+        sources = parse_mix(ds.mix)
+    except SourceError as exc:
+        yield Finding("dataset.mix", "error", str(exc), "Write one PATH @ WEIGHT a line.",
+                      "dataset-mix-invalid")
+        return
+    for source in sources:
+        if resolve_local_path(source.where, ctx.base_dir) is None and not (
+                looks_like_hub_id(source.where) and cached_hub_dataset(source.where)):
+            yield Finding("dataset.mix", "error", f"'{source.where}' is not a file or folder "
+                          "here, nor a dataset in your Hugging Face cache.",
+                          hub_hint(source.where) if looks_like_hub_id(source.where) else
+                          "Check the path, or remove the line.", "dataset-mix-invalid")
 
 
 @_check

@@ -36,7 +36,8 @@ OTHER_PICTURE_EXTENSIONS = frozenset({
     ".apng", ".psd", ".tga", ".ico", ".icns", ".jp2", ".j2k", ".jpx", ".pcx", ".ppm", ".pgm",
     ".pbm", ".pnm", ".dds", ".qoi", ".sgi", ".xbm", ".xpm", ".heic", ".heif", ".jxl", ".svg",
     ".exr", ".hdr", ".dng", ".cr2", ".nef", ".arw", ".raw", ".eps", ".avifs"})
-TEXT_RECORD_EXTENSIONS = frozenset({".jsonl", ".json", ".txt"})  # as text_records.py reads
+# As text_records.py reads them, and the tables text_sources.py reads through `datasets`.
+TEXT_RECORD_EXTENSIONS = frozenset({".jsonl", ".json", ".txt", ".csv", ".parquet", ".arrow"})
 MAX_REPEATS = 1000  # dataset.repeats' own maximum (config/schema.py); a test keeps them equal
 _REPEAT_FOLDER = re.compile(r"^(\d+)_(.+)$")
 _BLANK_CHECK_BYTES = 8  # captions this small are read to tell blank (BOM, spaces) from short
@@ -266,9 +267,31 @@ def scan_images(root: str | os.PathLike, caption_extension: str = ".txt",
                         tuple(problems))
 
 
+def _count_table_rows(path: Path) -> int:
+    """Rows of a table without reading it: Parquet and Arrow files say how many; a CSV
+    counts its lines (a quoted newline inside a field makes that an estimate)."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with open_regular(path) as fh:
+            return max(0, sum(1 for line in fh if line.strip()) - 1)
+    import pyarrow
+    if suffix == ".parquet":
+        import pyarrow.parquet
+        return pyarrow.parquet.ParquetFile(path).metadata.num_rows
+    import pyarrow.ipc
+    with pyarrow.memory_map(str(path)) as source:
+        try:
+            return pyarrow.ipc.open_file(source).read_all().num_rows
+        except pyarrow.ArrowInvalid:  # the streaming format `datasets` writes
+            source.seek(0)
+            return sum(batch.num_rows for batch in pyarrow.ipc.open_stream(source))
+
+
 def _count_file_records(path: Path) -> int:
     suffix = path.suffix.lower()
     try:
+        if suffix in (".csv", ".parquet", ".arrow"):
+            return _count_table_rows(path)
         if suffix == ".jsonl":
             with open_regular(path) as fh:
                 return sum(1 for line in fh if line.strip())
@@ -289,6 +312,10 @@ def _count_file_records(path: Path) -> int:
                            f"column {exc.colno}: {exc.msg}).",
                            "Fix the file at that place; a JSON dataset is one list of records "
                            "[{...}, {...}].") from None
+    except ValueError as exc:  # pyarrow's ArrowInvalid: a damaged Parquet or Arrow file
+        raise DatasetError("unreadable", f"'{path.name}' cannot be read as a table "
+                           f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}).",
+                           "Write the file again from the program that made it.") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if isinstance(data, list):
@@ -325,8 +352,8 @@ def scan_text_files(path: str | os.PathLike) -> TextFiles:
     files = sorted(files_under(path, _is_record_file, problems), key=lambda p: str(p).casefold())
     if not files:
         passed = f" Passed over: {problems[0]}" if problems else ""
-        raise DatasetError("wrong_format", f"The folder '{path}' has no .jsonl, .json or .txt "
-                           f"files.{passed}",
+        raise DatasetError("wrong_format", f"The folder '{path}' has no .jsonl, .json, .txt, "
+                           f".csv, .parquet or .arrow files.{passed}",
                            "Put your text records in .jsonl / .json files, or pick the file itself.")
     return TextFiles(tuple(files), tuple(problems))
 
@@ -335,9 +362,10 @@ def _single_record_file(path: Path) -> Path:
     if not path.is_file():
         raise _refused(not_a_file(path))
     if not _is_record_file(path.name):
-        raise DatasetError("wrong_format", f"'{path.name}' is not a .jsonl, .json or .txt file.",
-                           "Text datasets are .jsonl (one JSON record per line), .json or "
-                           ".txt files.")
+        raise DatasetError("wrong_format", f"'{path.name}' is not a .jsonl, .json, .txt, .csv, "
+                           ".parquet or .arrow file.",
+                           "Text datasets are .jsonl (one JSON record per line), .json or .txt "
+                           "files, or tables (.csv, .parquet, .arrow) read through datasets.")
     return path
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,8 +345,10 @@ def _skipped_problem(skipped: Skipped) -> RecordProblem:
     return RecordProblem(skipped.path, 0, f"{skipped.reason}. {skipped.hint}")
 
 
-def read_file(path: Path, fmt: str = "auto") -> LoadResult:
-    """Records of one file. ``fmt`` is one of FORMATS or "auto"."""
+def read_file(path: Path, fmt: str = "auto", columns: Mapping[str, str] | None = None
+              ) -> LoadResult:
+    """Records of one file. ``fmt`` is one of FORMATS or "auto"; ``columns`` renames
+    fields first (rename_columns)."""
     result = LoadResult(files=[path])
     if path.suffix.lower() not in SUFFIXES:
         result.problems.append(RecordProblem(
@@ -370,12 +373,30 @@ def read_file(path: Path, fmt: str = "auto") -> LoadResult:
             result.problems.append(RecordProblem(path, line, "not UTF-8 text; save the file as UTF-8"))
             return result
         items = _raw_items(path, text, result.problems)
+    add_records(result, path, items, fmt, columns)
+    return result
+
+
+def rename_columns(obj: Any, columns: Mapping[str, str] | None) -> Any:
+    """A record with its fields renamed by ``columns`` ({"question": "prompt"}), so that
+    data whose names differ from the known shapes reads as one of them."""
+    if not columns or not isinstance(obj, dict):
+        return obj
+    return {columns.get(key, key): value for key, value in obj.items()}
+
+
+def add_records(result: LoadResult, path: Path, items: list[tuple[int, Any]], fmt: str,
+                columns: Mapping[str, str] | None = None) -> None:
+    """Normalise ``items`` ((line or row, object) pairs of one file) into ``result``: the
+    format is the file's majority when ``fmt`` is "auto"; a misfit is a named problem."""
+    items = [(line, rename_columns(obj, columns)) for line, obj in items]
     file_fmt = fmt if fmt != "auto" else file_format(obj for _, obj in items)
     for line, obj in items:
         if file_fmt is None:
             result.problems.append(RecordProblem(
                 path, line, "unrecognised record: expected prompt/response, instruction/output, "
-                            "messages/conversations or text fields"))
+                            "messages/conversations or text fields (map other names with "
+                            "dataset.columns)"))
             continue
         try:
             turns = normalise(obj, file_fmt)
@@ -383,10 +404,10 @@ def read_file(path: Path, fmt: str = "auto") -> LoadResult:
             result.problems.append(RecordProblem(path, line, f"{exc} ({file_fmt} format)"))
             continue
         result.records.append(TextRecord(turns, path, line, file_fmt))
-    return result
 
 
-def load_text_records(path: str | Path, fmt: str = "auto") -> LoadResult:
+def load_text_records(path: str | Path, fmt: str = "auto",
+                      columns: Mapping[str, str] | None = None) -> LoadResult:
     """Every usable record under ``path`` (a file or a folder), with the problems of the
     ones that were skipped. Raises TextDataError only when the path itself is unusable."""
     if fmt != "auto" and fmt not in FORMATS:
@@ -396,7 +417,7 @@ def load_text_records(path: str | Path, fmt: str = "auto") -> LoadResult:
     files = _dataset_files(Path(path), passed_over)
     total.problems += [_skipped_problem(s) for s in passed_over]
     for file in files:
-        part = read_file(file, fmt)
+        part = read_file(file, fmt, columns)
         total.records += part.records
         total.problems += part.problems
         total.files += part.files

@@ -4,10 +4,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...config.schema import JobConfig
-from ...data.text_records import TextDataError, load_text_records
+from ...data.text_records import TextDataError
+from ...data.text_sources import SourceError, load_mixed
 from ...runs.events import Emit, event
 from ..core.control import EngineError
-from .tokens import Encoded, encode_records
+from .token_cache import encode_cached
+from .tokens import Encoded
 
 
 def load_dataset(job: JobConfig, tokenizer, emit: Emit,
@@ -17,17 +19,24 @@ def load_dataset(job: JobConfig, tokenizer, emit: Emit,
         raise EngineError("config", "dataset.format is 'images' but the model is a text model.",
                           "Set dataset.format to auto, prompt_response, alpaca, messages or text.")
     phase("reading the dataset")
+    ds = job.dataset
     try:
-        loaded = load_text_records(job.dataset.path, fmt)
+        loaded = load_mixed(ds.path, ds.mix, fmt, ds.columns, job.training.seed)
+    except SourceError as exc:
+        raise EngineError("config", str(exc), "Fix the line in the job's settings.") from exc
     except TextDataError as exc:
-        raise EngineError("data", str(exc), "Point dataset.path at your .jsonl / .json file.") from exc
+        raise EngineError("data", str(exc), "Point dataset.path at your .jsonl / .json file, "
+                                            "or a .csv / .parquet / .arrow file.") from exc
     if loaded.problems:
         shown = "\n".join(str(p) for p in loaded.problems[:20])
         more = f"\n... and {loaded.skipped - 20} more" if loaded.skipped > 20 else ""
         emit(event("log", level="warning", message=f"Skipped {loaded.skipped} bad record(s):\n"
                                                    f"{shown}{more}"))
-    encoded, stats = encode_records(loaded.records, tokenizer, job,
-                                    lambda done, total: phase("tokenising", done, total))
+    encoded, stats, hit = encode_cached(loaded.records, tokenizer, job,
+                                        lambda done, total: phase("tokenising", done, total))
+    if hit:
+        emit(event("log", level="info", message=f"{len(encoded)} record(s) tokenised by an "
+                                                "earlier run: read from the cache.", cached=True))
     if stats.template_errors:
         emit(event("log", level="warning",
                    message=f"The chat template failed on {len(stats.template_errors)} record(s), "
