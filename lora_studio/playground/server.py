@@ -2,6 +2,7 @@
 unknown adapter, an out-of-memory error end that request, never the process."""
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 from ..errors import HintedError
 from ..runs.adapter_sources import adapter_source
 from ..runs.playground_protocol import BASE_KINDS, reply
+from ..runs.xy_grid import a1111_parameters
 from .errors import PlaygroundError
 
 OOM_HINT = ("Close other programs that use the GPU, stop a training run, or pick a smaller "
@@ -39,8 +41,8 @@ def _backend(kind: str, path: str, chat_template: str):
     if kind == "text":
         from .text import TextBackend
         return TextBackend(path, chat_template)
-    raise PlaygroundError("request", "The playground does not draw images yet.",
-                          "Load a text model.")
+    from .image import ImageBackend
+    return ImageBackend(path)
 
 
 class Server:
@@ -49,6 +51,7 @@ class Server:
         self.backend = None
         self.loads = 0              # bases loaded by this process: switching never adds one
         self.stopped_before = 0     # generations with a lower sequence number are stopped
+        self.drawn = 0
 
     def stop(self, seq: int) -> None:
         self.stopped_before = max(self.stopped_before, seq)
@@ -129,7 +132,53 @@ class Server:
                                       should_stop)
             self.emit(reply("done", id=rid, **result))
         else:
-            self.emit(reply("image", id=rid, **backend.generate(req, should_stop)))
+            from .grid_image import save_png
+            image, settings = backend.generate(req, should_stop)
+            parameters = a1111_parameters(settings, backend.active, backend.weights)
+            path = save_png(image, self._out(req, "image"), parameters)
+            self.emit(reply("image", id=rid, path=str(path), parameters=parameters,
+                            seconds=settings["seconds"]))
+
+    def _grid(self, seq: int, req: dict) -> None:
+        backend = self._need_backend()
+        if backend.kind != "image":
+            raise PlaygroundError("request", "Grids are drawn by image models.",
+                                  "Load a Stable Diffusion model.")
+        from .grid_image import compose, save_png
+        cells = req.get("cells") or []
+        rows, cols = list(req.get("row_labels", [])), list(req.get("col_labels", []))
+        if not cells or len(cells) != len(rows) or any(len(r) != len(cols) for r in cells):
+            raise PlaygroundError("request", "A grid needs one row of cells per row label and one "
+                                             "cell per column label.", "Rebuild the grid.")
+        shared = {k: v for k, v in req.items() if k not in ("type", "id", "cells", "row_labels",
+                                                               "col_labels", "out")}
+        total, images, started = len(rows) * len(cols), [], time.perf_counter()
+        for r, row in enumerate(cells):
+            images.append([])
+            for c, cell in enumerate(row):
+                if self.stopped_before > seq:
+                    self.emit(reply("done", id=req.get("id"), text="", reason="stopped", tokens=0,
+                                    seconds=0, first_token_s=None))
+                    return
+                image, settings = backend.generate({**shared, "adapters": [], "weights": [],
+                                                    **cell}, lambda: self.stopped_before > seq)
+                images[-1].append(image)
+                self.emit(reply("cell", id=req.get("id"), done=r * len(cols) + c + 1, total=total))
+        grid = compose(images, cols, rows)
+        settings.pop("seconds", None)
+        parameters = a1111_parameters(settings) + f"\nXY grid: {len(rows)} rows ({', '.join(rows)}) " \
+            f"x {len(cols)} columns ({', '.join(cols)})"
+        path = save_png(grid, self._out(req, "grid"), parameters)
+        self.emit(reply("image", id=req.get("id"), path=str(path), parameters=parameters,
+                        rows=len(rows), cols=len(cols),
+                        seconds=round(time.perf_counter() - started, 4)))
+
+    def _out(self, req: dict, stem: str) -> Path:
+        if req.get("out"):
+            return Path(req["out"])
+        import tempfile
+        self.drawn += 1
+        return Path(tempfile.gettempdir()) / "lora-studio-playground" / f"{stem}-{os.getpid()}-{self.drawn}.png"
 
     def _stop(self, seq: int, req: dict) -> None:
         self.stop(seq)

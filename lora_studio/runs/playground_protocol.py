@@ -15,7 +15,11 @@ Requests (``id`` is the caller's, echoed by the events that answer it):
 - ``generate``      text: messages [{role, content}], max_new_tokens, temperature,
                     top_p, repetition_penalty, seed; image: prompt, negative_prompt,
                     sampler, steps, cfg, seed, width, height. ``adapters``/``weights``
-                    (optional) select the adapters for this generation only.
+                    (optional) select the adapters for this generation only; ``out``
+                    (image) the PNG to write, with A1111's ``parameters`` text chunk.
+- ``grid``          image: the settings of ``generate`` shared by every cell, ``cells``
+                    (rows of dicts that override them: adapters, weights, prompt, seed),
+                    col_labels, row_labels, out: one labelled PNG (runs/xy_grid.py).
 - ``stop``          ends the generation running now (answered while it runs).
 - ``shutdown``      the process exits.
 
@@ -29,7 +33,9 @@ Events:
 - ``token``           id, text: the next piece of a streamed answer.
 - ``done``            id, text (the whole answer), reason ("eos", "length", "stopped"),
                       tokens, seconds, first_token_s.
-- ``image``           id, path (a PNG the process wrote), seed, seconds.
+- ``image``           id, path (a PNG the process wrote), parameters, seconds; for a
+                      grid also rows, cols. While a grid is drawn, ``cell`` events
+                      (id, done, total) count its images.
 - ``error``           id (when it answers a request), kind (config, io, oom, request,
                       internal), message, hint. The process goes on after an error.
 
@@ -45,9 +51,10 @@ from typing import Any
 
 from .events import encode
 
-REQUEST_TYPES = ("load_base", "load_adapter", "set_adapters", "generate", "stop", "shutdown")
+REQUEST_TYPES = ("load_base", "load_adapter", "set_adapters", "generate", "grid", "stop",
+                 "shutdown")
 EVENT_TYPES = ("ready", "base_loaded", "adapter_loaded", "adapters_set", "token", "done",
-               "image", "error")
+               "image", "cell", "error")
 ERROR_KINDS = ("config", "io", "oom", "request", "internal")
 BASE_KINDS = ("text", "image")
 
