@@ -21,6 +21,7 @@ MixedPrecision = Literal["no", "fp16", "bf16"]
 DataFormat = Literal["auto", "images", "prompt_response", "alpaca", "messages", "text"]
 LoraInit = Literal["default", "gaussian", "pissa", "olora", "loftq"]
 TargetPreset = Literal["default", "attention", "all_linear"]
+LogWith = Literal["none", "tensorboard", "wandb", "both"]
 
 
 def field(
@@ -286,6 +287,11 @@ class OutputConfig(Section):
     output_dir: str = field(
         "runs", title="Runs folder", group="Output", widget="dir", local_path=True,
         help="Folder the run directories are created in.")
+    log_with: LogWith = field(
+        "none", title="Also log to", group="Output", advanced=True,
+        help="TensorBoard writes event files to the run's tensorboard/ folder (pip install "
+             "\"lora-studio[logging]\"); W&B logs to your Weights & Biases account when wandb is "
+             "installed and you are logged in. Loss, learning rate, eval loss and samples.")
     save_every_n_steps: int = field(
         0, title="Save every N steps", group="Output",
         help="Write a resumable checkpoint every N optimizer steps; 0 only at the end.", ge=0,

@@ -11,6 +11,7 @@ from ..runs.events import Emit, event
 from ..runs.layout import RunDir
 from .core.control import Cancelled, StopRequest, error_event
 from .families import detect_family, family_package
+from .trackers import open_trackers, tracked
 
 
 def effective_batch_event(job: JobConfig, processes: int) -> dict:
@@ -72,6 +73,8 @@ def run(job: JobConfig, run_dir: str | Path, emit: Emit,
         state = PartialState()
         if stop_agreed(stop, state):
             raise Cancelled
+        if state.is_main_process and job.output.log_with != "none":
+            emit = tracked(emit, open_trackers(job, run_folder.root, emit))
         emit(effective_batch_event(job, state.num_processes))
         emit(event("phase", phase="loading libraries"))
         with stop.interrupting():
