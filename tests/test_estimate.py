@@ -1,6 +1,7 @@
 """The VRAM estimate: sizes checked exactly against instantiated tiny models, the
 activation model against the tensors autograd keeps, and the breakdown's behaviour."""
 import contextlib
+import importlib
 import warnings
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from lora_studio.config.model_info import ModelInfoError
+from lora_studio.config.optimizers import OPTIONAL_OPTIMIZERS
 from lora_studio.config.schema import JobConfig
 from lora_studio.hardware import archs, inventory
 from lora_studio.hardware.estimate import (
@@ -146,7 +148,8 @@ def test_lora_weights_gradients_and_adamw_state_match_peft_exactly(tiny_llama_st
     assert sorted(lora_inventory(job, spec).values()) == sorted(tuple(p.shape) for p in trainable)
 
 
-@pytest.mark.parametrize("name", ["AdamW8bit", "Lion8bit", "Adafactor"])
+@pytest.mark.parametrize("name", ["AdamW8bit", "Lion8bit", "Adafactor", "Prodigy", "DAdaptAdam",
+                                  "AdamWScheduleFree"])
 def test_other_optimizers_state_bytes_are_exact(name, tiny_llama_step):
     job, spec, trainable, _ = tiny_llama_step
     params = [torch.nn.Parameter(p.detach().clone()) for p in trainable]
@@ -155,6 +158,11 @@ def test_other_optimizers_state_bytes_are_exact(name, tiny_llama_step):
     if name == "Adafactor":
         from transformers.optimization import Adafactor
         optimizer = Adafactor(params, lr=1e-3, scale_parameter=False, relative_step=False)
+    elif name in OPTIONAL_OPTIMIZERS:
+        package, cls = OPTIONAL_OPTIMIZERS[name]
+        optimizer = getattr(importlib.import_module(package), cls)(params, lr=1.0)
+        if name == "AdamWScheduleFree":
+            optimizer.train()
     else:
         import bitsandbytes as bnb
         optimizer = getattr(bnb.optim, name)(params, lr=1e-3)

@@ -27,6 +27,8 @@ def test_sd15_gui_config_maps_every_supported_key():
     assert (opt.optimizer, opt.learning_rate, opt.text_encoder_lr, opt.unet_lr) == (
         "AdamW8bit", 1e-4, 5e-5, None)  # unet_lr equals the learning rate: nothing separate
     assert opt.weight_decay == 0.05 and opt.lr_scheduler == "cosine_with_restarts"
+    assert opt.lr_scheduler_num_cycles == 3 and opt.lr_scheduler_power == 1.0  # power "" = unset
+    assert job.model.clip_skip == 2 and job.network.stop_text_encoder_training == 0
     assert opt.lr_warmup_steps == 160  # 10 % of 1600 steps
     tr = job.training
     assert (tr.epochs, tr.max_steps, tr.batch_size, tr.seed) == (10, 1600, 2, 1234)
@@ -35,11 +37,12 @@ def test_sd15_gui_config_maps_every_supported_key():
     assert (out.output_name, out.save_every_n_steps, out.sample_every_n_steps) == ("anna_muller_v1", 400, 200)
     assert out.sample_prompts == ["annamuller, portrait, smiling", "annamuller, full body, in a garden"]
     assert result.meta["description"] == "trigger: annamuller"
-    assert {"clip_skip", "max_token_length", "save_precision", "lr_scheduler_num_cycles"} <= set(
-        result.unsupported_set)
+    assert {"max_token_length", "save_precision"} <= set(result.unsupported_set)
+    assert not {"clip_skip", "lr_scheduler_num_cycles", "lr_scheduler_power", "text_encoder_lr",
+                "stop_text_encoder_training"} & set(result.unsupported)
     assert "xformers" not in result.unsupported and "logging_dir" not in result.unsupported
     listed = [f for f in result.findings if f.rule == "kohya-unsupported" and not f.path]
-    assert "clip_skip = 2" in listed[0].message
+    assert "max_token_length = 75" in listed[0].message
 
 
 def test_values_that_do_not_fit_become_findings():
@@ -52,9 +55,12 @@ def test_values_that_do_not_fit_become_findings():
     assert result.data["model"]["family"] == "sdxl"
     assert result.data["dataset"]["resolution"] == 896  # 1024x768 as a square of similar area
     assert result.data["network"]["train_text_encoder"] is False  # network_train_unet_only
-    # Prodigy's lr = 1 would wreck an AdamW run: the rates are not carried over.
-    assert "learning_rate" not in result.data["optimizer"]
-    assert any("Prodigy" in f.message for f in by_path["optimizer.optimizer"])
+    # Prodigy is LoRA Studio's too: its rate of 1 comes along; decouple=True is its default.
+    assert result.data["optimizer"]["optimizer"] == "Prodigy"
+    assert result.data["optimizer"]["learning_rate"] == 1.0
+    assert [f.message for f in by_path["optimizer.optimizer"]] == [
+        "Optimizer arguments not imported: d_coef=2 use_bias_correction=True safeguard_warmup=True."]
+    assert "clip_skip" not in result.data["model"]  # 1 is the default (and SDXL ignores it)
     # max_train_epochs overrides max_train_steps in kohya_ss.
     assert result.data["training"]["epochs"] == 25 and "max_steps" not in result.data["training"]
     assert "noise_offset" not in result.data["training"]  # Multires noise
@@ -114,3 +120,72 @@ def test_parse_resolution_rejects(text):
 def test_unsupported_choices_warn(config, path):
     result = convert_kohya(config)
     assert [f.level for f in result.findings if f.path == path] == ["warning"]
+
+
+@pytest.mark.parametrize("name,expected", [("Prodigy", "Prodigy"), ("DAdaptAdam", "DAdaptAdam"),
+                                           ("DAdaptation", "DAdaptAdam"),
+                                           ("AdamWScheduleFree", "AdamWScheduleFree"),
+                                           ("adafactor", "Adafactor")])
+def test_optimizer_names_map_to_ours(name, expected):
+    result = convert_kohya({"optimizer": name, "learning_rate": 1.0})
+    assert result.data["optimizer"]["optimizer"] == expected
+    assert not [f for f in result.findings if f.level == "warning"], result.findings
+    job, findings = parse_job(result.data)
+    assert job.optimizer.optimizer == expected and not findings
+
+
+@pytest.mark.parametrize("args,relative,warmup", [
+    ("", True, False),                                   # kohya's default: relative step
+    ("scale_parameter=False relative_step=False warmup_init=False", False, False),
+    ("scale_parameter=True relative_step=True warmup_init=True", True, True),
+    ("relative_step=False warmup_init=True", True, True),  # kohya turns it on for warmup_init
+])
+def test_adafactor_relative_step_follows_kohya(args, relative, warmup):
+    result = convert_kohya({"optimizer": "Adafactor", "optimizer_args": args,
+                            "learning_rate": "0.0001", "lr_scheduler": "adafactor"})
+    job, _ = parse_job(result.data)
+    assert (job.optimizer.adafactor_relative_step, job.optimizer.adafactor_warmup_init) == (
+        relative, warmup)
+    assert not [f for f in result.findings if f.level == "warning"], result.findings
+
+
+def test_adafactor_scale_parameter_that_does_not_match_is_reported():
+    result = convert_kohya({"optimizer": "Adafactor", "optimizer_args": "relative_step=False"})
+    assert result.data["optimizer"].get("adafactor_relative_step") is None
+    assert any("scale_parameter=True" in f.message and f.level == "warning"
+               for f in result.findings)
+
+
+def test_scheduler_text_encoder_and_schedule_free_keys_import_without_loss():
+    config = {"optimizer": "AdamWScheduleFree", "optimizer_args": "warmup_steps=30 weight_decay=0.1",
+              "learning_rate": "0.0005", "lr_scheduler": "polynomial", "lr_scheduler_power": "2",
+              "lr_scheduler_num_cycles": 4, "clip_skip": "2", "text_encoder_lr": "5e-05",
+              "unet_lr": "0.0005", "stop_text_encoder_training": 120, "max_train_steps": 400}
+    result = convert_kohya(config)
+    job, findings = parse_job(result.data)
+    assert not findings and result.unsupported == {}
+    assert not [f for f in result.findings if f.level == "warning"], result.findings
+    opt = job.optimizer
+    assert (opt.optimizer, opt.lr_warmup_steps, opt.weight_decay) == ("AdamWScheduleFree", 30, 0.1)
+    assert (opt.lr_scheduler, opt.lr_scheduler_power, opt.lr_scheduler_num_cycles) == (
+        "polynomial", 2.0, 4)
+    assert (opt.learning_rate, opt.text_encoder_lr) == (5e-4, 5e-5)
+    assert (job.model.clip_skip, job.network.stop_text_encoder_training) == (2, 120)
+    assert job.network.train_text_encoder
+
+
+def test_stop_text_encoder_percent_becomes_steps_of_the_run():
+    result = convert_kohya({"stop_text_encoder_training_pct": 25, "max_train_steps": "1001"})
+    assert result.data["network"]["stop_text_encoder_training"] == 251  # kohya_ss rounds up
+    assert any(f.path == "network.stop_text_encoder_training" and f.level == "info"
+               for f in result.findings)
+    unknown = convert_kohya({"stop_text_encoder_training_pct": 25, "epoch": 4})
+    assert "stop_text_encoder_training" not in unknown.data.get("network", {})
+    assert [f.level for f in unknown.findings if f.path == "network.stop_text_encoder_training"] \
+        == ["warning"]
+
+
+def test_clip_skip_on_sdxl_is_left_out_as_kohya_ignores_it():
+    result = convert_kohya({"sdxl": True, "clip_skip": 2})
+    assert "clip_skip" not in result.data["model"] and "clip_skip" not in result.unsupported
+    assert any(f.path == "model.clip_skip" and "penultimate" in f.message for f in result.findings)

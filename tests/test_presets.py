@@ -223,7 +223,7 @@ def test_import_kohya_json_converts(config_dir):
     preset = load_preset(result.path)
     assert preset.job.network.rank == 32 and preset.job.dataset.path == "D:/lora/Anna Müller/img"
     assert preset.meta.model_family == "sd1"
-    assert "clip_skip" in result.unsupported
+    assert "max_token_length" in result.unsupported and "clip_skip" not in result.unsupported
 
 
 @pytest.mark.parametrize("name,content,needle", [

@@ -14,7 +14,8 @@ def test_every_field_has_panel_metadata():
             assert spec.minimum is not None or spec.exclusive_minimum is not None, spec.path
     assert any(s.advanced for s in specs) and any(not s.advanced for s in specs)
     assert SPECS["optimizer.optimizer"].choices == (
-        "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion8bit", "Adafactor")
+        "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion8bit", "Adafactor", "Prodigy", "DAdaptAdam",
+        "AdamWScheduleFree")
     assert SPECS["optimizer.unet_lr"].optional
     assert SPECS["model.path"].local_path and SPECS["dataset.path"].local_path
 

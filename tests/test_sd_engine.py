@@ -490,9 +490,9 @@ def test_text_embeddings_are_encoded_once_per_caption(monkeypatch):
     encoded = []
     real = image_train.encode_text
 
-    def counting(model, captions, device):
+    def counting(model, captions, device, clip_skip=1):
         encoded.extend(captions)
-        return real(model, captions, device)
+        return real(model, captions, device, clip_skip)
 
     monkeypatch.setattr(image_train, "encode_text", counting)
     ctx = RunContext(RunDir(Path("unused")), lambda ev: None, torch.device("cpu"), True, 1)

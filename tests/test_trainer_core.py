@@ -16,10 +16,11 @@ from toy_family import DIM, N_ITEMS, ToyTrainee, progress, run_toy, toy_job
 
 # --- learning rate ----------------------------------------------------------------------
 
-def expected_factor(name: str, s: int, w: int, n: int, lr: float) -> float:
+def expected_factor(name: str, s: int, w: int, n: int, lr: float, cycles: int = 1,
+                    power: float = 1.0) -> float:
     """transformers' schedules, written out: the multiplier of the rate after s scheduler
-    steps, with w warmup steps out of n (cosine_with_restarts: 1 cycle; polynomial:
-    power 1 down to 1e-7)."""
+    steps, with w warmup steps out of n (cosine_with_restarts: ``cycles`` hard restarts;
+    polynomial: ``power``, down to 1e-7)."""
     if name == "constant":
         return 1.0
     if s < w:
@@ -32,12 +33,13 @@ def expected_factor(name: str, s: int, w: int, n: int, lr: float) -> float:
     if name == "cosine":
         return max(0.0, 0.5 * (1 + math.cos(math.pi * progress_)))
     if name == "cosine_with_restarts":
-        return 0.0 if progress_ >= 1 else max(0.0, 0.5 * (1 + math.cos(math.pi * (progress_ % 1))))
+        return 0.0 if progress_ >= 1 else \
+            max(0.0, 0.5 * (1 + math.cos(math.pi * ((cycles * progress_) % 1))))
     if name == "polynomial":
         lr_end = 1e-7
         if s > n:
             return lr_end / lr
-        return ((lr - lr_end) * (1 - progress_) + lr_end) / lr
+        return ((lr - lr_end) * (1 - progress_) ** power + lr_end) / lr
     raise AssertionError(name)
 
 
@@ -59,6 +61,28 @@ def test_every_scheduler_follows_its_formula_at_every_step(name, warmup):
         scheduler.step()
     expected = [lr * expected_factor(name, s, warmup, total, lr) for s in range(total + 1)]
     assert seen == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("warmup", [0, 3])
+@pytest.mark.parametrize("name,cycles,power", [("cosine_with_restarts", 2, 1.0),
+                                               ("cosine_with_restarts", 3, 1.0),
+                                               ("polynomial", 1, 2.0), ("polynomial", 1, 0.5)])
+def test_cycles_and_power_follow_their_formulas_at_every_step(name, cycles, power, warmup):
+    lr, total = 2e-3, 17
+    job = toy_job(optimizer={"learning_rate": lr, "lr_scheduler": name, "lr_warmup_steps": warmup,
+                             "lr_scheduler_num_cycles": cycles, "lr_scheduler_power": power})
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = build_scheduler(optimizer, job.optimizer, total)
+    seen = []
+    for _ in range(total + 1):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [lr * expected_factor(name, s, warmup, total, lr, cycles, power)
+                for s in range(total + 1)]
+    assert seen == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    if name == "cosine_with_restarts":  # the rate is back at the top once per cycle
+        assert sum(1 for a, b in zip(seen[warmup:], seen[warmup + 1:]) if b > a) == cycles - 1
 
 
 def test_constant_ignores_warmup_and_the_others_warm_up_linearly():

@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -138,6 +139,7 @@ class Case:
     path: str
     gpu: object = None
     needles: tuple = field(default_factory=tuple)  # text the message + hint must contain
+    hide: tuple = ()  # packages made impossible to import for the case
 
 
 CASES = [
@@ -327,6 +329,42 @@ CASES = [
          "dataset.path", needles=("2 picture(s)", "1 .heic, 1 .psd", "layers.psd", "PNG, JPEG")),
     Case("captions-unreadable", "image", {"dataset.path": "@hostile"}, "warning", "dataset.path",
          needles=("utf16.txt", "NUL characters", "save it as UTF-8")),
+    Case("optimizer-package-missing", "image", {"optimizer.optimizer": "Prodigy",
+                                                "optimizer.learning_rate": 1.0}, "error",
+         "optimizer.optimizer", hide=("prodigyopt",),
+         needles=("'prodigyopt'", 'pip install "lora-studio[optimizers]"')),
+    Case("adaptive-optimizer-lr", "image", {"optimizer.optimizer": "Prodigy"}, "warning",
+         "optimizer.learning_rate", needles=("10,000 times smaller", "1.0")),
+    Case("adaptive-optimizer-lr", "image", {"optimizer.optimizer": "DAdaptAdam",
+                                            "optimizer.learning_rate": 1.0,
+                                            "network.train_text_encoder": True,
+                                            "optimizer.text_encoder_lr": 0.05}, "warning",
+         "optimizer.text_encoder_lr", needles=("20 times smaller",)),
+    Case("relative-step-ignores", "text", {"optimizer.optimizer": "Adafactor",
+                                           "optimizer.adafactor_relative_step": True,
+                                           "optimizer.lr_scheduler": "cosine"}, "info",
+         "optimizer.adafactor_relative_step", needles=("LR scheduler is not used",)),
+    Case("adafactor-option-unused", "text", {"optimizer.adafactor_relative_step": True}, "warning",
+         "optimizer.adafactor_relative_step", needles=("the optimizer is AdamW",)),
+    Case("adafactor-option-unused", "text", {"optimizer.optimizer": "Adafactor",
+                                             "optimizer.adafactor_warmup_init": True}, "warning",
+         "optimizer.adafactor_warmup_init", needles=("only works with Adafactor's relative step",)),
+    Case("schedule-free-scheduler", "text", {"optimizer.optimizer": "AdamWScheduleFree",
+                                             "optimizer.lr_scheduler": "cosine"}, "warning",
+         "optimizer.lr_scheduler", needles=("'cosine' is not used",)),
+    Case("scheduler-option-unused", "text", {"optimizer.lr_scheduler_num_cycles": 3}, "warning",
+         "optimizer.lr_scheduler_num_cycles", needles=("'cosine_with_restarts'",)),
+    Case("scheduler-option-unused", "text", {"optimizer.lr_scheduler": "cosine",
+                                             "optimizer.lr_scheduler_power": 2.0}, "warning",
+         "optimizer.lr_scheduler_power", needles=("'polynomial'", "'cosine' does not use it")),
+    Case("clip-skip-sdxl", "image", {"model.path": "@sdxl_file", "model.family": "sdxl",
+                                     "model.clip_skip": 2}, "warning", "model.clip_skip",
+         needles=("penultimate",)),
+    Case("stop-te-without-te", "image", {"network.stop_text_encoder_training": 2}, "warning",
+         "network.stop_text_encoder_training"),
+    Case("stop-te-beyond-run", "image", {"network.train_text_encoder": True, "training.max_steps": 10,
+                                         "network.stop_text_encoder_training": 10}, "warning",
+         "network.stop_text_encoder_training", needles=("about 10 steps",)),
     *[Case("preset-output-elsewhere", "text", {"output.output_dir": value}, "info", "output.output_dir",
            needles=(value,)) for value in ("~/runs", "../../elsewhere", "runs/../../x", "C:\\Users\\x",
                                            "/var/tmp/runs", "\\\\server\\share")],
@@ -342,7 +380,9 @@ def test_every_rule_has_a_case_and_there_are_enough():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.rule}-{i}" for i, c in enumerate(CASES)])
-def test_rule(world, case):
+def test_rule(world, case, monkeypatch):
+    for package in case.hide:
+        monkeypatch.setitem(sys.modules, package, None)
     _, findings = check(build(world, case.kind, case.overrides), gpu=case.gpu)
     hits = [f for f in findings if f.rule == case.rule]
     assert hits, f"{case.rule} not reported; got {[str(f) for f in findings]}"
@@ -368,6 +408,21 @@ def test_rule(world, case):
     ("image", {"network.train_text_encoder": True, "network.rank": 16,
                "network.target_modules": ["to_q", "q_proj"]}, None, "target-modules-absent"),
     ("text", {"training.max_steps": 10}, None, "steps-and-epochs"),
+    # the adaptive optimizers want lr 1.0; relative step and schedule-free use no rate / warmup as set
+    ("image", {"optimizer.optimizer": "Prodigy", "optimizer.learning_rate": 1.0}, None,
+     "lr-very-high"),
+    ("image", {"optimizer.optimizer": "Prodigy", "optimizer.learning_rate": 1.0}, None,
+     "adaptive-optimizer-lr"),
+    ("image", {"optimizer.optimizer": "DAdaptAdam", "optimizer.unet_lr": 1.0}, None,
+     "adaptive-optimizer-lr"),  # the UNet trains with unet_lr; learning_rate is not used
+    ("text", {"optimizer.optimizer": "Adafactor", "optimizer.adafactor_relative_step": True,
+              "optimizer.learning_rate": 0.01}, None, "lr-very-high"),
+    ("text", {"optimizer.optimizer": "AdamWScheduleFree", "optimizer.lr_warmup_steps": 2}, None,
+     "warmup-with-constant"),
+    ("text", {"optimizer.optimizer": "AdamWScheduleFree"}, None, "optimizer-package-missing"),
+    ("image", {"model.clip_skip": 2}, None, "clip-skip-sdxl"),
+    ("image", {"network.train_text_encoder": True, "training.max_steps": 10,
+               "network.stop_text_encoder_training": 9}, None, "stop-te-beyond-run"),
 ])
 def test_rule_stays_quiet_when_fine(world, kind, overrides, gpu, rule):
     _, findings = check(build(world, kind, overrides), gpu=gpu)

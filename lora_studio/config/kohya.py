@@ -49,6 +49,8 @@ SIMPLE_KEYS: dict[str, tuple[str, str]] = {
     "output_dir": ("output.output_dir", "str"),
     "save_every_n_steps": ("output.save_every_n_steps", "int"),
     "sample_every_n_steps": ("output.sample_every_n_steps", "int"),
+    "lr_scheduler_num_cycles": ("optimizer.lr_scheduler_num_cycles", "int"),
+    "lr_scheduler_power": ("optimizer.lr_scheduler_power", "float"),
 }
 
 # Keys read by the special cases in convert_kohya (several keys feed one field, or
@@ -59,6 +61,7 @@ SPECIAL_KEYS = frozenset({
     "lr_scheduler", "lr_warmup", "lr_warmup_steps", "optimizer", "optimizer_args", "epoch",
     "max_train_epochs", "max_train_steps", "sample_prompts", "noise_offset", "noise_offset_type",
     "training_comment", "metadata_title", "metadata_author", "metadata_description",
+    "clip_skip", "stop_text_encoder_training", "stop_text_encoder_training_pct",
 })
 
 # Things LoRA Studio decides by itself (attention kernels, data loader workers,
@@ -76,6 +79,11 @@ HANDLED_AUTOMATICALLY = frozenset({
 })
 
 ADAPTIVE_OPTIMIZERS = ("prodigy", "dadapt")
+# kohya's 'DAdaptation' is D-Adaptation's AdamPreprint variant, the paper's first Adam.
+OPTIMIZER_ALIASES = {"dadaptation": "DAdaptAdam", "dadaptadampreprint": "DAdaptAdam"}
+# optimizer_args that ask for what LoRA Studio does anyway: nothing to import, nothing lost.
+MATCHING_ARGS = {"Prodigy": {"decouple": "true"}, "DAdaptAdam": {"decouple": "true"}}
+ADAFACTOR_ARGS = ("relative_step", "scale_parameter", "warmup_init")
 SCHEDULER_ALIASES = {"adafactor": "constant"}
 LORA_TYPES_AS_STANDARD = {"standard"}
 _UNSET = object()
@@ -242,11 +250,16 @@ class _Converter:
         if name is not _UNSET:
             if name.lower() in choices:
                 self.put("optimizer.optimizer", choices[name.lower()])
+            elif name.lower() in OPTIMIZER_ALIASES:
+                self.put("optimizer.optimizer", OPTIMIZER_ALIASES[name.lower()])
+                self.info("optimizer.optimizer", f"Optimizer '{name}' (D-Adaptation's AdamPreprint) "
+                          f"became {OPTIMIZER_ALIASES[name.lower()]}, the closest LoRA Studio has.",
+                          "Pick another optimizer if you prefer.")
             else:
                 adaptive = name.lower().startswith(ADAPTIVE_OPTIMIZERS)
                 self.warn("optimizer.optimizer", f"Optimizer '{name}' is not supported; AdamW is used.",
                           f"Pick one of {', '.join(choices.values())} if you prefer another.")
-        self.optimizer_args()
+        self.adafactor(self.optimizer_args())
         lr = self.get("learning_rate", "float", "optimizer.learning_rate")
         unet = self.get("unet_lr", "float", "optimizer.unet_lr")
         te = self.get("text_encoder_lr", "float", "optimizer.text_encoder_lr")
@@ -272,23 +285,86 @@ class _Converter:
             unet_only = te is not _UNSET and te == 0
         self.put("network.train_text_encoder", not unet_only)
 
-    def optimizer_args(self) -> None:
+    def optimizer_args(self) -> dict[str, bool]:
+        """Imports the arguments LoRA Studio has settings for; returns Adafactor's."""
         args = self.get("optimizer_args", "str", "optimizer.optimizer")
         if args is _UNSET:
-            return
-        left = []
+            return {}
+        name = self.data.get("optimizer", {}).get("optimizer")
+        left, adafactor = [], {}
         for item in args.split():
             key, _, value = item.partition("=")
-            if key.strip() == "weight_decay":
-                try:
+            key, value = key.strip(), value.strip().strip("\"'")
+            try:
+                if key == "weight_decay":
                     self.put("optimizer.weight_decay", _coerce(value, "float"))
                     continue
-                except ValueError:
-                    pass
+                if name == "Adafactor" and key in ADAFACTOR_ARGS and value:
+                    adafactor[key] = _coerce(value, "bool")
+                    continue
+                if name == "AdamWScheduleFree" and key == "warmup_steps":
+                    self.put("optimizer.lr_warmup_steps", _coerce(value, "int"))
+                    continue
+            except ValueError:
+                pass
+            if MATCHING_ARGS.get(name, {}).get(key) == value.lower():
+                continue
             left.append(item)
         if left:
             self.warn("optimizer.optimizer", f"Optimizer arguments not imported: {' '.join(left)}.",
                       "LoRA Studio uses each optimizer's standard settings.")
+        return adafactor
+
+    def adafactor(self, args: dict[str, bool]) -> None:
+        """kohya's Adafactor uses the relative step unless relative_step=False (and turns it
+        on for warmup_init); the weights' scale comes with it, as transformers' defaults."""
+        if self.data.get("optimizer", {}).get("optimizer") != "Adafactor":
+            return
+        warmup = args.get("warmup_init", False)
+        relative = args.get("relative_step", True) or warmup
+        if relative:
+            self.put("optimizer.adafactor_relative_step", True)
+            self.put("optimizer.adafactor_warmup_init", warmup)
+            if "relative_step" not in args:
+                self.info("optimizer.adafactor_relative_step", "kohya's Adafactor uses its relative "
+                          "step unless optimizer_args say relative_step=False: it was turned on.",
+                          "Turn it off to train with the learning rate and scheduler instead.")
+        if args.get("scale_parameter", True) != relative:
+            self.warn("optimizer.adafactor_relative_step", f"Adafactor's scale_parameter="
+                      f"{not relative} with relative_step={relative} was not imported: LoRA Studio "
+                      "scales the step by the weights' size exactly when it uses the relative step.",
+                      "Expect a somewhat different result than kohya_ss gave.")
+
+    def text_encoder(self) -> None:
+        clip_skip = self.get("clip_skip", "int", "model.clip_skip")
+        if clip_skip is not _UNSET and clip_skip > 1:
+            if self.data.get("model", {}).get("family") == "sdxl":
+                self.info("model.clip_skip", f"clip_skip = {clip_skip} was not imported: SDXL always "
+                          "uses its text encoders' penultimate layer, and kohya ignores clip_skip "
+                          "for it too.", "Nothing to do.")
+            else:
+                self.put("model.clip_skip", clip_skip)
+        steps = self.get("stop_text_encoder_training", "int", "network.stop_text_encoder_training")
+        if steps is not _UNSET and steps > 0:
+            self.put("network.stop_text_encoder_training", steps)
+            return
+        # kohya_ss's GUI asks for a share of the run and converts it with the step count.
+        percent = self.get("stop_text_encoder_training_pct", "float",
+                           "network.stop_text_encoder_training")
+        if percent is _UNSET or percent <= 0:
+            return
+        max_steps = self.data.get("training", {}).get("max_steps", 0)
+        if max_steps:
+            stop = math.ceil(max_steps * percent / 100)
+            self.put("network.stop_text_encoder_training", stop)
+            self.info("network.stop_text_encoder_training", f"kohya's 'stop text encoder training' "
+                      f"at {percent:g}% of {max_steps} steps became step {stop}.",
+                      "Adjust network.stop_text_encoder_training if needed.")
+        else:
+            self.warn("network.stop_text_encoder_training", f"kohya's 'stop text encoder training' at "
+                      f"{percent:g}% of the run could not be converted: the run's length depends on "
+                      "your dataset.", "Set network.stop_text_encoder_training (about that share of "
+                      "the total steps).")
 
     def scheduler_and_warmup(self) -> None:
         name = self.get("lr_scheduler", "str", "optimizer.lr_scheduler")
@@ -375,6 +451,7 @@ def convert_kohya(config: dict, fallback_name: str = "kohya import") -> KohyaImp
     conv.run_length()
     conv.optimizer_and_rates()
     conv.scheduler_and_warmup()
+    conv.text_encoder()
     conv.noise_and_samples()
     known = set(SIMPLE_KEYS) | SPECIAL_KEYS | HANDLED_AUTOMATICALLY
     unsupported = {k: v for k, v in config.items() if k not in known}

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 2
 
 ModelFamily = Literal["auto", "text", "sd1", "sd2", "sdxl"]
-Optimizer = Literal["AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion8bit", "Adafactor"]
+Optimizer = Literal["AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion8bit", "Adafactor", "Prodigy",
+                    "DAdaptAdam", "AdamWScheduleFree"]
 Scheduler = Literal[
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
 ]
@@ -83,6 +84,12 @@ class ModelConfig(Section):
         False, title="Allow pickle checkpoints", group="Model", advanced=True,
         help="Allow loading .ckpt / .pt / .bin files. Pickle files can run code when loaded: "
              "only enable this for files you trust.")
+    clip_skip: int = field(
+        1, title="CLIP skip", group="Model", advanced=True, applies_to="image",
+        help="Condition on the text encoder's N-th layer from the end (then its final layer norm), "
+             "as kohya and A1111 count: 1 is the last layer, 2 the one before (usual for anime "
+             "models). Samples use it too. SDXL always uses its penultimate layer and ignores this.",
+        ge=1, le=12)
 
 
 class DatasetConfig(Section):
@@ -185,6 +192,11 @@ class NetworkConfig(Section):
     train_text_encoder: bool = field(
         False, title="Train text encoder", group="Network", applies_to="image",
         help="Also put LoRA layers in the text encoder(s). Stronger effect, more memory.")
+    stop_text_encoder_training: int = field(
+        0, title="Stop text encoder after N steps", group="Network", advanced=True,
+        applies_to="image",
+        help="Freeze the text encoder's LoRA after this many optimizer steps and train only the "
+             "UNet from then on; 0 trains it to the end.", ge=0, le=10_000_000)
     target_preset: TargetPreset = field(
         "default", title="Target layers", group="Network", applies_to="text",
         help="Which layers get a LoRA when Target modules is empty: 'default' the attention "
@@ -219,7 +231,9 @@ class OptimizerConfig(Section):
     optimizer: Optimizer = field(
         "AdamW", title="Optimizer", group="Optimizer",
         help="AdamW is the safe default; the 8-bit variants save memory and need an NVIDIA GPU "
-             "(bitsandbytes).")
+             "(bitsandbytes). Prodigy and DAdaptAdam find their own step size (learning rate 1.0); "
+             "AdamWScheduleFree needs no schedule. These three need pip install "
+             "\"lora-studio[optimizers]\".")
     learning_rate: float = field(
         1e-4, title="Learning rate", group="Optimizer",
         help="Step size of the optimizer. 1e-4 for most LoRAs.", gt=0.0, le=1.0)
@@ -239,6 +253,20 @@ class OptimizerConfig(Section):
     lr_warmup_steps: int = field(
         0, title="Warmup steps", group="Optimizer",
         help="Optimizer steps over which the learning rate rises from 0.", ge=0, le=1_000_000)
+    lr_scheduler_num_cycles: int = field(
+        1, title="Scheduler cycles", group="Optimizer", advanced=True,
+        help="How often 'cosine_with_restarts' restarts from the full rate (hard restarts).",
+        ge=1, le=1000)
+    lr_scheduler_power: float = field(
+        1.0, title="Scheduler power", group="Optimizer", advanced=True,
+        help="Power of the 'polynomial' decay; 1 is a straight line.", gt=0.0, le=100.0)
+    adafactor_relative_step: bool = field(
+        False, title="Adafactor relative step", group="Optimizer", advanced=True,
+        help="Adafactor sets its own step size from the step count and the weights' scale (the "
+             "paper's setting); the learning rate and the LR scheduler are then not used.")
+    adafactor_warmup_init: bool = field(
+        False, title="Adafactor warmup init", group="Optimizer", advanced=True,
+        help="With relative step: start from a tiny step size that grows with the step count.")
     max_grad_norm: float = field(
         1.0, title="Max gradient norm", group="Optimizer", advanced=True,
         help="Gradients are clipped to this norm; 0 disables clipping.", ge=0.0, le=1000.0)

@@ -27,6 +27,7 @@ from ..data.walk import SKIP_KINDS, Skipped
 from .fields import SPECS, get_value
 from .findings import Finding
 from .gpu import GIB
+from .optimizers import ADAPTIVE, ADAPTIVE_LR_LOW, INSTALL_OPTIMIZERS, SCHEDULE_FREE, missing_package
 from .jobfile import job_to_dict
 from .model_info import (IMAGE_DEFAULT_TARGETS, TEXT_ENCODER_DEFAULT_TARGETS, Layers, ModelInfo,
                          ModelInfoError, inspect_model, matching_layers, target_candidates)
@@ -79,6 +80,16 @@ RULES: dict[str, str] = {
     "te-lr-without-te": "a text encoder learning rate while the text encoder is not trained",
     "separate-lr-text-job": "UNet / text encoder learning rates on a text job",
     "lr-very-high": "a learning rate above 1e-3",
+    "optimizer-package-missing": "Prodigy / DAdaptAdam / AdamWScheduleFree without its package",
+    "adaptive-optimizer-lr": "Prodigy / DAdaptAdam with a learning rate far below 1.0",
+    "relative-step-ignores": "Adafactor's relative step with learning rates or a schedule it ignores",
+    "adafactor-option-unused": "Adafactor options with another optimizer, or warmup init without "
+                               "relative step",
+    "schedule-free-scheduler": "a schedule-free optimizer with an LR schedule it replaces",
+    "scheduler-option-unused": "cycles or power set for a scheduler that does not use them",
+    "clip-skip-sdxl": "clip skip on SDXL, which always uses its penultimate layer",
+    "stop-te-without-te": "stopping the text encoder while it is not trained",
+    "stop-te-beyond-run": "stopping the text encoder at or after the end of the run",
     "warmup-longer-than-run": "warmup as long as the whole run",
     "warmup-with-constant": "warmup steps with the 'constant' scheduler, which ignores them",
     "steps-and-epochs": "max steps set while epochs is changed too",
@@ -550,8 +561,15 @@ def _text_encoder_settings(ctx: Context) -> Iterable[Finding]:
                       "te-lr-without-te")
 
 
+def _relative_step(ctx: Context) -> bool:
+    opt = ctx.job.optimizer
+    return opt.optimizer == "Adafactor" and opt.adafactor_relative_step
+
+
 @_check
 def _learning_rate(ctx: Context) -> Iterable[Finding]:
+    if ctx.job.optimizer.optimizer in ADAPTIVE or _relative_step(ctx):
+        return  # their rates mean something else: _optimizer_rules
     for path in ("optimizer.learning_rate", "optimizer.unet_lr", "optimizer.text_encoder_lr"):
         lr = get_value(ctx.job, path)
         if lr is not None and lr > LR_HIGH:
@@ -563,7 +581,8 @@ def _learning_rate(ctx: Context) -> Iterable[Finding]:
 @_check
 def _warmup(ctx: Context) -> Iterable[Finding]:
     opt = ctx.job.optimizer
-    if opt.lr_warmup_steps and opt.lr_scheduler == "constant":
+    own_schedule = opt.optimizer in SCHEDULE_FREE or _relative_step(ctx)
+    if opt.lr_warmup_steps and opt.lr_scheduler == "constant" and not own_schedule:
         yield Finding("optimizer.lr_warmup_steps", "warning",
                       "The 'constant' scheduler ignores warmup steps.",
                       "Choose 'constant_with_warmup' as the LR scheduler, or set warmup to 0.",
@@ -575,6 +594,99 @@ def _warmup(ctx: Context) -> Iterable[Finding]:
                       "steps): the learning rate never reaches its set value.",
                       f"Set {_title('optimizer.lr_warmup_steps')} to about a tenth of the run, "
                       f"e.g. {total // 10}.", "warmup-longer-than-run")
+
+
+def _effective_rates(ctx: Context) -> list[tuple[str, float]]:
+    """(field, rate) of each rate the optimizer's groups train with."""
+    opt = ctx.job.optimizer
+    if ctx.kind != "image":
+        return [("optimizer.learning_rate", opt.learning_rate)]
+    rates = [("optimizer.unet_lr", opt.unet_lr) if opt.unet_lr is not None
+             else ("optimizer.learning_rate", opt.learning_rate)]
+    if ctx.job.network.train_text_encoder:
+        rates.append(("optimizer.text_encoder_lr", opt.text_encoder_lr)
+                     if opt.text_encoder_lr is not None
+                     else ("optimizer.learning_rate", opt.learning_rate))
+    return list(dict.fromkeys(rates))
+
+
+@_check
+def _optimizer_rules(ctx: Context) -> Iterable[Finding]:
+    opt = ctx.job.optimizer
+    name = opt.optimizer
+    package = missing_package(name)
+    if package:
+        yield Finding("optimizer.optimizer", "error",
+                      f"{name} needs the '{package}' package, which is not installed.",
+                      f"Install the optional optimizers: {INSTALL_OPTIMIZERS}. Or choose AdamW.",
+                      "optimizer-package-missing")
+    if name in ADAPTIVE:
+        for path, rate in _effective_rates(ctx):
+            if rate <= ADAPTIVE_LR_LOW:
+                yield Finding(path, "warning",
+                              f"{name} finds its own step size and multiplies it by the learning "
+                              f"rate: {SPECS[path].title} {rate:g} makes every step {1 / rate:,.0f} "
+                              "times smaller, so the LoRA barely trains.",
+                              "Set it to 1.0 (0.5 or so only to hold the text encoder back).",
+                              "adaptive-optimizer-lr")
+    if _relative_step(ctx):
+        ignored = [SPECS[p].title for p in ("optimizer.learning_rate", "optimizer.unet_lr",
+                                            "optimizer.text_encoder_lr", "optimizer.lr_scheduler",
+                                            "optimizer.lr_warmup_steps")
+                   if get_value(ctx.job, p) != SPECS[p].default]
+        if ignored:
+            yield Finding("optimizer.adafactor_relative_step", "info",
+                          "With relative step Adafactor sets its own step size; "
+                          f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} not used.",
+                          "Nothing to do; turn relative step off to use them.",
+                          "relative-step-ignores")
+    if name != "Adafactor" and (opt.adafactor_relative_step or opt.adafactor_warmup_init):
+        path = "optimizer.adafactor_relative_step" if opt.adafactor_relative_step \
+            else "optimizer.adafactor_warmup_init"
+        yield Finding(path, "warning", f"{_title(path)} is set, but the optimizer is {name}: "
+                      "it is not used.", "Choose Adafactor, or turn it off.",
+                      "adafactor-option-unused")
+    elif opt.adafactor_warmup_init and not opt.adafactor_relative_step:
+        yield Finding("optimizer.adafactor_warmup_init", "warning",
+                      "Warmup init only works with Adafactor's relative step; it is not used.",
+                      f"Turn on {_title('optimizer.adafactor_relative_step')} too, or turn this off.",
+                      "adafactor-option-unused")
+    if name in SCHEDULE_FREE and opt.lr_scheduler not in ("constant", "constant_with_warmup"):
+        yield Finding("optimizer.lr_scheduler", "warning",
+                      f"{name} replaces the LR schedule: '{opt.lr_scheduler}' is not used; the rate "
+                      f"stays constant after the optimizer's own warmup ({opt.lr_warmup_steps} "
+                      "steps).", "Choose 'constant'.", "schedule-free-scheduler")
+    for path, default, scheduler in (("optimizer.lr_scheduler_num_cycles", 1, "cosine_with_restarts"),
+                                     ("optimizer.lr_scheduler_power", 1.0, "polynomial")):
+        if get_value(ctx.job, path) != default and opt.lr_scheduler != scheduler:
+            yield Finding(path, "warning", f"{_title(path)} only applies to the '{scheduler}' "
+                          f"scheduler; '{opt.lr_scheduler}' does not use it.",
+                          f"Choose '{scheduler}', or set it back to {default:g}.",
+                          "scheduler-option-unused")
+
+
+@_check
+def _text_encoder_use(ctx: Context) -> Iterable[Finding]:
+    clip_skip, net = ctx.job.model.clip_skip, ctx.job.network
+    if ctx.family == "sdxl" and clip_skip > 1:
+        yield Finding("model.clip_skip", "warning",
+                      f"SDXL always conditions on its text encoders' penultimate layer; clip skip "
+                      f"{clip_skip} is not used (kohya ignores it for SDXL too).",
+                      "Set it back to 1.", "clip-skip-sdxl")
+    stop = net.stop_text_encoder_training
+    if ctx.kind != "image" or not stop:
+        return
+    if not net.train_text_encoder:
+        yield Finding("network.stop_text_encoder_training", "warning",
+                      "The text encoder would stop training after a number of steps, but it is "
+                      "not trained at all.",
+                      f"Turn on {_title('network.train_text_encoder')}, or set this to 0.",
+                      "stop-te-without-te")
+    elif ctx.total_steps and stop >= ctx.total_steps:
+        yield Finding("network.stop_text_encoder_training", "warning",
+                      f"The text encoder would stop after step {stop}, but the run has about "
+                      f"{ctx.total_steps} steps: it trains to the end.",
+                      f"Set it below {ctx.total_steps}, or to 0.", "stop-te-beyond-run")
 
 
 @_check

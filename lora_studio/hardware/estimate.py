@@ -291,6 +291,12 @@ def lora_inventory(job: JobConfig, spec: ModelSpec) -> Inventory:
 
 # ---------------------------------------------------------------- optimizer state
 
+# fp32 tensors of each weight's size in the state: AdamW's two moments; DAdaptAdam's and
+# schedule-free AdamW's (z, second moment) own; Prodigy's also keeps the starting weights
+# (p0; not for an all-zero tensor such as LoRA's B at the start, so this is an upper bound).
+FULL_SIZE_STATES = {"AdamW": 2, "AdamWScheduleFree": 2, "DAdaptAdam": 3, "Prodigy": 4}
+
+
 def optimizer_state_bytes(optimizer: str, shapes: Iterable[tuple[int, ...]]) -> int:
     """Bytes of optimizer state for fp32 trainable tensors of these shapes (the
     per-tensor scalar ``step`` counters, kept on the CPU, are left out)."""
@@ -299,8 +305,8 @@ def optimizer_state_bytes(optimizer: str, shapes: Iterable[tuple[int, ...]]) -> 
     states = 1 if optimizer == "Lion8bit" else 2
     for shape in shapes:
         n = numel(shape)
-        if optimizer == "AdamW":
-            total += 8 * n
+        if optimizer in FULL_SIZE_STATES:
+            total += 4 * FULL_SIZE_STATES[optimizer] * n
         elif eight_bit:
             if n < BNB_MIN_8BIT_SIZE:
                 total += 4 * states * n

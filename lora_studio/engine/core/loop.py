@@ -26,6 +26,7 @@ import torch
 from ...hardware.monitor import HARDWARE_INTERVAL_S, GpuMonitor, HardwareReporter
 from ...runs.events import Emit, event
 from .control import ProgressMeter, check_finite
+from .optim import eval_mode, evaluation_weights, freeze_finished_groups, train_mode
 from .order import chunks
 
 # A folder: every process appends a digest of its trainable weights after each step.
@@ -179,6 +180,9 @@ def _run_steps(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
     meter = ProgressMeter(spec.total_steps, start_step)
     losses: list[float] = []
     plain = plain_torch_step(accelerator)
+    if step < spec.total_steps:  # a finished run resumed keeps its final weights as they are
+        train_mode(optimizer)
+    freeze_finished_groups(optimizer, step)
     poll_hardware()
     while step < spec.total_steps:
         epoch = step // spec.steps_per_epoch
@@ -193,6 +197,7 @@ def _run_steps(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
             result = optimizer_step(accelerator, model, optimizer, scheduler, params, group,
                                     hooks, spec.max_grad_norm, plain)
             step += 1
+            freeze_finished_groups(optimizer, step)
             if hash_dir:
                 record_weight_hash(hash_dir, accelerator.process_index, step, params)
             check_finite(result.loss, step, lr, spec.mixed_precision)
@@ -208,7 +213,11 @@ def _run_steps(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
                 hooks.save_checkpoint(step)
             if hooks.sample and spec.sample_every_n_steps and \
                     (step % spec.sample_every_n_steps == 0 or step == spec.total_steps):
-                hooks.sample(step)
+                with evaluation_weights(optimizer):
+                    hooks.sample(step)
             if step >= spec.total_steps:
                 break
+    # The final checkpoint and the export hold the weights to use (schedule-free: x); a
+    # cancelled run's checkpoint keeps the training point, so its resume is bit for bit.
+    eval_mode(optimizer)
     return LoopOutcome("completed", step, None, losses)

@@ -1,13 +1,23 @@
-"""The optimizer and learning-rate schedule a job asks for."""
+"""The optimizer and learning-rate schedule a job asks for, the two weight points of a
+schedule-free optimizer, and text-encoder groups that stop training after a step."""
 from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 
 import torch
 
+from ...config.optimizers import INSTALL_OPTIMIZERS, OPTIONAL_OPTIMIZERS, SCHEDULE_FREE
 from ...config.schema import OptimizerConfig
 from .control import EngineError
 
 BNB_OPTIMIZERS = {"AdamW8bit": "AdamW8bit", "PagedAdamW8bit": "PagedAdamW8bit",
                   "Lion8bit": "Lion8bit"}
+# A param group's last optimizer step: after it the group's weights are frozen (requires_grad
+# off, so no gradient and no update). Kept in the optimizer's state, so a resume knows it.
+TRAIN_UNTIL_STEP = "train_until_step"
 
 
 def _bitsandbytes():
@@ -17,6 +27,20 @@ def _bitsandbytes():
         raise EngineError("config", f"The 8-bit optimizers need bitsandbytes ({exc}).",
                           "pip install bitsandbytes, or choose AdamW or Adafactor.") from exc
     return bitsandbytes
+
+
+def _optional_class(name: str):
+    package, cls = OPTIONAL_OPTIMIZERS[name]
+    try:
+        return getattr(importlib.import_module(package), cls)
+    except ImportError as exc:
+        raise EngineError("config", f"The {name} optimizer needs the '{package}' package, which "
+                          f"is not installed ({exc}).",
+                          f"{INSTALL_OPTIMIZERS}, or choose AdamW.") from exc
+
+
+def uses_relative_step(cfg: OptimizerConfig) -> bool:
+    return cfg.optimizer == "Adafactor" and cfg.adafactor_relative_step
 
 
 def build_optimizer(param_groups: list[dict], cfg: OptimizerConfig,
@@ -33,14 +57,97 @@ def build_optimizer(param_groups: list[dict], cfg: OptimizerConfig,
                                                                      weight_decay=wd)
     if name == "Adafactor":
         from transformers.optimization import Adafactor
+        if cfg.adafactor_relative_step:
+            # The paper's set-up: step size from the step count, scaled by each weight's RMS.
+            return Adafactor(param_groups, lr=None, weight_decay=wd, scale_parameter=True,
+                             relative_step=True, warmup_init=cfg.adafactor_warmup_init)
         return Adafactor(param_groups, lr=lr, weight_decay=wd, scale_parameter=False,
                          relative_step=False, warmup_init=False)
+    if name in OPTIONAL_OPTIMIZERS:
+        kwargs = {"lr": lr, "weight_decay": wd}
+        if name == "DAdaptAdam":
+            kwargs["decouple"] = True   # AdamW's decoupled decay, as Prodigy does by default
+        if name in SCHEDULE_FREE:
+            kwargs["warmup_steps"] = cfg.lr_warmup_steps
+        cls = _optional_class(name)
+        # Prodigy and DAdaptAdam print a line about weight decay; stdout carries the events.
+        with redirect_stdout(sys.stderr):
+            return cls(param_groups, **kwargs)
     return torch.optim.AdamW(param_groups, lr=lr, weight_decay=wd)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, total_steps: int):
-    """A LambdaLR stepped once per optimizer step."""
+    """A LambdaLR stepped once per optimizer step. Adafactor's relative step has its own
+    rate (the schedule only reports it); a schedule-free optimizer keeps the rate
+    constant (its warmup is its own), as kohya does for both."""
+    if uses_relative_step(cfg):
+        from transformers.optimization import AdafactorSchedule
+
+        class RelativeStepRate(AdafactorSchedule):
+            """Adafactor's rate as numbers: the weights' RMS in it is a tensor, and the
+            rate goes into JSON events."""
+            def get_lr(self):
+                return [float(lr) for lr in super().get_lr()]
+
+        return RelativeStepRate(optimizer)
     from transformers import get_scheduler
-    return get_scheduler(cfg.lr_scheduler, optimizer,
+    name = "constant" if cfg.optimizer in SCHEDULE_FREE else cfg.lr_scheduler
+    extra = {"cosine_with_restarts": {"num_cycles": cfg.lr_scheduler_num_cycles},
+             "polynomial": {"power": cfg.lr_scheduler_power}}.get(name)
+    return get_scheduler(name, optimizer,
                          num_warmup_steps=min(cfg.lr_warmup_steps, total_steps),
-                         num_training_steps=total_steps)
+                         num_training_steps=total_steps, scheduler_specific_kwargs=extra)
+
+
+def _inner(optimizer) -> torch.optim.Optimizer:
+    """The torch optimizer inside accelerate's wrapper (or the optimizer itself)."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+def _schedule_free(optimizer) -> bool:
+    return "train_mode" in _inner(optimizer).defaults
+
+
+def train_mode(optimizer) -> None:
+    """A schedule-free optimizer steps from a point y between its average x and its
+    iterate z: put the weights at y before training (nothing for other optimizers)."""
+    if _schedule_free(optimizer):
+        _inner(optimizer).train()
+
+
+def eval_mode(optimizer) -> None:
+    """Put a schedule-free optimizer's weights at x, the point to use and export."""
+    if _schedule_free(optimizer):
+        _inner(optimizer).eval()
+
+
+@contextmanager
+def evaluation_weights(optimizer) -> Iterator[None]:
+    """The weights at x inside the block (samples), back at the training point y after
+    it. y is restored from a copy: eval() then train() rounds it, and a run that samples
+    would drift from one that does not, so a resume would no longer be bit for bit."""
+    inner = _inner(optimizer)
+    if not _schedule_free(optimizer) or not inner.param_groups[0]["train_mode"]:
+        yield
+        return
+    params = [p for group in inner.param_groups for p in group["params"]]
+    kept = [p.detach().clone() for p in params]
+    inner.eval()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, value in zip(params, kept):
+                p.copy_(value)
+        for group in inner.param_groups:
+            group["train_mode"] = True
+
+
+def freeze_finished_groups(optimizer, step: int) -> None:
+    """Stop training the groups whose TRAIN_UNTIL_STEP is ``step`` or earlier."""
+    for group in _inner(optimizer).param_groups:
+        until = group.get(TRAIN_UNTIL_STEP)
+        if until and step >= until:
+            for p in group["params"]:
+                p.requires_grad_(False)
+                p.grad = None

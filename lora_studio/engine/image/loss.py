@@ -19,13 +19,38 @@ class Cond:
     pooled: torch.Tensor | None = None      # SDXL: text_encoder_2's projection
 
 
-def encode_text(model: SDModel, captions: list[str], device) -> Cond:
+def skips_layers(model: SDModel, clip_skip: int) -> bool:
+    """Whether ``clip_skip`` changes the conditioning: SDXL conditions on its encoders'
+    penultimate layer already, and kohya ignores clip skip for it."""
+    return clip_skip > 1 and not model.is_sdxl
+
+
+def clip_skip_embeds(model: SDModel, texts: list[str], device, clip_skip: int) -> torch.Tensor:
+    """SD 1.x / 2.x conditioning from the text encoder's hidden_states[-clip_skip] through
+    its final layer norm, as kohya trains and A1111 generates (1 = the last layer).
+    diffusers' own clip_skip reaches for ``text_model``, which transformers 5's
+    CLIPTextModel no longer has."""
+    pipe = model.pipe
+    encoder, tokenizer = pipe.text_encoder, pipe.tokenizer
+    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt")
+    mask = ids.attention_mask.to(device) if getattr(encoder.config, "use_attention_mask", False) \
+        else None
+    out = encoder(ids.input_ids.to(device), attention_mask=mask, output_hidden_states=True)
+    norm = getattr(encoder, "final_layer_norm", None) or encoder.text_model.final_layer_norm
+    return norm(out.hidden_states[-clip_skip]).to(encoder.dtype)
+
+
+def encode_text(model: SDModel, captions: list[str], device, clip_skip: int = 1) -> Cond:
+    """``clip_skip`` as kohya counts it (see clip_skip_embeds); SDXL ignores it."""
     pipe = model.pipe
     if model.is_sdxl:
         hidden, _, pooled, _ = pipe.encode_prompt(prompt=captions, device=device,
                                                   num_images_per_prompt=1,
                                                   do_classifier_free_guidance=False)
         return Cond(hidden, pooled)
+    if skips_layers(model, clip_skip):
+        return Cond(clip_skip_embeds(model, captions, device, clip_skip))
     hidden, _ = pipe.encode_prompt(captions, device, 1, False)
     return Cond(hidden)
 

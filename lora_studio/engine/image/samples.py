@@ -8,7 +8,19 @@ import torch
 
 from ...config.schema import JobConfig
 from ...runs.events import Emit, event
+from .loss import clip_skip_embeds, skips_layers
 from .model import SDModel
+
+
+def _prompt(model: SDModel, prompt: str, clip_skip: int) -> dict:
+    """The pipeline's prompt arguments, conditioned as in training: with clip skip, the
+    prompt and the empty negative one both from the same layer (as kohya's samples)."""
+    if not skips_layers(model, clip_skip):
+        return {"prompt": prompt}
+    with torch.no_grad():
+        return {"prompt_embeds": clip_skip_embeds(model, [prompt], model.pipe.device, clip_skip),
+                "negative_prompt_embeds": clip_skip_embeds(model, [""], model.pipe.device,
+                                                           clip_skip)}
 
 
 def write_samples(model: SDModel, job: JobConfig, folder: Path, step: int, emit: Emit) -> list[Path]:
@@ -22,7 +34,8 @@ def write_samples(model: SDModel, job: JobConfig, folder: Path, step: int, emit:
     try:
         for i, prompt in enumerate(job.output.sample_prompts):
             generator = torch.Generator(device="cpu").manual_seed(job.training.seed)
-            image = pipe(prompt, num_inference_steps=job.output.sample_steps, height=res, width=res,
+            image = pipe(**_prompt(model, prompt, job.model.clip_skip),
+                         num_inference_steps=job.output.sample_steps, height=res, width=res,
                          generator=generator).images[0]
             path = folder / f"step-{step:06d}-{i:02d}.png"
             image.save(path)

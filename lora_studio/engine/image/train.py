@@ -15,6 +15,7 @@ from ...data.buckets import resize_and_crop
 from ...data.caption_options import captions_vary, prepare_caption
 from ...runs.events import event
 from ..core.family import Exported, RunContext
+from ..core.optim import TRAIN_UNTIL_STEP
 from .data import (ImageSet, LatentCache, MicroBatch, TrainImage, epoch_batches,
                    latent_caching_possible, load_image_set, pixels, sample_seed, skipped_log)
 from .export import export_sd, facts_from_run, write_final
@@ -46,7 +47,8 @@ class ImageTrainee:
                      for p in module.parameters() if p.requires_grad]
         if te_params:
             self.param_groups.append({"params": te_params,
-                                      "lr": opt.text_encoder_lr or opt.learning_rate})
+                                      "lr": opt.text_encoder_lr or opt.learning_rate,
+                                      TRAIN_UNTIL_STEP: self.job.network.stop_text_encoder_training})
         self.started_facts = {"samples_per_epoch": sum(im.repeats for im in self.image_set.images)}
 
     @property
@@ -88,11 +90,11 @@ class ImageTrainee:
 
     def _cond(self, captions: list[str]) -> Cond:
         if not self.cache_text:
-            return encode_text(self.base, captions, self.ctx.device)
+            return encode_text(self.base, captions, self.ctx.device, self.job.model.clip_skip)
         missing = [c for c in dict.fromkeys(captions) if c not in self.text_cache]
         if missing:
             with torch.no_grad():
-                fresh = encode_text(self.base, missing, self.ctx.device)
+                fresh = encode_text(self.base, missing, self.ctx.device, self.job.model.clip_skip)
             for i, caption in enumerate(missing):
                 self.text_cache[caption] = Cond(fresh.hidden[i:i + 1],
                                                 None if fresh.pooled is None else fresh.pooled[i:i + 1])
