@@ -94,7 +94,7 @@ def answer_ids(srv, text: str) -> list[int]:
 
 def test_adapters_answer_as_peft_does_and_differ_from_the_base(server, adapters):
     from lora_studio.data.text_records import Turn
-    from lora_studio.playground.text import chat_prompt_ids
+    from lora_studio.engine.text.tokens import chat_prompt_ids
     srv, events = server
     prompt = chat_prompt_ids(srv.backend.tokenizer, [Turn(m["role"], m["content"]) for m in chat()],
                              srv.backend.use_template)
@@ -131,13 +131,20 @@ def test_strength_zero_is_the_base(server):
 
 
 def test_the_prompt_is_formatted_as_training_formatted_it(server):
-    from lora_studio.data.text_records import Turn
-    from lora_studio.engine.text.tokens import prompt_ids
-    from lora_studio.playground.text import chat_prompt_ids
+    """A conversation asked in the playground is the start of the same conversation as
+    training encoded it, up to the answer."""
+    from lora_studio.data.text_records import TextRecord, Turn
+    from lora_studio.engine.text.tokens import chat_prompt_ids, encode_record
     tok = server[0].backend.tokenizer
+    turns = [Turn("system", "Be brief."), Turn("user", "Hi"), Turn("assistant", "Hello."),
+             Turn("user", "A plum?")]
     for use_template in (True, False):
-        assert chat_prompt_ids(tok, [Turn("user", "Hi")], use_template) == \
-            prompt_ids(tok, "Hi", use_template)
+        asked = chat_prompt_ids(tok, turns, use_template)
+        record = TextRecord(tuple(turns + [Turn("assistant", "Purple.")]), Path("t"), 1, "messages")
+        trained, _ = encode_record(record, tok, use_template=use_template, responses_only=False,
+                                   max_length=4096)
+        assert trained.input_ids[:len(asked)] == asked
+        assert tok.decode(trained.input_ids[len(asked):]).startswith("Purple.")
 
 
 @pytest.mark.parametrize("req, words", [

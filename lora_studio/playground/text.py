@@ -24,18 +24,6 @@ ROLES = ("system", "user", "assistant")
 META_ALPHA = ("lora_studio.alpha", "ss_network_alpha")
 
 
-def chat_prompt_ids(tokenizer, turns: list[Turn], use_template: bool) -> list[int]:
-    """Token ids of a conversation that ends with the user's turn, followed by the
-    assistant's generation prompt. The engine's own renderers are used (their names
-    are private there; engine/text/tokens.py exposes only the one-prompt
-    ``prompt_ids``), so the playground asks exactly what training taught."""
-    if use_template:
-        return tokens._ids(tokenizer, tokens._render(tokenizer, turns, True))
-    # The documented fallback ends a user turn with "Assistant: ": its segments are the
-    # generation prompt as they stand.
-    return [i for piece, _ in tokens._fallback_segments(tokenizer, tuple(turns)) for i in piece]
-
-
 class TokenStream:
     """transformers' streamer interface: emits each new piece of text once it decodes
     to whole characters (a multi-byte character may span tokens)."""
@@ -232,7 +220,7 @@ class TextBackend:
                                   "Type a message and send it.")
         if "adapters" in req:
             self.set_active(list(req["adapters"]), [float(w) for w in req.get("weights", [])])
-        ids = torch.tensor([chat_prompt_ids(self.tokenizer, turns, self.use_template)],
+        ids = torch.tensor([tokens.chat_prompt_ids(self.tokenizer, turns, self.use_template)],
                            device=self.device)
         temperature = float(req.get("temperature", 0.7))
         sample = temperature > 0

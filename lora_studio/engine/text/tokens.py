@@ -143,10 +143,6 @@ def _fallback_segments(tokenizer, turns: tuple[Turn, ...]) -> list[tuple[list[in
     return segments
 
 
-def fallback_prompt(text: str) -> str:
-    return f"User: {text}\nAssistant: "
-
-
 # No token of a real vocabulary spans more characters than this, so text beyond
 # max_length times it cannot reach the kept tokens and need not be tokenised.
 MAX_CHARS_PER_TOKEN = 256
@@ -236,7 +232,14 @@ def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def prompt_ids(tokenizer, prompt: str, use_template: bool) -> list[int]:
+def chat_prompt_ids(tokenizer, turns: list[Turn], use_template: bool) -> list[int]:
+    """Token ids of a conversation that ends with a user turn, followed by what starts
+    the assistant's answer, formatted as training formats it (the template, or the
+    fallback whose user turn ends with "Assistant: ")."""
     if use_template:
-        return _ids(tokenizer, _render(tokenizer, [Turn("user", prompt)], True))
-    return _bos(tokenizer) + _ids(tokenizer, fallback_prompt(prompt))
+        return _ids(tokenizer, _render(tokenizer, list(turns), True))
+    return [i for piece, _ in _fallback_segments(tokenizer, tuple(turns)) for i in piece]
+
+
+def prompt_ids(tokenizer, prompt: str, use_template: bool) -> list[int]:
+    return chat_prompt_ids(tokenizer, [Turn("user", prompt)], use_template)
