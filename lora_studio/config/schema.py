@@ -166,6 +166,15 @@ class DatasetConfig(Section):
         help="More datasets trained with this one, one 'PATH_OR_ID @ WEIGHT' a line: a local "
              "file or folder or a dataset id in your Hugging Face cache; the weight is how "
              "many times its records are taken (0.5 = a half, 2 = twice).")
+    eval_split: float = field(
+        0.0, title="Held-out share", group="Dataset", applies_to="text",
+        help="Share of the records kept out of training to measure the eval loss on (a "
+             "seeded choice, the same every run); 0 trains on all of them.", ge=0.0, le=0.5)
+    eval_path: str = field(
+        "", title="Eval dataset", group="Dataset", advanced=True, applies_to="text",
+        widget="file", local_path=True,
+        help="A separate file or folder of records to measure the eval loss on, instead of "
+             "a held-out share.")
     packing: bool = field(
         False, title="Pack short records", group="Dataset", applies_to="text",
         help="Put several short records in one row of Max sequence length tokens instead of "
@@ -279,6 +288,10 @@ class TrainingConfig(Section):
     max_steps: int = field(
         0, title="Max steps", group="Training",
         help="Stop after this many optimizer steps; 0 uses epochs.", ge=0, le=10_000_000)
+    early_stopping_patience: int = field(
+        0, title="Early stopping patience", group="Training", advanced=True,
+        help="Stop when this many evaluations in a row found no lower eval loss than the best "
+             "one; 0 trains to the end.", ge=0, le=10_000)
     batch_size: int = field(
         1, title="Batch size", group="Training",
         help="Samples per step on each GPU. Lower it first when you run out of memory.", ge=1, le=1024)
@@ -324,6 +337,11 @@ class OutputConfig(Section):
         0, title="Save every N steps", group="Output",
         help="Write a resumable checkpoint every N optimizer steps; 0 only at the end.", ge=0,
         le=10_000_000)
+    eval_every_n_steps: int = field(
+        0, title="Evaluate every N steps", group="Output",
+        help="Measure the loss on the held-out records every N optimizer steps (and after the "
+             "last one); 0 only after the last. The best evaluated checkpoint is what is "
+             "exported.", ge=0, le=10_000_000)
     sample_every_n_steps: int = field(
         0, title="Sample every N steps", group="Output",
         help="Generate samples from the prompts every N optimizer steps; 0 never.", ge=0,

@@ -114,6 +114,9 @@ RULES: dict[str, str] = {
     "prediction-type-mismatch": "a prediction type different from the model's",
     "noise-offset-high": "a noise offset above 0.2",
     "max-seq-past-positions": "max sequence length past the model's positions",
+    "eval-without-data": "evaluation or early stopping set, but no held-out records to use",
+    "eval-path-missing": "an eval dataset that does not exist",
+    "patience-without-evaluations": "early stopping without evaluations during the run",
     "dataset-columns-invalid": "a column map line that is not role=column",
     "dataset-mix-invalid": "a mix line that cannot be read, or a source that is not there",
     "init-mutates-quantized-base": "PiSSA / OLoRA initialisation on a 4-/8-bit base",
@@ -908,6 +911,31 @@ def _sequence_length(ctx: Context) -> Iterable[Finding]:
                       + ("; longer inputs crash it." if crash else "; quality drops past it."),
                       f"Set {_title('dataset.max_seq_length')} to {limit} or less.",
                       "max-seq-past-positions")
+
+
+@_check
+def _evaluation(ctx: Context) -> Iterable[Finding]:
+    ds, out, tr = ctx.job.dataset, ctx.job.output, ctx.job.training
+    asked = [p for p in ("output.eval_every_n_steps", "training.early_stopping_patience")
+             if get_value(ctx.job, p)]
+    if ds.eval_path.strip() and ctx.kind == "text" and \
+            resolve_local_path(ds.eval_path, ctx.base_dir) is None:
+        yield Finding("dataset.eval_path", "error", f"The eval dataset '{ds.eval_path.strip()}' "
+                      "was not found.", "Check the path, or clear it to hold out a share "
+                      "instead.", "eval-path-missing")
+    has_data = ctx.kind == "text" and (ds.eval_split > 0 or bool(ds.eval_path.strip()))
+    if asked and not has_data:
+        why = ("image jobs have no held-out evaluation yet" if ctx.kind == "image" else
+               f"there are no held-out records: set {_title('dataset.eval_split')} or "
+               f"{_title('dataset.eval_path')}")
+        yield Finding(asked[0], "warning", f"{_title(asked[0])} has no effect: {why}.",
+                      "Set it back to 0, or give the job held-out records.", "eval-without-data")
+    if tr.early_stopping_patience and not out.eval_every_n_steps and has_data:
+        yield Finding("training.early_stopping_patience", "warning",
+                      "Early stopping needs evaluations during the run, but the eval loss is "
+                      "only measured after the last step.",
+                      f"Set {_title('output.eval_every_n_steps')} (e.g. every epoch's steps).",
+                      "patience-without-evaluations")
 
 
 @_check

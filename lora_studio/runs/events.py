@@ -1,8 +1,8 @@
 """Engine events: one JSON object per line, each with a ``type``.
 
 Types (DESIGN.md): phase (what is happening before the first step, with done/total
-when it counts), started, progress, log, sample, checkpoint, hardware, finished,
-error. Error kinds: config, data, oom, nan, io, internal.
+when it counts), started, progress, eval (held-out loss, the best so far), log, sample,
+checkpoint, hardware, finished, error. Error kinds: config, data, oom, nan, io, internal.
 A cancelled run ends with ``finished`` carrying ``status="cancelled"`` and the
 checkpoint it left; a completed one with ``status="completed"``.
 """
@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-EVENT_TYPES = ("phase", "started", "progress", "log", "sample", "checkpoint", "hardware", "finished", "error")
+EVENT_TYPES = ("phase", "started", "progress", "eval", "log", "sample", "checkpoint", "hardware",
+               "finished", "error")
 ERROR_KINDS = ("config", "data", "oom", "nan", "io", "internal")
 
 Emit = Callable[[dict], None]

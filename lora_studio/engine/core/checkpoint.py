@@ -203,3 +203,21 @@ def resolve_resume(path: Path) -> Path:
         raise EngineError("config", f"No complete checkpoint in {path}.",
                           "Pick a run that saved a checkpoint (save_every_n_steps, or a cancelled run).")
     return latest
+
+
+BEST = "BEST.json"  # in checkpoints/: the step and eval loss of the best evaluation
+
+
+def write_best(root: Path, step: int, loss: float) -> None:
+    atomic_write_text(Path(root) / BEST, json.dumps({"step": step, "eval_loss": loss}) + "\n")
+
+
+def read_best(root: Path, before: int | None = None) -> tuple[int, float] | None:
+    """(step, eval loss) of the run's best evaluation, if it was at or before ``before``
+    (a resume from an earlier checkpoint forgets a best it has not reached yet)."""
+    try:
+        best = json.loads((Path(root) / BEST).read_text(encoding="utf-8"))
+        step, loss = int(best["step"]), float(best["eval_loss"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (step, loss) if before is None or step <= before else None

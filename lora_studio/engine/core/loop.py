@@ -25,7 +25,7 @@ import torch
 
 from ...hardware.monitor import HARDWARE_INTERVAL_S, GpuMonitor, HardwareReporter
 from ...runs.events import Emit, event
-from .control import ProgressMeter, check_finite
+from .control import EngineError, ProgressMeter, check_finite
 from .optim import eval_mode, evaluation_weights, freeze_finished_groups, train_mode
 from .order import chunks
 
@@ -53,6 +53,8 @@ class LoopSpec:
     save_every_n_steps: int = 0
     sample_every_n_steps: int = 0
     mixed_precision: str = "no"
+    eval_every_n_steps: int = 0        # 0: only after the last step (when there is eval data)
+    early_stopping_patience: int = 0   # evaluations without a better eval loss; 0: never stop
 
 
 @dataclass
@@ -62,6 +64,8 @@ class LoopHooks:
     loss_sum: Callable[[Any], torch.Tensor]                # micro-batch -> summed loss
     save_checkpoint: Callable[[int], Path | None]          # step -> folder (None off main)
     sample: Callable[[int], None] | None = None            # step -> writes samples, emits
+    evaluate: Callable[[int], float] | None = None         # step -> mean held-out loss
+    mark_best: Callable[[int, float], None] | None = None  # a new best (step, eval loss)
 
 
 @dataclass
@@ -70,6 +74,8 @@ class LoopOutcome:
     step: int
     checkpoint: Path | None = None     # the checkpoint a cancelled run left
     losses: list[float] = field(default_factory=list)
+    best: tuple[int, float] | None = None   # (step, eval loss) of the best evaluation
+    early_stopped: bool = False
 
 
 def _any_process(accelerator, flag: bool) -> bool:
@@ -154,10 +160,52 @@ def hardware_reporter(accelerator, emit: Emit, monitor: GpuMonitor | None = None
     return HardwareReporter(emit, interval_s, monitor, extra)
 
 
+class Evaluations:
+    """Evaluation on held-out data every ``eval_every_n_steps`` and after the last step:
+    an ``eval`` event each time, the best one kept (``mark_best``), and early stopping
+    after ``early_stopping_patience`` evaluations without a better loss. Which
+    evaluations came after the best is counted from the steps, so a resumed run knows
+    it from the best's step alone."""
+
+    def __init__(self, spec: LoopSpec, hooks: LoopHooks, emit: Emit,
+                 best: tuple[int, float] | None):
+        self.spec, self.hooks, self.emit, self.best = spec, hooks, emit, best
+
+    def due(self, step: int) -> bool:
+        every = self.spec.eval_every_n_steps
+        return self.hooks.evaluate is not None and (
+            step == self.spec.total_steps or bool(every and step % every == 0))
+
+    def record(self, step: int, loss: float) -> bool:
+        """The eval loss measured at ``step``; True when training should stop early. Called
+        with the training weights in place, since a new best is saved as a checkpoint."""
+        if not math.isfinite(loss):
+            raise EngineError("nan", f"The eval loss became {loss} at step {step}.",
+                              "Lower optimizer.learning_rate and resume from the last checkpoint.")
+        if self.best is None or loss < self.best[1]:
+            self.best = (step, loss)
+            if self.hooks.mark_best is not None:
+                self.hooks.mark_best(step, loss)
+        stale = self._since_best(step)
+        patience = self.spec.early_stopping_patience
+        stopping = bool(patience) and stale >= patience and step < self.spec.total_steps
+        self.emit(event("eval", step=step, loss=round(loss, 6), best_step=self.best[0],
+                        best_loss=round(self.best[1], 6), since_best=stale,
+                        early_stopping=stopping))
+        return stopping
+
+    def _since_best(self, step: int) -> int:
+        every = self.spec.eval_every_n_steps
+        if not every:
+            return 0
+        return step // every - self.best[0] // every
+
+
 def train_loop(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
                hooks: LoopHooks, emit: Emit, stop: Callable[[], bool],
                start_step: int = 0, monitor: GpuMonitor | None = None,
-               hardware_interval_s: float = HARDWARE_INTERVAL_S) -> LoopOutcome:
+               hardware_interval_s: float = HARDWARE_INTERVAL_S,
+               best: tuple[int, float] | None = None) -> LoopOutcome:
     """Train from ``start_step`` to ``spec.total_steps`` or until ``stop``. The main
     process emits a ``hardware`` event at the start, every ``hardware_interval_s``
     seconds and at the end (``monitor``: the GPU reader, tests pass a fake one)."""
@@ -165,7 +213,8 @@ def train_loop(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
         if accelerator.is_main_process else None
     try:
         return _run_steps(accelerator, model, optimizer, scheduler, params, spec, hooks, emit,
-                          stop, start_step, hardware.poll if hardware else lambda: False)
+                          stop, start_step, hardware.poll if hardware else lambda: False,
+                          Evaluations(spec, hooks, emit, best))
     finally:
         if hardware is not None:
             hardware.poll(force=True)  # the peak, also when the run failed (out of memory)
@@ -174,7 +223,7 @@ def train_loop(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
 
 def _run_steps(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
                hooks: LoopHooks, emit: Emit, stop: Callable[[], bool], start_step: int,
-               poll_hardware: Callable[[], bool]) -> LoopOutcome:
+               poll_hardware: Callable[[], bool], evaluations: Evaluations) -> LoopOutcome:
     hash_dir = os.environ.get(WEIGHT_HASHES_ENV)
     step = start_step
     meter = ProgressMeter(spec.total_steps, start_step)
@@ -192,7 +241,7 @@ def _run_steps(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
                 # no step ran: the resumed-from checkpoint (if any) already holds this state,
                 # and rewriting it would risk the only good copy
                 saved = hooks.save_checkpoint(step) if step > start_step else None
-                return LoopOutcome("cancelled", step, saved, losses)
+                return LoopOutcome("cancelled", step, saved, losses, evaluations.best)
             lr = optimizer.param_groups[0]["lr"]
             result = optimizer_step(accelerator, model, optimizer, scheduler, params, group,
                                     hooks, spec.max_grad_norm, plain)
@@ -215,9 +264,15 @@ def _run_steps(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
                     (step % spec.sample_every_n_steps == 0 or step == spec.total_steps):
                 with evaluation_weights(optimizer):
                     hooks.sample(step)
+            if evaluations.due(step):
+                with evaluation_weights(optimizer):
+                    loss = hooks.evaluate(step)
+                if evaluations.record(step, loss):
+                    eval_mode(optimizer)
+                    return LoopOutcome("completed", step, None, losses, evaluations.best, True)
             if step >= spec.total_steps:
                 break
     # The final checkpoint and the export hold the weights to use (schedule-free: x); a
     # cancelled run's checkpoint keeps the training point, so its resume is bit for bit.
     eval_mode(optimizer)
-    return LoopOutcome("completed", step, None, losses)
+    return LoopOutcome("completed", step, None, losses, evaluations.best)

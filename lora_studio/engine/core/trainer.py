@@ -13,7 +13,8 @@ import torch
 from ...config.schema import JobConfig
 from ...runs.events import Emit, event
 from ...runs.layout import RunDir
-from .checkpoint import load_resumable, restore_rng, save_checkpoint_in_step
+from .checkpoint import (checkpoint_dir, load_checkpoint, load_resumable, read_best, restore_rng,
+                         save_checkpoint_in_step, write_best)
 from .control import EngineError, Phases, StopRequest
 from .family import Exported, RunContext, Trainee
 from .loop import LoopHooks, LoopOutcome, LoopSpec, make_accelerator, train_loop
@@ -107,19 +108,40 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
                 trainee.sample(step)
         accelerator.wait_for_everyone()
 
+    eval_batches = list(getattr(trainee, "eval_batches", lambda: [])())
+
+    def evaluate(step: int) -> float:
+        """The mean loss over the held-out items, every process on all of them."""
+        trainee.set_train(False)
+        try:
+            with torch.no_grad():
+                total_loss = sum(float(trainee.eval_loss_sum(model, b)) for b in eval_batches)
+        finally:
+            trainee.set_train(True)
+        return total_loss / max(1, sum(trainee.eval_items(b) for b in eval_batches))
+
+    def mark_best(step: int, loss: float) -> None:
+        save(step)
+        if main:
+            write_best(run.checkpoints, step, loss)
+
     spec = LoopSpec(total_steps=total, steps_per_epoch=per_epoch, gradient_accumulation_steps=gas,
                     max_grad_norm=job.optimizer.max_grad_norm,
                     save_every_n_steps=job.output.save_every_n_steps,
                     sample_every_n_steps=job.output.sample_every_n_steps if
                     job.output.sample_prompts else 0,
-                    mixed_precision=tr.mixed_precision)
+                    mixed_precision=tr.mixed_precision,
+                    eval_every_n_steps=job.output.eval_every_n_steps,
+                    early_stopping_patience=tr.early_stopping_patience)
     hooks = LoopHooks(epoch_batches=epoch_batches, batch_items=trainee.batch_items,
                       loss_sum=lambda batch: trainee.loss_sum(model, batch),
-                      save_checkpoint=save, sample=sample)
+                      save_checkpoint=save, sample=sample,
+                      evaluate=evaluate if eval_batches else None, mark_best=mark_best)
     trainee.set_train(True)
     try:
         outcome = train_loop(accelerator, model, optimizer, scheduler, params, spec, hooks,
-                             emit_main, stop, start_step=start)
+                             emit_main, stop, start_step=start,
+                             best=read_best(run.checkpoints, start) if checkpoint else None)
     finally:
         trainee.set_train(False)
     result = RunResult(outcome, trainee)
@@ -129,12 +151,24 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
         return result
     if outcome.step > start:  # a resumed run that had nothing left keeps its checkpoint as is
         save(outcome.step)
+    best = outcome.best
+    if best is not None and best[0] != outcome.step:
+        # final/ and the exports hold the best evaluated weights; the last step's stay in
+        # their checkpoint
+        trainee.load_trainable_state(load_checkpoint(checkpoint_dir(run.checkpoints,
+                                                                    best[0])).trainable)
+        emit_main(event("log", level="info",
+                        message=f"The adapter exported is the best evaluated one: step {best[0]} "
+                                f"(eval loss {best[1]:.4f}); the weights of step {outcome.step} "
+                                f"are in checkpoints/step-{outcome.step:06d}."))
     if main:
         result.exports = trainee.write_final(outcome.step, per_epoch, started_at)
         for done in result.exports:
             emit(event("log", level="info", message=f"Exported {done.format} {done.path} "
                                                     f"(SHA-256 {done.sha256})"))
+    extra = {} if best is None else {"best_step": best[0], "best_eval_loss": round(best[1], 6),
+                                     "early_stopped": outcome.early_stopped}
     emit_main(event("finished", status="completed", step=outcome.step, final=str(run.final),
                     files=[str(d.path) for d in result.exports],
-                    sha256={str(d.path): d.sha256 for d in result.exports}))
+                    sha256={str(d.path): d.sha256 for d in result.exports}, **extra))
     return result

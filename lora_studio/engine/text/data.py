@@ -1,6 +1,7 @@
 """A text job's records, read, tokenised and reported."""
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 from ...config.schema import JobConfig
@@ -59,3 +60,28 @@ def load_dataset(job: JobConfig, tokenizer, emit: Emit,
                                             f"file(s), formats {loaded.formats}.",
                records=len(encoded), formats=loaded.formats))
     return encoded
+
+
+def held_out(job: JobConfig, encoded: list[Encoded], tokenizer, emit: Emit,
+             phase: Callable[..., None] = lambda *args: None
+             ) -> tuple[list[Encoded], list[Encoded]]:
+    """(training records, eval records): the records of dataset.eval_path, or a seeded
+    share of the dataset's own (dataset.eval_split, the same ones every run), or none."""
+    ds = job.dataset
+    if ds.eval_path.strip():
+        eval_job = job.model_copy(update={"dataset": ds.model_copy(
+            update={"path": ds.eval_path, "mix": [], "eval_path": "", "eval_split": 0.0})})
+        phase("reading the eval dataset")
+        return encoded, load_dataset(eval_job, tokenizer, emit, phase)
+    if not ds.eval_split:
+        return encoded, []
+    n = max(1, round(len(encoded) * ds.eval_split))
+    if n >= len(encoded):
+        raise EngineError("data", f"Holding out {ds.eval_split:.0%} of {len(encoded)} record(s) "
+                                  "leaves none to train on.",
+                          "Lower dataset.eval_split, or add records.")
+    picked = set(random.Random(job.training.seed).sample(range(len(encoded)), n))
+    emit(event("log", level="info", message=f"Held out {n} of {len(encoded)} record(s) for the "
+                                            "eval loss.", eval_records=n))
+    return ([e for i, e in enumerate(encoded) if i not in picked],
+            [e for i, e in enumerate(encoded) if i in picked])

@@ -14,7 +14,7 @@ from ...runs.events import event
 from ..core.family import Exported, RunContext
 from ..core.metadata import training_metadata
 from ..core.order import chunks, epoch_order
-from .data import load_dataset
+from .data import held_out, load_dataset
 from .export import copy_adapter, write_peft_adapter
 from .model import (build_peft_model, initial_adapter, load_base_model, load_tokenizer,
                     loraplus_groups, resolve_model)
@@ -36,6 +36,14 @@ def causal_lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
                            ignore_index=IGNORE, reduction="sum")
 
 
+def padded_loss_sum(model, items: list[Encoded], pad_id: int, device) -> torch.Tensor:
+    """The summed loss of records padded to the longest, with an attention mask."""
+    batch = collate(items, pad_id)
+    logits = model(input_ids=batch["input_ids"].to(device, non_blocking=True),
+                   attention_mask=batch["attention_mask"].to(device, non_blocking=True)).logits
+    return causal_lm_loss_sum(logits, batch["labels"].to(device, non_blocking=True))
+
+
 @dataclass
 class TextTrainee:
     job: JobConfig
@@ -45,6 +53,7 @@ class TextTrainee:
     data: list[Encoded]
     use_template: bool
     initial: dict | None = None     # a PiSSA / OLoRA adapter before training (export.py)
+    eval_data: list[Encoded] = field(default_factory=list)  # held out: the eval loss
     family: str = "text"
     started_facts: dict = field(default_factory=dict)
 
@@ -73,6 +82,16 @@ class TextTrainee:
     def batch_items(self, indices) -> int:
         return sum(label_count(self.data[i]) for i in self._records(indices))
 
+    def eval_batches(self) -> list:
+        return chunks(list(range(len(self.eval_data))), self.job.training.batch_size)
+
+    def eval_items(self, indices) -> int:
+        return sum(label_count(self.eval_data[i]) for i in indices)
+
+    def eval_loss_sum(self, model, indices) -> torch.Tensor:
+        return padded_loss_sum(model, [self.eval_data[i] for i in indices],
+                               self.tokenizer.pad_token_id, self.ctx.device)
+
     def padding_log(self) -> dict:
         """How much of what the model sees is padding, with and without packing."""
         lengths = [len(x.input_ids) for x in self.data]
@@ -96,10 +115,8 @@ class TextTrainee:
                            position_ids=batch["position_ids"].to(device, non_blocking=True),
                            use_cache=False).logits
             return causal_lm_loss_sum(logits, batch["labels"].to(device, non_blocking=True))
-        batch = collate([self.data[i] for i in indices], self.tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"].to(device, non_blocking=True),
-                       attention_mask=batch["attention_mask"].to(device, non_blocking=True)).logits
-        return causal_lm_loss_sum(logits, batch["labels"].to(device, non_blocking=True))
+        return padded_loss_sum(model, [self.data[i] for i in indices], self.tokenizer.pad_token_id,
+                               device)
 
     def set_train(self, mode: bool) -> None:
         self.model.train(mode)
@@ -136,10 +153,11 @@ def prepare(job: JobConfig, ctx: RunContext) -> TextTrainee:
     info = resolve_model(job)
     tokenizer = load_tokenizer(info.path)
     use_template = template_in_use(tokenizer, job.dataset.chat_template)
-    data = load_dataset(job, tokenizer, ctx.emit, ctx.phase)
+    data, eval_data = held_out(job, load_dataset(job, tokenizer, ctx.emit, ctx.phase), tokenizer,
+                               ctx.emit, ctx.phase)
     ctx.phase("loading the model")
     model = build_peft_model(job, info, load_base_model(job, info.path))
     trainee = TextTrainee(job, ctx, model, tokenizer, data, use_template,
-                          initial_adapter(job, model))
+                          initial_adapter(job, model), eval_data)
     ctx.emit(trainee.padding_log())
     return trainee
