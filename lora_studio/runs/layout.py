@@ -2,6 +2,7 @@
 
     runs/<name>-<yyyymmdd-hhmmss>/
       job.toml  events.jsonl  checkpoints/  samples/  final/  exports/
+      playground/   saved chats and image grids (made by the first save)
 """
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ class RunDir:
     @property
     def exports(self) -> Path:
         return self.root / "exports"
+
+    @property
+    def playground(self) -> Path:
+        return self.root / "playground"
 
     def ensure(self) -> "RunDir":
         self.root.mkdir(parents=True, exist_ok=True)

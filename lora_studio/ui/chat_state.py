@@ -55,6 +55,7 @@ class RunChoice:
     chat_template: str
     adapters: list[tuple[str, Path]]
     sample_prompts: list[str]
+    image_settings: dict = field(default_factory=dict)  # the run's sampling, for images
 
 
 def read_run(run_dir: str | Path) -> RunChoice:
@@ -68,8 +69,11 @@ def read_run(run_dir: str | Path) -> RunChoice:
     if not adapters:
         raise JobFileError(f"{run_dir} has no adapter yet (no final/ folder, no complete "
                            "checkpoint).")
+    size = job.dataset.resolution
     return RunChoice(job.model.path, kind, job.dataset.chat_template, adapters,
-                     list(job.output.sample_prompts))
+                     list(job.output.sample_prompts),
+                     {"steps": job.output.sample_steps, "seed": job.training.seed,
+                      "width": size, "height": size})
 
 
 class ChatSession:
@@ -181,3 +185,28 @@ class ChatSession:
 
     def stop(self) -> list[dict]:
         return [request("stop")] if self.busy else []
+
+    # -- saved sessions ---------------------------------------------------------
+    def to_record(self) -> dict:
+        """What a saved chat holds: the answers given, not those being written."""
+        return {"kind": "chat", "base": self.base_path, "chat_template": self.chat_template,
+                "adapters": dict(self.adapters), "system": self.system,
+                "settings": dict(self.settings),
+                "columns": [{"adapter": c.adapter, "messages": [dict(m) for m in c.messages]}
+                            for c in self.columns]}
+
+    def from_record(self, record: dict) -> list[dict]:
+        """Take a saved chat back; the requests that load its base (its adapters load
+        on the next Send)."""
+        out = self.set_base(str(record.get("base", "")), str(record.get("chat_template", "auto")))
+        for name, path in dict(record.get("adapters", {})).items():
+            self.adapters[str(name)] = str(path)
+        self.system = str(record.get("system", ""))
+        self.settings.update({k: v for k, v in dict(record.get("settings", {})).items()
+                              if k in self.settings})
+        self.columns = [Column(str(c.get("adapter", "")),
+                               [{"role": str(m["role"]), "content": str(m["content"])}
+                                for m in c.get("messages", [])])
+                        for c in record.get("columns", [])
+                        if str(c.get("adapter", "")) in self.adapters or not c.get("adapter")]
+        return out

@@ -8,6 +8,10 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGroupBox, QHBoxLayout, Q
                                QListWidget, QListWidgetItem, QPushButton, QVBoxLayout)
 
 
+LIST_TITLES = {"text": "Adapters (ticked ones answer side by side):",
+               "image": "LoRAs (ticked ones draw together, or are the grid's rows):"}
+
+
 class ModelsPane(QGroupBox):
     open_run = Signal(str)          # a run folder
     open_base = Signal(str)         # a model folder
@@ -22,7 +26,8 @@ class ModelsPane(QGroupBox):
         run.setToolTip("Load the run's base model and list its final adapter and checkpoints")
         run.clicked.connect(self._choose_run)
         base = QPushButton("Base model…")
-        base.setToolTip("Load a model folder as the base, with no adapter")
+        base.setToolTip("Load a model folder as the base, with no adapter: a text model, or "
+                        "a Stable Diffusion model in diffusers' layout")
         base.clicked.connect(self._choose_base)
         buttons.addWidget(run)
         buttons.addWidget(base)
@@ -35,7 +40,8 @@ class ModelsPane(QGroupBox):
         self.with_base.setChecked(True)
         self.with_base.toggled.connect(self.compared_changed)
         layout.addWidget(self.with_base)
-        layout.addWidget(QLabel("Adapters (ticked ones answer side by side):"))
+        self.list_label = QLabel()
+        layout.addWidget(self.list_label)
         self.list = QListWidget()
         self.list.itemChanged.connect(lambda _item: self.compared_changed.emit())
         layout.addWidget(self.list, 1)
@@ -49,6 +55,13 @@ class ModelsPane(QGroupBox):
         more.addWidget(add_folder)
         more.addWidget(add_file)
         layout.addLayout(more)
+        self.set_kind("text")
+
+    def set_kind(self, kind: str) -> None:
+        """Text models answer side by side, the base among them; image LoRAs are mixed
+        into one picture, or are an XY grid's rows."""
+        self.with_base.setVisible(kind == "text")
+        self.list_label.setText(LIST_TITLES[kind])
 
     def set_base(self, text: str) -> None:
         self.base_label.setText(text)

@@ -1,4 +1,6 @@
-"""The Playground tab: chat with a base model and its adapters side by side.
+"""The Playground tab: chat with a base model and its adapters side by side, or draw
+with a Stable Diffusion base and its LoRAs (one image, or an XY grid); a chat or a
+drawing can be saved in the run's playground/ folder and opened again.
 
 The model runs in the playground process (runs/playground_launch.py), started on the
 first request and stopped when idle or when a training run needs the GPU; its events
@@ -13,16 +15,21 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea,
-                               QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
+                               QScrollArea, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
 
 from ..config.jobfile import JobFileError
 from ..errors import HintedError
 from ..runs.adapter_sources import adapter_source
+from ..runs.layout import RunDir
 from ..runs.playground_launch import IDLE_S, PlaygroundProcess
+from ..runs.playground_sessions import read_session, save_session
 from .chat_column import ChatColumn
 from .chat_settings import ChatSettings
-from .chat_state import ChatSession, read_run
+from .chat_state import ChatSession, RunChoice, read_run
+from .image_page import ImagePage
+from .image_settings import ImageSettings
+from .image_state import ImageSession, base_kind
 from .playground_models import ModelsPane
 
 DRAIN_MS = 20
@@ -38,15 +45,33 @@ class PlaygroundView(QWidget):
         super().__init__(parent)
         self.process = process or PlaygroundProcess(idle_s=idle_s)
         self.session = ChatSession()
+        self.image_session = ImageSession()
+        self.kind = "text"                  # the loaded base's: which page is shown
+        self.run_dir: Path | None = None    # the run opened, where sessions are saved
         self.columns: list[ChatColumn] = []
 
         self.models = ModelsPane()
         self.settings = ChatSettings()
+        self.image_settings = ImageSettings()
+        self.settings_stack = QStackedWidget()
+        self.settings_stack.addWidget(self.settings)
+        self.settings_stack.addWidget(self.image_settings)
+        self.save_button = QPushButton("Save session")
+        self.save_button.setToolTip("Save the chat, or the picture with its settings, in the "
+                                    "run's playground/ folder")
+        self.save_button.clicked.connect(self._save_clicked)
+        reopen = QPushButton("Open saved…")
+        reopen.setToolTip("Open a chat or a picture saved from the Playground")
+        reopen.clicked.connect(self._open_saved_clicked)
+        sessions = QHBoxLayout()
+        sessions.addWidget(self.save_button)
+        sessions.addWidget(reopen)
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(self.models, 1)
-        left_layout.addWidget(self.settings)
+        left_layout.addWidget(self.settings_stack)
+        left_layout.addLayout(sessions)
 
         self.columns_box = QWidget()
         self.columns_layout = QHBoxLayout(self.columns_box)
@@ -73,11 +98,19 @@ class PlaygroundView(QWidget):
         entry = QHBoxLayout()
         entry.addWidget(self.input, 1)
         entry.addLayout(buttons)
+        chat_page = QWidget()
+        chat_layout = QVBoxLayout(chat_page)
+        chat_layout.setContentsMargins(0, 0, 0, 0)
+        chat_layout.addWidget(scroll, 1)
+        chat_layout.addLayout(entry)
+        self.image_page = ImagePage(self.image_session, self.image_settings, self._send)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(chat_page)
+        self.pages.addWidget(self.image_page)
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
-        right_layout.addWidget(scroll, 1)
-        right_layout.addLayout(entry)
+        right_layout.addWidget(self.pages, 1)
         right_layout.addWidget(self.state_label)
 
         splitter = QSplitter()
@@ -108,35 +141,68 @@ class PlaygroundView(QWidget):
 
     # -- choosing models -----------------------------------------------------
     def open_run(self, run_dir: str) -> bool:
+        """Load the run's base and list its adapters, the final one ticked; its sample
+        prompts (and for images its sampling settings) are filled in."""
         try:
             choice = read_run(run_dir)
         except (JobFileError, OSError) as exc:
             self._say(str(exc))
             return False
-        if choice.kind != "text":
-            self._say("The playground chats with text models; image runs are not supported yet.")
-            return False
-        self._load_base(choice.base, choice.chat_template, f"{choice.base}\n(from {Path(run_dir).name})")
+        self.run_dir = Path(run_dir)
+        label = f"{choice.base}\n(from {Path(run_dir).name})"
+        self._load_base(choice.kind, choice.base, choice.chat_template, label)
+        session = self.session if choice.kind == "text" else self.image_session
         last = len(choice.adapters) - 1
         for i, (label, folder) in enumerate(choice.adapters):
-            name = self.session.add_adapter(label, folder)
+            name = session.add_adapter(label, folder)
             self.models.add(name, str(folder), checked=i == last)  # the final adapter
-        if choice.sample_prompts and not self.input.toPlainText().strip():
-            self.input.setPlainText(choice.sample_prompts[0])
+        if choice.kind == "text":
+            if choice.sample_prompts:
+                self.input.setPlainText(choice.sample_prompts[0])
+        else:
+            self._fill_image_defaults(choice)
         self._compared_changed()
         return True
 
-    def open_base(self, folder: str) -> None:
-        self._load_base(folder, "auto", folder)
+    def _fill_image_defaults(self, choice: RunChoice) -> None:
+        session = self.image_session
+        session.settings.update(choice.image_settings)
+        if choice.sample_prompts:
+            session.settings["prompt"] = choice.sample_prompts[0]
+            session.grid_spec.prompts = "\n".join(choice.sample_prompts)
+        self.image_page.show_session()
+
+    def open_base(self, path: str) -> None:
+        self.run_dir = None
+        self._load_base(base_kind(path), path, "auto", path)
         self._compared_changed()
 
-    def _load_base(self, path: str, chat_template: str, label: str) -> None:
-        self._send(self.session.set_base(path, chat_template))
+    def _load_base(self, kind: str, path: str, chat_template: str, label: str) -> None:
+        self._set_kind(kind)
+        if kind == "text":
+            self._send(self.session.set_base(path, chat_template))
+        else:
+            self._send(self.image_session.set_base(path))
         self.models.set_base(label)
         self._say("Loading the base model…")
 
+    def _set_kind(self, kind: str) -> None:
+        """The loaded base decides the page; the other kind's session starts afresh, as
+        its base is gone from the process."""
+        if kind == "text":
+            self.image_session = self.image_page.session = ImageSession()
+            self.image_page.show_session()
+        else:
+            self.session = ChatSession()
+            self._rebuild_columns()
+        self.kind = kind
+        index = 0 if kind == "text" else 1
+        self.pages.setCurrentIndex(index)
+        self.settings_stack.setCurrentIndex(index)
+        self.models.set_kind(kind)
+
     def add_adapter(self, path: str) -> bool:
-        if not self.session.base_path:
+        if not (self.session.base_path or self.image_session.base_path):
             self._say("Load a base model (or open a run) before adding adapters.")
             return False
         try:
@@ -144,12 +210,16 @@ class PlaygroundView(QWidget):
         except HintedError as exc:
             self._say(f"{exc.message} {exc.hint}")
             return False
-        name = self.session.add_adapter(source.label, path)
+        session = self.session if self.kind == "text" else self.image_session
+        name = session.add_adapter(source.label, path)
         self.models.add(name, str(path), checked=True)
         self._compared_changed()
         return True
 
     def _compared_changed(self) -> None:
+        if self.kind == "image":
+            self.image_session.set_active(self.models.compared())
+            return
         self.session.set_compared(self.models.compared(), self.models.with_base.isChecked())
         self._rebuild_columns()
 
@@ -202,6 +272,7 @@ class PlaygroundView(QWidget):
             column = self.session.on_event(ev)
             if column is not None:
                 changed.add(id(column))
+            self.image_page.on_event(ev)
             self._note(ev)
         if changed:
             for widget, column in zip(self.columns, self.session.columns):
@@ -213,16 +284,16 @@ class PlaygroundView(QWidget):
         kind = ev["type"]
         if kind == "base_loaded":
             self._say(f"Base model loaded in {ev['seconds']:.1f} s.")
-        elif kind == "error" and not str(ev.get("id") or "").startswith("g"):
+        elif kind == "error" and not str(ev.get("id") or "").startswith(("g", "i")):
             self._say(f"{ev.get('message', '')} {ev.get('hint', '')}".strip())
         elif kind == "exited":
             reason = ev.get("reason")
             if reason == "crashed":
                 self._say(f"The playground process ended unexpectedly (exit code {ev.get('code')}); "
-                          "the next Send starts it again.")
+                          "the next Send or Generate starts it again.")
             elif reason == "idle":
                 self._say("The playground process was stopped after a while unused; it frees "
-                          "the memory and starts again on the next Send.")
+                          "the memory and starts again when next asked.")
             elif reason == "training":
                 self._say("The playground process was stopped to leave the GPU to training.")
             self._sync()
@@ -241,6 +312,93 @@ class PlaygroundView(QWidget):
     def _say(self, text: str) -> None:
         self.state_label.setText(text)
         self.status.emit(text)
+
+    # -- saved sessions ---------------------------------------------------------
+    def save_session(self, folder: Path | None = None) -> Path | None:
+        """Save the chat, or the last picture with its settings, in ``folder`` (the
+        run's playground/ by default); the JSON's path, None when there was nothing to
+        save or it could not be written (said in the status line)."""
+        folder = folder or (RunDir(self.run_dir).playground if self.run_dir else None)
+        if folder is None:
+            self._say("Open a run to save next to it, or choose a folder.")
+            return None
+        if self.kind == "text":
+            if self.session.busy or not any(c.messages for c in self.session.columns):
+                self._say("Nothing to save yet: chat first (and let the answers finish).")
+                return None
+            record, png = self.session.to_record(), None
+        else:
+            s = self.image_session
+            if s.pending or not s.image_path:
+                self._say("Nothing to save yet: draw an image or a grid first.")
+                return None
+            record, png = s.to_record(), s.image_path
+        try:
+            path = save_session(folder, record, png)
+        except OSError as exc:
+            self._say(f"Could not save in {folder}: {exc.strerror or exc}. Choose a folder you "
+                      "can write to.")
+            return None
+        self._say(f"Saved {path.name} in {folder}.")
+        return path
+
+    def open_saved(self, path: str | Path) -> bool:
+        """A saved chat, image or grid, with its base loaded again."""
+        try:
+            record = read_session(path)
+        except HintedError as exc:
+            self._say(f"{exc.message} {exc.hint}")
+            return False
+        folder = Path(path).parent
+        self.run_dir = folder.parent if folder.name == "playground" and \
+            (folder.parent / "job.toml").is_file() else None
+        kind = "text" if record["kind"] == "chat" else "image"
+        fresh = ChatSession() if kind == "text" else ImageSession()
+        try:
+            requests = fresh.from_record(record)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self._say(f"{path} is damaged ({type(exc).__name__}: {exc}). Open another saved "
+                      "session.")
+            return False
+        self._set_kind(kind)
+        self.models.set_base(f"{record.get('base', '')}\n(saved in {Path(path).name})")
+        if kind == "text":
+            self.session = fresh
+            compared = [c.adapter for c in fresh.columns if c.adapter]
+            self.models.with_base.blockSignals(True)
+            self.models.with_base.setChecked(any(not c.adapter for c in fresh.columns))
+            self.models.with_base.blockSignals(False)
+            self.settings.system.setPlainText(fresh.system)
+            for name, box in self.settings.boxes.items():
+                box.setValue(fresh.settings[name])
+        else:
+            self.image_session = self.image_page.session = fresh
+            compared = fresh.active
+        for name, adapter_path in fresh.adapters.items():
+            self.models.add(name, adapter_path, checked=name in compared)
+        self._send(requests)
+        if kind == "text":
+            self._rebuild_columns()
+        else:
+            self.image_page.show_session()
+        self._say(f"Opened {Path(path).name}; loading its base model…")
+        return True
+
+    def _save_clicked(self) -> None:
+        folder = None
+        if self.run_dir is None:
+            chosen = QFileDialog.getExistingDirectory(self, "Save the session in")
+            if not chosen:
+                return
+            folder = Path(chosen)
+        self.save_session(folder)
+
+    def _open_saved_clicked(self) -> None:
+        start = str(RunDir(self.run_dir).playground) if self.run_dir else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Open a saved session", start,
+                                              "Saved sessions (*.json)")
+        if path:
+            self.open_saved(path)
 
     # -- the window's calls ----------------------------------------------------
     def release_gpu(self) -> None:
