@@ -263,3 +263,35 @@ def test_a_damaged_saved_session_is_a_message(view, tmp_path):
                    encoding="utf-8")
     assert not view.open_saved(bad)
     assert "chat-x.json is damaged" in view.state_label.text()
+
+
+def test_try_it_from_the_runs_and_training_tabs_opens_the_run_with_its_prompts(
+        qtbot, tmp_path, monkeypatch, image_run):
+    from ui_fixtures import no_gpu
+    from PySide6.QtCore import QSettings
+    from lora_studio.ui.app import MainWindow
+    monkeypatch.setenv("LORA_STUDIO_CONFIG_DIR", str(tmp_path / "config"))
+    win = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+                     gpu_read=no_gpu)
+    qtbot.addWidget(win)
+    try:
+        win.runs.set_folder(image_run.parent)
+        assert not win.runs.try_button.isEnabled()  # nothing selected
+        win.runs.select(image_run)
+        win.runs.try_button.click()
+        playground = win.playground
+        assert win.tabs.currentWidget() is playground
+        assert playground.run_dir == image_run and playground.kind == "image"
+        assert playground.image_settings.prompt.toPlainText() == PROMPTS[0]
+        assert playground.image_page.grid_pane.prompts.toPlainText().splitlines() == PROMPTS
+        assert [playground.models.list.item(i).text() for i in range(2)] == \
+            [f"{image_run.name} · step-000002", f"{image_run.name} · final"]
+
+        playground.open_base(str(ROOT / "resources" / "tiny-text-model"))
+        win.open_run(str(image_run))
+        assert win.tabs.currentWidget() is win.training and win.training.try_button.isEnabled()
+        win.training.try_button.click()
+        assert win.tabs.currentWidget() is playground and playground.kind == "image"
+        assert playground.image_settings.prompt.toPlainText() == PROMPTS[0]
+    finally:
+        win.shutdown()

@@ -125,6 +125,8 @@ class MainWindow(QMainWindow):
         self.playground.status.connect(self._status)
         self.runs.open_run.connect(self.open_run)
         self.runs.resume_run.connect(self.resume_run)
+        self.runs.try_run.connect(self.try_run)
+        self.training.try_run.connect(self.try_run)
         self.runs.in_use = lambda: self.training.run.root if self.training.run is not None and (
             self.training.is_running or self.training.exporter is not None) else None
         self._build_menu()
@@ -271,6 +273,12 @@ class MainWindow(QMainWindow):
         self._remember_run(Path(run_dir))
         self.training.start(run_dir, resume=checkpoint)
         self.tabs.setCurrentWidget(self.training)
+
+    def try_run(self, run_dir: str) -> None:
+        """Try it: the run's adapters in the Playground, its sample prompts filled in."""
+        self.tabs.setCurrentWidget(self.playground)
+        if self.playground.open_run(run_dir) and self.training.is_running:
+            self._status("Training is running: the Playground shares the GPU with it.")
 
     def open_dataset_dialog(self) -> None:
         """Ctrl+O: a folder of images, or a .jsonl / .json file for a text job."""

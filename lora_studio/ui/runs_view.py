@@ -30,6 +30,7 @@ def move_to_trash(path: Path) -> bool:
 class RunsView(QWidget):
     open_run = Signal(str)     # replay this run folder in the training view
     resume_run = Signal(str)   # resume this run folder from its last checkpoint
+    try_run = Signal(str)      # open this run's adapters in the Playground
 
     def __init__(self, folder: str | Path = "runs", parent: QWidget | None = None):
         super().__init__(parent)
@@ -103,11 +104,16 @@ class RunsView(QWidget):
         self.open_button.clicked.connect(lambda: self._emit(self.open_run))
         self.resume_button = QPushButton("Resume from last checkpoint")
         self.resume_button.clicked.connect(lambda: self._emit(self.resume_run))
+        self.try_button = QPushButton("Try it")
+        self.try_button.setToolTip("Open the run's final adapter and checkpoints in the "
+                                   "Playground, its sample prompts filled in")
+        self.try_button.clicked.connect(lambda: self._emit(self.try_run))
         for button in (self.open_folder_button, self.rename_button, self.delete_button):
             bottom.addWidget(button)
         bottom.addStretch(1)
         bottom.addWidget(self.open_button)
         bottom.addWidget(self.resume_button)
+        bottom.addWidget(self.try_button)
         layout.addLayout(bottom)
         self.message = QLabel()
         self.message.setWordWrap(True)
@@ -166,7 +172,7 @@ class RunsView(QWidget):
     def _selection_changed(self, *_) -> None:
         run = self.selected_summary()
         for button in (self.open_button, self.open_folder_button, self.rename_button,
-                       self.delete_button):
+                       self.delete_button, self.try_button):
             button.setEnabled(run is not None)
         self.resume_button.setEnabled(run is not None and run.can_resume)
         if run is None or self._notes_root != run.root:

@@ -65,6 +65,7 @@ class TrainingView(QWidget):
     run_ended = Signal()       # a run or an export ended: the runs list refreshes
     export_ended = Signal()    # last_export_files or last_export_error says how
     status = Signal(str)       # a line for the status bar
+    try_run = Signal(str)      # open this run's adapters in the Playground
 
     def __init__(self, gpu_read=None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -96,10 +97,13 @@ class TrainingView(QWidget):
         self.resume_button.setToolTip("Continue the run from its last checkpoint")
         self.export_button = QPushButton("Export")
         self.export_as_button = QPushButton("Export as…")
+        self.try_button = QPushButton("Try it")
+        self.try_button.setToolTip("Open the run's final adapter and checkpoints in the "
+                                   "Playground, its sample prompts filled in")
         self.run_label = QLabel("No run yet.")
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         for button in (self.train_button, self.stop_button, self.resume_button,
-                       self.export_button, self.export_as_button):
+                       self.export_button, self.export_as_button, self.try_button):
             buttons.addWidget(button)
         buttons.addWidget(self.run_label, 1)
         layout.addLayout(buttons)
@@ -108,6 +112,8 @@ class TrainingView(QWidget):
         self.resume_button.clicked.connect(self.resume)
         self.export_button.clicked.connect(lambda: self.export())
         self.export_as_button.clicked.connect(self._export_as)
+        self.try_button.clicked.connect(
+            lambda: self.try_run.emit(str(self.run.root)) if self.run is not None else None)
 
         self.export_box = ExportResult()
         self.export_label = self.export_box.label
@@ -174,6 +180,8 @@ class TrainingView(QWidget):
         self.export_as_button.setEnabled(can_export)
         self.export_button.setText(f"Export ({default_format(self._run_kind)})"
                                    if can_export else "Export")
+        # During a run its checkpoints can be tried; the Playground says when there is none yet.
+        self.try_button.setEnabled(self.run is not None)
 
     def _refresh_run_facts(self) -> None:
         """Read the run folder once (status, checkpoint, kind), not on every button update."""
