@@ -80,9 +80,15 @@ def _bos(tokenizer) -> list[int]:
     return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
 
 
-def _template_segments(tokenizer, turns: tuple[Turn, ...]) -> list[tuple[list[int], bool]]:
-    """(token ids, is_response) pieces whose concatenation is the rendered chat."""
-    segments, done = [], ""
+# A piece of a record: the text to tokenise (or token ids already), and whether it is
+# the response. Tokenising every piece of many records in one call is what makes the
+# dataset browser's token view as fast as the tokenizer alone.
+Piece = tuple[str | list[int], bool]
+
+
+def _template_pieces(tokenizer, turns: tuple[Turn, ...]) -> list[Piece]:
+    """(text, is_response) pieces whose concatenation is the rendered chat."""
+    pieces, done, upto = [], "", 0
     for i, turn in enumerate(turns):
         if not is_response(turn):
             continue
@@ -90,13 +96,13 @@ def _template_segments(tokenizer, turns: tuple[Turn, ...]) -> list[tuple[list[in
         full = _render(tokenizer, list(turns[: i + 1]), False)
         if not (head.startswith(done) and full.startswith(head)):
             raise _NotIncremental
-        segments += [(_ids(tokenizer, head[len(done):]), False),
-                     (_ids(tokenizer, full[len(head):]), True)]
-        done = full
-    rest = _render(tokenizer, list(turns), False)
+        pieces += [(head[len(done):], False), (full[len(head):], True)]
+        done, upto = full, i + 1
+    # A conversation that ends with a response is already rendered whole.
+    rest = done if upto == len(turns) else _render(tokenizer, list(turns), False)
     if len(rest) > len(done):
-        segments.append((_ids(tokenizer, rest[len(done):]), False))
-    return segments
+        pieces.append((rest[len(done):], False))
+    return pieces
 
 
 class _NotIncremental(ValueError):
@@ -130,17 +136,25 @@ def _located_segments(tokenizer, turns: tuple[Turn, ...]) -> list[tuple[list[int
     return segments
 
 
-def _fallback_segments(tokenizer, turns: tuple[Turn, ...]) -> list[tuple[list[int], bool]]:
-    segments: list[tuple[list[int], bool]] = [(_bos(tokenizer), False)]
+def _fallback_pieces(tokenizer, turns: tuple[Turn, ...]) -> list[Piece]:
+    pieces: list[Piece] = [(_bos(tokenizer), False)]
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for turn in turns:
         if turn.role == "system":
-            segments.append((_ids(tokenizer, f"System: {turn.content}\n"), False))
+            pieces.append((f"System: {turn.content}\n", False))
         elif turn.role == "user":
-            segments.append((_ids(tokenizer, f"User: {turn.content}\nAssistant: "), False))
+            pieces.append((f"User: {turn.content}\nAssistant: ", False))
         else:
-            segments += [(_ids(tokenizer, turn.content) + eos, True), (_ids(tokenizer, "\n"), False)]
-    return segments
+            pieces += [(turn.content, True), (eos, True), ("\n", False)]
+    return pieces
+
+
+def _tokenised(tokenizer, pieces: list[Piece]) -> list[tuple[list[int], bool]]:
+    return [(_ids(tokenizer, p) if isinstance(p, str) else p, r) for p, r in pieces]
+
+
+def _fallback_segments(tokenizer, turns: tuple[Turn, ...]) -> list[tuple[list[int], bool]]:
+    return _tokenised(tokenizer, _fallback_pieces(tokenizer, turns))
 
 
 # No token of a real vocabulary spans more characters than this, so text beyond
@@ -163,30 +177,56 @@ def clip_turns(turns: tuple[Turn, ...], max_length: int) -> tuple[tuple[Turn, ..
     return turns, False
 
 
-def encode_record(record: TextRecord, tokenizer, *, use_template: bool, responses_only: bool,
-                  max_length: int) -> tuple[Encoded, bool]:
-    """Token ids and labels of one record, and whether it was truncated."""
+def record_pieces(record: TextRecord, tokenizer, *, use_template: bool, responses_only: bool,
+                  max_length: int) -> tuple[list[Piece], bool]:
+    """The pieces of one record as training tokenises them, and whether its text was
+    cut before tokenising (clip_turns)."""
     turns, clipped = clip_turns(record.turns, max_length)
     if record.is_plain_text:
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        ids = _bos(tokenizer) + _ids(tokenizer, turns[0].content) + eos
-        labels = list(ids)
-    else:
-        if use_template and not responses_only:
-            segments = [(_ids(tokenizer, _render(tokenizer, list(turns), False)), True)]
-        elif use_template:
-            try:
-                segments = _template_segments(tokenizer, turns)
-            except _NotIncremental:
-                segments = _located_segments(tokenizer, turns)
-        else:
-            segments = _fallback_segments(tokenizer, turns)
-        ids, labels = [], []
-        for piece, is_response in segments:
-            ids += piece
-            labels += piece if (is_response or not responses_only) else [IGNORE] * len(piece)
-    truncated = clipped or len(ids) > max_length
-    return Encoded(ids[:max_length], labels[:max_length]), truncated
+        return [(_bos(tokenizer), True), (turns[0].content, True), (eos, True)], clipped
+    if use_template and not responses_only:
+        return [(_render(tokenizer, list(turns), False), True)], clipped
+    if use_template:
+        try:
+            return _template_pieces(tokenizer, turns), clipped
+        except _NotIncremental:
+            return _located_segments(tokenizer, turns), clipped
+    return _fallback_pieces(tokenizer, turns), clipped
+
+
+def joined(segments: list[tuple[list[int], bool]], responses_only: bool) -> Encoded:
+    """Token ids and labels of a whole record, before the cut at max_length."""
+    ids, labels = [], []
+    for piece, is_response in segments:
+        ids += piece
+        labels += piece if (is_response or not responses_only) else [IGNORE] * len(piece)
+    return Encoded(ids, labels)
+
+
+def encode_record(record: TextRecord, tokenizer, *, use_template: bool, responses_only: bool,
+                  max_length: int) -> tuple[Encoded, bool]:
+    """Token ids and labels of one record, and whether it was truncated."""
+    pieces, clipped = record_pieces(record, tokenizer, use_template=use_template,
+                                    responses_only=responses_only, max_length=max_length)
+    whole = joined(_tokenised(tokenizer, pieces), responses_only)
+    truncated = clipped or len(whole.input_ids) > max_length
+    return Encoded(whole.input_ids[:max_length], whole.labels[:max_length]), truncated
+
+
+def tokenise_pieces(tokenizer, records_pieces: list[list[Piece]]) -> list[list[tuple[list[int], bool]]]:
+    """Every text piece of many records tokenised in one call of the fast tokenizer,
+    which gives each text the ids a call of its own would."""
+    texts = [p for pieces in records_pieces for p, _ in pieces if isinstance(p, str) and p]
+    ids = iter(tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
+    return [[((next(ids) if p else []) if isinstance(p, str) else p, r) for p, r in pieces]
+            for pieces in records_pieces]
+
+
+def has_target(labels: list[int]) -> bool:
+    """Whether a cut record still has a token to learn from (the first label is never
+    predicted)."""
+    return any(label != IGNORE for label in labels[1:])
 
 
 def encode_records(records: list[TextRecord], tokenizer, job: JobConfig,
@@ -210,7 +250,7 @@ def encode_records(records: list[TextRecord], tokenizer, job: JobConfig,
             stats.template_errors.append(f"{record.source}:{record.line}: {exc}")
             continue
         stats.truncated += cut
-        if all(label == IGNORE for label in item.labels[1:]):
+        if not has_target(item.labels):
             stats.no_target += 1
             continue
         encoded.append(item)

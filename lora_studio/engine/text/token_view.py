@@ -1,0 +1,217 @@
+"""The dataset browser's token view, computed in a child process:
+``python -m lora_studio.engine.text.token_view`` (the tokenizer loads transformers,
+which the window must not import).
+
+Requests are JSON lines on stdin. The first is the scan::
+
+    {"tokenizer": DIR, "path": FILE, "format": "auto", "columns": [], "seed": 0,
+     "chat_template": "auto", "max_seq_length": 2048, "responses_only": true}
+
+and every later one asks for the tokens of the record at a line of the file:
+``{"line": LINE}``. Replies are
+JSON lines on stdout: ``loaded`` (how many records, the bad lines), ``lengths`` for
+each batch of records (token length, truncated, dropped, template errors), ``done``,
+``record`` (its tokens, the ones the loss is on marked) and ``error``. A record asked
+for is answered between two batches of the scan, not after it. The end of stdin (the
+window closed it, or is gone) ends the process, mid-scan or not.
+
+The lengths and labels are the engine's own (tokens.record_pieces / joined /
+has_target, the functions training encodes with); the pieces of a batch of records are
+tokenised in one call of the fast tokenizer, which is what keeps the scan of 100,000
+records close to the cost of tokenising them at all.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from ...data.chat_template import TemplateProblem
+from ...data.text_records import TextDataError, TextRecord
+from ...data.text_sources import SourceError, load_mixed
+from ..core.control import EngineError
+from .tokens import IGNORE, has_target, joined, record_pieces, template_in_use, tokenise_pieces
+
+BATCH = 1000
+SHOWN_PROBLEMS = 50
+# A token's text is decoded with this many tokens before it, so that a tokenizer that
+# strips a leading space at the start of a text keeps it inside one.
+CONTEXT_TOKENS = 4
+# A character is at most 4 bytes, so a byte-level token run longer than this is broken.
+MAX_FRAGMENTS = 4
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the scan of one dataset depends on (the job's dataset.* keys)."""
+    use_template: bool
+    responses_only: bool
+    max_length: int
+
+
+def settings_for(tokenizer, request: dict) -> Settings:
+    return Settings(template_in_use(tokenizer, request.get("chat_template", "auto")),
+                    bool(request.get("responses_only", True)), int(request["max_seq_length"]))
+
+
+def scan(records: list[TextRecord], tokenizer, settings: Settings,
+         batch: int = BATCH) -> Iterator[dict]:
+    """One ``lengths`` message per batch of records: every record's token length before
+    the cut at max_seq_length (0 for a record the template fails on), the indices of
+    those truncated, dropped (no token to learn from after the cut, skipped by
+    training) and failed (with the template's message)."""
+    for start in range(0, len(records), batch):
+        chunk = records[start:start + batch]
+        pieces, clipped, errors = [], [], {}
+        for i, record in enumerate(chunk):
+            try:
+                p, c = record_pieces(record, tokenizer, use_template=settings.use_template,
+                                     responses_only=settings.responses_only,
+                                     max_length=settings.max_length)
+            except Exception as exc:  # a Jinja template can raise anything, as in encode_records
+                errors[start + i] = str(exc.message if isinstance(exc, TemplateProblem) else exc)
+                p, c = [], False
+            pieces.append(p)
+            clipped.append(c)
+        lengths, truncated, dropped = [], [], []
+        for i, segments in enumerate(tokenise_pieces(tokenizer, pieces)):
+            whole = joined(segments, settings.responses_only)
+            n = len(whole.input_ids)
+            lengths.append(n)
+            if start + i in errors:
+                continue
+            if clipped[i] or n > settings.max_length:
+                truncated.append(start + i)
+            if not has_target(whole.labels[:settings.max_length]):
+                dropped.append(start + i)
+        yield {"type": "lengths", "start": start, "lengths": lengths,
+               "lines": [r.line for r in chunk], "truncated": truncated, "dropped": dropped,
+               "errors": {str(k): v for k, v in errors.items()}}
+
+
+def special_ids(tokenizer) -> set[int]:
+    found = set(tokenizer.all_special_ids)
+    found.update(i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special)
+    return found
+
+
+def record_tokens(record: TextRecord, tokenizer, settings: Settings) -> dict:
+    """One record as training sees it, token by token: ``tokens`` is a list of
+    [text, ids, loss, special, cut] groups (a group is one token, or the few tokens
+    of one character split into bytes); ``loss`` is true where the engine's label is
+    not IGNORE, ``cut`` where the token lies beyond max_seq_length."""
+    pieces, clipped = record_pieces(record, tokenizer, use_template=settings.use_template,
+                                    responses_only=settings.responses_only,
+                                    max_length=settings.max_length)
+    whole = joined(tokenise_pieces(tokenizer, [pieces])[0], settings.responses_only)
+    ids, cut = whole.input_ids, settings.max_length
+    loss = [label != IGNORE and i < cut for i, label in enumerate(whole.labels)]
+    special = special_ids(tokenizer)
+
+    def decode(part: list[int]) -> str:
+        return tokenizer.decode(part, skip_special_tokens=False,
+                                clean_up_tokenization_spaces=False)
+
+    def flags(i: int) -> tuple[bool, bool, bool]:
+        return loss[i], ids[i] in special, i >= cut
+
+    groups, start = [], 0
+    for i in range(len(ids)):
+        context = max(0, start - CONTEXT_TOKENS)
+        before, after = decode(ids[context:start]), decode(ids[context:i + 1])
+        pending = (after.endswith("\ufffd") and i + 1 < len(ids) and i + 1 - start < MAX_FRAGMENTS
+                   and flags(i + 1) == flags(start))
+        if pending:
+            continue
+        text = after[len(before):] if after.startswith(before) else decode(ids[start:i + 1])
+        groups.append([text, ids[start:i + 1], *flags(start)])
+        start = i + 1
+    return {"type": "record", "line": record.line, "tokens": groups, "length": len(ids),
+            "max_seq_length": cut, "truncated": clipped or len(ids) > cut,
+            "dropped": not has_target(whole.labels[:cut])}
+
+
+def _load(request: dict):
+    from .model import load_tokenizer
+    tokenizer = load_tokenizer(Path(request["tokenizer"]))
+    settings = settings_for(tokenizer, request)
+    loaded = load_mixed(request["path"], (), request.get("format", "auto"),
+                        request.get("columns", ()), int(request.get("seed", 0)))
+    return tokenizer, settings, loaded
+
+
+def _answer(line: int, at_line: dict[int, TextRecord], tokenizer, settings: Settings) -> dict:
+    record = at_line.get(line)
+    if record is None:
+        return {"type": "record", "line": line,
+                "error": "Training reads no record from this line (see the skipped lines)."}
+    try:
+        return record_tokens(record, tokenizer, settings)
+    except Exception as exc:  # the template's failure on this record, shown in its place
+        return {"type": "record", "line": line, "error": str(getattr(exc, "message", exc))}
+
+
+def serve(requests: IO[str], out: IO[str]) -> None:
+    def send(msg: dict) -> None:
+        out.write(json.dumps(msg) + "\n")
+        out.flush()
+
+    first = requests.readline()
+    if not first:
+        return
+    try:
+        tokenizer, settings, loaded = _load(json.loads(first))
+    except (EngineError, TemplateProblem) as exc:
+        send({"type": "error", "message": exc.message, "hint": exc.hint})
+        return
+    except (SourceError, TextDataError) as exc:
+        send({"type": "error", "message": str(exc), "hint": "Fix the dataset or its settings."})
+        return
+    except (OSError, ValueError) as exc:
+        send({"type": "error", "message": f"Cannot load the tokenizer: {exc}",
+              "hint": "Check model.path: the tokenizer comes from the job's base model."})
+        return
+    records = loaded.records
+    at_line = {r.line: r for r in records}
+    send({"type": "loaded", "records": len(records), "skipped": loaded.skipped,
+          "problems": [str(p) for p in loaded.problems[:SHOWN_PROBLEMS]]})
+
+    asked: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in requests:
+            try:
+                asked.put(int(json.loads(line)["line"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # only the window writes here; a line it did not mean is ignored
+        asked.put(None)
+    threading.Thread(target=read, daemon=True).start()
+
+    def answer_pending() -> bool:
+        while True:
+            try:
+                line = asked.get_nowait()
+            except queue.Empty:
+                return True
+            if line is None:
+                return False
+            send(_answer(line, at_line, tokenizer, settings))
+
+    for msg in scan(records, tokenizer, settings, BATCH):
+        send(msg)
+        if not answer_pending():
+            return
+    send({"type": "done", "records": len(records)})
+    while (line := asked.get()) is not None:
+        send(_answer(line, at_line, tokenizer, settings))
+
+
+if __name__ == "__main__":
+    sys.stdout.reconfigure(encoding="utf-8")
+    sys.stdin.reconfigure(encoding="utf-8")
+    serve(sys.stdin, sys.stdout)
