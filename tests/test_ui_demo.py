@@ -38,8 +38,11 @@ def test_demo_run_from_the_window(window, qtbot, tmp_path):
 
     view = window.training
     qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
-    assert view.is_running
+    assert view.is_running and view.header.phases.current.name == "starting engine"
+    assert view.samples.title.text() == "Text samples"  # the run's kind before any sample
     qtbot.waitUntil(lambda: view.series.n >= 3, timeout=ENGINE_S)
+    log = view.log_view.toPlainText()
+    assert "Loading the model…" in log and "Tokenising…" in log and "First step…" in log
     view.stop()
     qtbot.waitUntil(lambda: not view.is_running, timeout=ENGINE_S)
     run = view.run
