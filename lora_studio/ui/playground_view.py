@@ -16,7 +16,8 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
-                               QScrollArea, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
+                               QScrollArea, QSizePolicy, QSplitter, QStackedWidget, QVBoxLayout,
+                               QWidget)
 
 from ..config.jobfile import JobFileError
 from ..errors import HintedError
@@ -136,6 +137,7 @@ class PlaygroundView(QWidget):
         self._idle_timer.setInterval(IDLE_CHECK_MS)
         self._idle_timer.timeout.connect(self.process.stop_if_idle)
         self._idle_timer.start()
+        self._show_pages(0)
         self._rebuild_columns()
         self._sync()
 
@@ -196,10 +198,16 @@ class PlaygroundView(QWidget):
             self.session = ChatSession()
             self._rebuild_columns()
         self.kind = kind
-        index = 0 if kind == "text" else 1
+        self._show_pages(0 if kind == "text" else 1)
+        self.models.set_kind(kind)
+
+    def _show_pages(self, index: int) -> None:
         self.pages.setCurrentIndex(index)
         self.settings_stack.setCurrentIndex(index)
-        self.models.set_kind(kind)
+        # A stack is as tall as its tallest page unless the hidden ones are Ignored.
+        for i in range(self.settings_stack.count()):
+            policy = QSizePolicy.Policy.Preferred if i == index else QSizePolicy.Policy.Ignored
+            self.settings_stack.widget(i).setSizePolicy(policy, policy)
 
     def add_adapter(self, path: str) -> bool:
         if not (self.session.base_path or self.image_session.base_path):
