@@ -214,6 +214,7 @@ class MainWindow(QMainWindow):
         self.preset_bar.update_title()
         self.browser.text_view.set_responses_only(
             self.state.values["dataset.train_on_responses_only"] is True)
+        self.browser.text_view.set_job(self.state.job, self.preset_bar.base_dir)
         folder = runs_folder(self.state.values["output.output_dir"] or "runs")
         if folder != self.runs.folder:
             self.runs.set_folder(folder)

@@ -15,6 +15,7 @@ from ..data.chat_record import chat_record
 from ..data.record_columns import Column, cell_text, field_title, record_columns
 from ..data.text_table import TextTable, TextTableError
 from .chat_record_view import ChatRecordView
+from .token_view import TokenView
 
 PREVIEW_CHARS = 120
 TEXT_COLUMN_WIDTH = 180
@@ -116,6 +117,9 @@ class TextDatasetView(QWidget):
         self.record_tabs = QTabWidget()
         self.record_tabs.addTab(self.chat, "Chat")
         self.record_tabs.addTab(scroll, "Fields")
+        self.tokens = TokenView()
+        self.tokens.line_activated.connect(self.select_line)
+        self.record_tabs.addTab(self.tokens, "Tokens")
         rl.addWidget(self.record_tabs, 3)
         rl.addWidget(self.record_error)
         rl.addWidget(QLabel("<b>Lines training would skip</b>"))
@@ -149,6 +153,7 @@ class TextDatasetView(QWidget):
                 self.view.resizeColumnToContents(col)
             else:
                 self.view.setColumnWidth(col, TEXT_COLUMN_WIDTH)
+        self.tokens.set_path(table.path)
         self.problems.clear()
         for p in table.problems:
             self.problems.addItem(f"line {p.line}: {p.message}" if p.line else p.message)
@@ -183,6 +188,7 @@ class TextDatasetView(QWidget):
             self.form.addRow(field_title(path), edit)
             self._editors.append((path, edit))
         self.record_error.setText(self.table.rows[self._row].error)
+        self.tokens.show_line(self.table.rows[self._row].line)
         self._show_chat()
 
     def _show_chat(self) -> None:
@@ -205,8 +211,17 @@ class TextDatasetView(QWidget):
         self.model.row_changed(self._row)
         self._set_dirty(self.table.dirty)
 
+    def set_job(self, job, base_dir) -> None:
+        """The job the Tokens tab tokenises for: its model's tokenizer, chat template,
+        max_seq_length and train_on_responses_only."""
+        self.tokens.set_job(job, base_dir)
+
     def _jump_to_problem(self, item) -> None:
-        line = self.table.problems[self.problems.row(item)].line
+        self.select_line(self.table.problems[self.problems.row(item)].line)
+
+    def select_line(self, line: int) -> None:
+        if self.table is None:
+            return
         for r, row in enumerate(self.table.rows):
             if row.line == line:
                 self.view.selectRow(r)
@@ -230,6 +245,8 @@ class TextDatasetView(QWidget):
         self.model.dataChanged.emit(self.model.index(0, 0),
                                     self.model.index(self.model.rowCount() - 1, 1))
         self._set_dirty(False)
+        self.tokens.set_path(self.table.path)  # scan what was written
+        self.tokens.show_line(self.table.rows[self._row].line if self._row >= 0 else None)
         self.message.emit(f"Saved {self.table.path.name}")
         return True
 
@@ -251,6 +268,7 @@ class TextDatasetView(QWidget):
         self.model.set_table(None)
         self._clear_form()
         self.chat.show_record(None)
+        self.tokens.set_path(None)
         self.record_error.clear()
         self.problems.clear()
         self.title.clear()
