@@ -186,3 +186,24 @@ def test_hovering_the_plot_reads_out_step_loss_and_lr(view, qtbot):
     text = view.plot.readout.text()
     assert "loss 1.0000" in text and "lr 4e-05" in text
     assert view.plot.hover_lines[0].value() == 20 and view.plot.hover_lines[0].isVisible()
+
+
+def test_eval_losses_are_plotted_beside_the_training_loss_and_logged(view):
+    for step in range(1, 7):
+        view.handle_event(event("progress", step=step, total=6, epoch=1, loss=3.0 - step * 0.1,
+                                lr=1e-4, it_s=1.0, eta_s=1.0))
+        if step % 2 == 0:
+            view.handle_event(event("eval", step=step, loss=2.0 + (step == 6), best_step=min(step, 4),
+                                    best_loss=2.0, since_best=step // 2 - 2 if step == 6 else 0,
+                                    early_stopping=False))
+    view.redraw()
+    xs, ys = view.plot.eval_curve.getData()
+    assert list(xs) == [2, 4, 6] and list(ys) == [2.0, 2.0, 3.0]
+    log = view.log_view.toPlainText()
+    assert "Eval loss 3.0000 at step 6 (best 2.0000 at step 4)." in log
+    assert "eval 3.0000" in view.series.readout(6)
+    # A resume from step 3 replaces the evaluations at and after it.
+    view.handle_event(event("progress", step=3, total=6, epoch=1, loss=1.0, lr=1e-4, it_s=1.0,
+                            eta_s=1.0))
+    view.redraw()
+    assert list(view.plot.eval_curve.getData()[0]) == [2]

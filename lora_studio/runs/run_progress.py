@@ -105,3 +105,15 @@ class PhaseTracker:
             rate = (phase.done - first_done) / (at - first_at) if at > first_at else 0.0
             phase.eta_s = (phase.total - phase.done) / rate if rate > 0 else None
         return new
+
+
+def eval_line(ev: dict) -> str:
+    """The log line of an ``eval`` event: its loss, the best so far, early stopping."""
+    line = f"Eval loss {ev.get('loss', float('nan')):.4f} at step {ev.get('step')}"
+    if ev.get("best_step") is not None and ev.get("best_step") != ev.get("step"):
+        line += f" (best {ev.get('best_loss', float('nan')):.4f} at step {ev['best_step']})"
+    elif ev.get("best_step") == ev.get("step"):
+        line += " (the best so far)"
+    if ev.get("early_stopping"):
+        line += f": no better loss in {ev.get('since_best')} evaluation(s), stopping early"
+    return line + "."

@@ -17,7 +17,7 @@ class LossPlot(QWidget):
     def __init__(self, series: TrainingSeries, parent: QWidget | None = None):
         super().__init__(parent)
         self.series = series
-        self._drawn = -1
+        self._drawn: object = -1
         pg.setConfigOptions(background="w", foreground="k", antialias=False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -46,6 +46,9 @@ class LossPlot(QWidget):
                                              name="loss", connect="finite")
         self.smooth_curve = self.loss_plot.plot(pen=pg.mkPen("#0d47a1", width=2),
                                                 name="smoothed", connect="finite")
+        self.eval_curve = self.loss_plot.plot(pen=pg.mkPen("#2e7d32", width=1), symbol="o",
+                                              symbolSize=7, symbolBrush="#2e7d32",
+                                              symbolPen=None, name="eval")
         self.lr_curve = self.lr_plot.plot(pen=pg.mkPen("#e65100", width=1), connect="finite")
         for curve in (self.raw_curve, self.smooth_curve, self.lr_curve):
             # Two points per pixel column (min and max) instead of pyqtgraph's ten:
@@ -119,9 +122,11 @@ class LossPlot(QWidget):
 
     def redraw(self) -> None:
         """Draw what arrived since the last call; nothing while hidden."""
-        if self.series.n == self._drawn or not self.graph.isVisible():
+        drawn = (self.series.n, len(self.series.eval_steps))
+        if drawn == self._drawn or not self.graph.isVisible():
             return
-        self._drawn = self.series.n
+        self._drawn = drawn
+        self.eval_curve.setData(self.series.eval_steps, self.series.eval_loss)
         steps = self.series.view("steps")
         self.raw_curve.setData(steps, self.series.view("loss"))
         self.smooth_curve.setData(steps, self.series.view("smooth"))

@@ -39,12 +39,21 @@ class TrainingSeries:
         self.lr_max = 0.0  # the learning-rate axis runs from 0 to this
         self._ema = 0.0
         self._ema_weight = 0.0  # for the bias correction of the first points
+        self.eval_steps: list[float] = []   # held-out loss: a point every N steps
+        self.eval_loss: list[float] = []
 
     def clear(self) -> None:
         self.n = 0
         self.lr_max = 0.0
         self._ema = 0.0
         self._ema_weight = 0.0
+        self.eval_steps, self.eval_loss = [], []
+
+    def add_eval(self, step: float, loss: float) -> None:
+        """An eval loss; a resumed run's evaluations replace those at or after its step."""
+        keep = [i for i, s in enumerate(self.eval_steps) if s < step]
+        self.eval_steps = [self.eval_steps[i] for i in keep] + [step]
+        self.eval_loss = [self.eval_loss[i] for i in keep] + [loss]
 
     def _grow(self) -> None:
         size = len(self.steps) * 2
@@ -59,6 +68,9 @@ class TrainingSeries:
         it and rebuild the EMA from what is left."""
         self.n = int(np.searchsorted(self.steps[: self.n], step, side="left"))
         self.lr_max = float(np.nanmax(self.lr[: self.n], initial=0.0))
+        kept = [i for i, s in enumerate(self.eval_steps) if s < step]
+        self.eval_steps = [self.eval_steps[i] for i in kept]
+        self.eval_loss = [self.eval_loss[i] for i in kept]
         self._resmooth()
 
     def set_smoothing(self, weight: float) -> None:
@@ -95,6 +107,8 @@ class TrainingSeries:
                                   ("lr", self.lr[i], ".3g")):
             if math.isfinite(value):
                 parts.append(f"{label} {value:{fmt}}")
+        if self.steps[i] in self.eval_steps:
+            parts.append(f"eval {self.eval_loss[self.eval_steps.index(self.steps[i])]:.4f}")
         return "  ·  ".join(parts)
 
     def _update_ema(self, loss: float) -> float:

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPus
 from ..runs.events import read_events
 from ..runs.exports import default_format, run_family
 from ..runs.layout import RunDir
-from ..runs.run_progress import ENGINE_START, number
+from ..runs.run_progress import ENGINE_START, eval_line, number
 from . import worker as worker_mod
 from .export_dialog import ExportDialog, ExportResult
 from .gpu_panel import GpuPanel
@@ -284,11 +284,16 @@ class TrainingView(QWidget):
             step = number(ev, "step")
             if step is not None:
                 self.series.append(step, number(ev, "loss"), number(ev, "lr", "learning_rate"))
+        elif kind == "eval":
+            step, loss = number(ev, "step"), number(ev, "loss")
+            if step is not None and loss is not None:
+                self.series.add_eval(step, loss)
+                self.log_view.appendPlainText(eval_line(ev))
         elif kind == "log":
             self.log_view.appendPlainText(str(ev.get("message", "")))
         elif kind == "started":
-            if ev.get("family") in ("text", "image"):
-                self.samples.set_kind(ev["family"])
+            if ev.get("family"):
+                self.samples.set_kind("text" if ev["family"] == "text" else "image")
             self.log_view.appendPlainText("Started" + (f": {ev['message']}" if ev.get("message")
                                                        else "."))
         elif kind == "checkpoint":
