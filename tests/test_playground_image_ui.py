@@ -40,6 +40,21 @@ def test_generate_loads_the_ticked_loras_once_and_draws_at_the_strength():
     assert [r["type"] for r in s.generate()] == ["generate"]
 
 
+def test_a_lora_that_fails_to_load_says_why_and_loads_again_next_time():
+    s, _ = image_session("bad")
+    gen = s.generate()[-1]
+    s.on_event(reply("error", id="iload:bad", kind="config", message="bad.safetensors is not "
+                     "a LoRA of this model.", hint="Load the base it was trained on."))
+    s.on_event(reply("error", id=gen["id"], kind="request", message="No adapter named 'bad'",
+                     hint=""))
+    assert s.error == "bad.safetensors is not a LoRA of this model. Load the base it was trained on."
+    assert s.pending is None
+    assert [r["type"] for r in s.generate()] == ["load_adapter", "generate"]
+    s.on_event(reply("error", id=s.pending, kind="internal", message="generate failed: boom",
+                     hint="Traceback (most recent call last): ..."))
+    assert s.error == "generate failed: boom"
+
+
 def test_a_strengths_grid_has_a_row_per_ticked_checkpoint_and_the_base_at_zero():
     s, names = image_session("run · step-2", "run · final")
     s.grid_spec.strengths = "0, 0.5; 1"

@@ -36,6 +36,13 @@ EXIT_MESSAGES = {
 }
 
 
+def _said(ev: dict) -> str:
+    """An error event as one line: its message and hint (an internal error's hint is a
+    traceback, which stays in the log)."""
+    hint = "" if ev.get("kind") == "internal" else ev.get("hint", "")
+    return f"{ev.get('message', '')} {hint}".strip()
+
+
 class GridProblem(ValueError):
     """A grid that cannot be drawn as typed; the message says what to change."""
 
@@ -207,7 +214,7 @@ class ImageSession:
         kind, rid = ev["type"], ev.get("id")
         if kind == "error" and isinstance(rid, str) and rid.startswith("iload:"):
             self.loaded.discard(rid[len("iload:"):])
-            self.error = ev.get("message", "")
+            self.error = _said(ev)
             return True
         if rid is None or rid != self.pending:
             if kind == "exited" and self.pending:
@@ -224,7 +231,7 @@ class ImageSession:
             self.pending, self.error = None, "Stopped."
         elif kind == "error":
             self.pending = None
-            self.error = self.error or ev.get("message", "")
+            self.error = self.error or _said(ev)
         else:
             return False
         return True
