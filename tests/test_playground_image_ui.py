@@ -55,6 +55,18 @@ def test_a_lora_that_fails_to_load_says_why_and_loads_again_next_time():
     assert s.error == "generate failed: boom"
 
 
+def test_stop_and_a_process_that_ends_release_the_drawing():
+    s, _ = image_session("final")
+    gen = s.grid()[-1]
+    assert s.stop() == [{"type": "stop"}]
+    s.on_event(reply("done", id=gen["id"], text="", reason="stopped", tokens=0, seconds=0,
+                     first_token_s=None))
+    assert s.pending is None and s.error == "Stopped." and s.stop() == []
+    s.generate()
+    s.on_event({"type": "exited", "code": -9, "reason": "crashed", "hint": ""})
+    assert s.pending is None and "ended while drawing" in s.error
+
+
 def test_a_strengths_grid_has_a_row_per_ticked_checkpoint_and_the_base_at_zero():
     s, names = image_session("run · step-2", "run · final")
     s.grid_spec.strengths = "0, 0.5; 1"
