@@ -1,8 +1,10 @@
+import shutil
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
 
-from lora_studio.ui.app import MainWindow, is_text_dataset
+from lora_studio.data.dataset_kind import dataset_kind
+from lora_studio.ui.app import MainWindow
 from ui_fixtures import fake_engine, no_gpu, window  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,11 +77,14 @@ def test_ctrl_s_saves_the_preset_on_the_parameters_tab(window, qtbot):
 
 
 def test_dataset_kind_is_told_from_the_path(tmp_path):
-    assert is_text_dataset(CHAT, "unknown")
-    assert not is_text_dataset(IMAGES, "image")
-    assert not is_text_dataset(IMAGES, "text")  # no .jsonl inside: a folder of images
+    assert dataset_kind(CHAT, "unknown") == "text"
+    assert dataset_kind(IMAGES, "image") == "image"
+    assert dataset_kind(IMAGES, "text") == "image"  # no .jsonl inside: a folder of images
     (tmp_path / "a.jsonl").write_text("{}\n", encoding="utf-8")
-    assert is_text_dataset(tmp_path, "text") and not is_text_dataset(tmp_path, "image")
+    # Only records: text, whatever the job (the window then offers a text preset).
+    assert dataset_kind(tmp_path, "text") == dataset_kind(tmp_path, "image") == "text"
+    shutil.copy(next(IMAGES.rglob("*.png")), tmp_path / "1_x.png")  # both: the job decides
+    assert dataset_kind(tmp_path, "text") == "text" and dataset_kind(tmp_path, "image") == "image"
 
 
 def test_dataset_browser_follows_the_jobs_bucket_and_keep_tokens(window):

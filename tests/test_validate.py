@@ -92,6 +92,9 @@ def world(tmp_path_factory):
     _images(d / "hostile" / "30000000_x", 1)
     _images(d / "hostile" / ("9" * 250 + "_y"), 1)  # the longest name a disk takes
     w["hostile"] = d / "hostile"
+    w["concept_folder"] = _images(d / "levels" / "img" / "4_demo", 2)  # opened one level deep
+    w["levels_project"] = d / "levels"                                 # one level high
+    w["levels_img"] = d / "levels" / "img"                             # the right one
     texts = d / "texts"
     texts.mkdir()
     (texts / "a.jsonl").write_text(json.dumps({"prompt": "q", "response": "a"}), encoding="utf-8")
@@ -181,6 +184,10 @@ CASES = [
          needles=("3 caption file(s)", "img0.txt")),
     Case("folders-skipped", "image", {"dataset.path": "@zero_folder"}, "info", "dataset.path",
          needles=("0_unused",)),
+    Case("repeat-folder-level", "image", {"dataset.path": "@concept_folder"}, "warning",
+         "dataset.path", needles=("'4_demo', which means 4 repeats", "8 samples per epoch instead of 2")),
+    Case("repeat-folder-level", "image", {"dataset.path": "@levels_project"}, "warning",
+         "dataset.path", needles=("'levels' is one level above", "Open 'img'", "8 samples per epoch")),
     Case("quant-both", "text", {"model.load_in_4bit": True, "model.load_in_8bit": True}, "error",
          "model.load_in_8bit"),
     Case("quant-image-job", "image", {"model.load_in_4bit": True}, "error", "model.load_in_4bit"),
@@ -431,6 +438,8 @@ def test_rule(world, case, monkeypatch):
     ("image", {"model.clip_skip": 2}, None, "clip-skip-sdxl"),
     ("image", {"network.train_text_encoder": True, "training.max_steps": 10,
                "network.stop_text_encoder_training": 9}, None, "stop-te-beyond-run"),
+    ("image", {"dataset.path": "@levels_img"}, None, "repeat-folder-level"),
+    ("image", {"dataset.path": "@zero_folder"}, None, "repeat-folder-level"),
 ])
 def test_rule_stays_quiet_when_fine(world, kind, overrides, gpu, rule):
     _, findings = check(build(world, kind, overrides), gpu=gpu)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..data.chat_template import TemplateProblem, preflight
 from ..data.captions import caption_read_errors
+from ..data.folder_levels import folder_level_slip
 from ..data.scan import (IMAGE_EXTENSIONS, DatasetError, ImageDataset, count_records, scan_images,
                          scan_text_files)
 from ..data.text_sources import (SourceError, cached_hub_dataset, hub_hint, looks_like_hub_id,
@@ -62,6 +63,8 @@ RULES: dict[str, str] = {
     "dataset-passed-over": "pipes, devices, broken links, unreadable or twice-linked folders, "
                            "oversized captions: named and not used",
     "images-unsupported-format": "pictures in formats that are not trained on, counted per type",
+    "repeat-folder-level": "a kohya 'N_name' folder opened itself, or from one level too high, "
+                           "so its repeats are not used",
     "captions-unreadable": "caption files that cannot be decoded as text",
     "quant-both": "4-bit and 8-bit loading both on",
     "quant-image-job": "4-/8-bit loading on an image job",
@@ -360,6 +363,13 @@ def _image_dataset_findings(data: ImageDataset) -> list[Finding]:
                            f"{len(empty)} caption file(s) are empty: "
                            f"{_names((i.caption_path for i in empty), len(empty))}.",
                            "Write a caption in each (at least your trigger word).", "captions-empty"))
+    slip = folder_level_slip(data)
+    if slip is not None:
+        samples = (f" ({slip.samples_per_epoch} samples per epoch instead of "
+                   f"{data.samples_per_epoch})" if slip.samples_per_epoch is not None else "")
+        out.append(Finding("dataset.path", "warning", slip.message,
+                           f"Set {_title('dataset.path')} to '{slip.fix}'{samples}.",
+                           "repeat-folder-level"))
     return out
 
 

@@ -21,6 +21,9 @@ from ..config.jobfile import write_job_toml
 from ..config.parse import parse_job
 from ..config.validate import check
 from ..config.paths import resolve_local_path
+from ..config.preset_match import matching_preset
+from ..config.presets import list_presets
+from ..data.dataset_kind import dataset_kind
 from ..hardware.monitor import gpu_facts
 from ..runs.layout import RunDir, new_run_dir
 from .dataset_browser import DatasetBrowser
@@ -37,6 +40,7 @@ ORGANISATION = "LoRA Studio"
 APPLICATION = "LoRA Studio"
 MAX_RECENT_RUNS = 10
 PRESET_SUFFIXES = (".toml", ".json")
+DATASET_PATH_DEBOUNCE_MS = 700  # typing a path opens it once the typing stops
 
 
 def runs_folder(output_dir: str) -> Path:
@@ -60,15 +64,6 @@ def job_for_run(state: PanelState, base_dir: Path | None):
     return job, findings
 
 
-def is_text_dataset(path: Path, kind: str) -> bool:
-    """A file is a text dataset (images are opened as folders); a folder is one when
-    the job is a text job and it holds .jsonl / .json files."""
-    if path.is_file():
-        return True
-    return kind == "text" and path.is_dir() and any(
-        p.suffix.lower() in (".jsonl", ".json") for p in path.iterdir())
-
-
 class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings | None = None, gpu_read=None):
         super().__init__()
@@ -81,6 +76,11 @@ class MainWindow(QMainWindow):
         self.preset_bar = PresetBar(self.state)  # before the panel: validation asks its base_dir
         self.panel = ParamPanel(self.state)
         self.browser = DatasetBrowser()
+        self.dataset_path_timer = QTimer(self)
+        self.dataset_path_timer.setSingleShot(True)
+        self.dataset_path_timer.setInterval(DATASET_PATH_DEBOUNCE_MS)
+        self.dataset_path_timer.timeout.connect(self._open_job_dataset)
+        self._dataset_value = None  # dataset.path as last seen: other edits open nothing
 
         params_page = self.params_page = QWidget()
         params_layout = QVBoxLayout(params_page)
@@ -111,6 +111,9 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.findings_label)
 
         self.panel.edited.connect(self.preset_bar.update_title)
+        self.panel.edited.connect(self._dataset_path_edited)
+        self.preset_bar.loaded.connect(self._dataset_path_seen)
+        self.browser.dataset_opened.connect(self._dataset_opened)
         self.panel.validated.connect(self._on_validated)
         self.fit_box.apply_values.connect(self._apply_fit)
         self.preset_bar.loaded.connect(self.panel.refresh)
@@ -222,6 +225,10 @@ class MainWindow(QMainWindow):
         # The browser shows each image's bucket and the kept tags for this job's settings.
         ds = self.state.job.dataset
         self.browser.set_keep_tokens(ds.keep_tokens)
+        self.browser.caption_extension, self.browser.default_repeats = (
+            ds.caption_extension, ds.repeats)
+        if self.state.kind in (self.browser.opened_kind, "unknown"):
+            self.browser.kind_banner.clear()  # the job now fits the dataset
         self.browser.set_bucket_params(ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso,
                                        ds.bucket_reso_steps)
 
@@ -293,26 +300,78 @@ class MainWindow(QMainWindow):
             self.open_dataset(chosen)
 
     def open_dataset(self, path: str) -> bool:
-        """Show the dataset in the Dataset tab and make it the job's dataset."""
+        """Show the dataset in the Dataset tab; the browser's dataset_opened makes
+        it the job's dataset."""
         if not self._open_in_browser(path):
             return False
-        self._dataset_opened(path)
         self.tabs.setCurrentWidget(self.browser)
         return True
 
     def _open_in_browser(self, path: str) -> bool:
-        if is_text_dataset(Path(path), self.state.kind):
+        if dataset_kind(path, self.state.kind) == "text":
             return self.browser.open_text_dataset(path)
         return self.browser.open_folder(path, self.state.values["dataset.caption_extension"] or ".txt",
                                         self.state.values["dataset.repeats"] or 1)
 
-    def _dataset_opened(self, folder: str) -> None:
-        self.settings.setValue("last_dataset", str(folder))
-        if self.state.values["dataset.path"] != str(folder):
-            self.state.set("dataset.path", str(folder))
+    def _job_dataset(self) -> Path | None:
+        value = self.state.values["dataset.path"]
+        return resolve_local_path(str(value), self.preset_bar.base_dir) if value else None
+
+    def _dataset_path_seen(self) -> None:
+        self._dataset_value = self.state.values["dataset.path"]
+
+    def _dataset_path_edited(self) -> None:
+        if self.state.values["dataset.path"] != self._dataset_value:
+            self._dataset_path_seen()
+            self.dataset_path_timer.start()
+
+    def _open_job_dataset(self) -> None:
+        """The dataset typed or picked in the Parameters tab, opened in the browser
+        (which asks before unsaved captions are lost) once it names something."""
+        path = self._job_dataset()
+        opened = self.browser.opened_path
+        if path is not None and (opened is None or opened.absolute() != path):
+            self._open_in_browser(str(path))
+
+    def _dataset_opened(self, path: str, kind: str) -> None:
+        """Whatever opened the dataset (the browser, Ctrl+O, the Parameters tab), it is
+        the job's dataset; a preset of the other kind gets a banner offering one that fits."""
+        self.settings.setValue("last_dataset", path)
+        if self._job_dataset() != Path(path).absolute():
+            self.state.set("dataset.path", path)
             self.panel.refresh()
             self.preset_bar.update_title()
-        self._status(f"Dataset: {folder}")
+        self._dataset_path_seen()
+        self._status(f"Dataset: {path}")
+        self._offer_matching_preset(kind)
+
+    def _offer_matching_preset(self, kind: str) -> None:
+        preset = matching_preset(kind, self.state.kind, self.state.preset_meta.get("vram_class", ""),
+                                 list_presets())
+        if preset is None:
+            self.browser.kind_banner.clear()
+            return
+        self.browser.kind_banner.show_message(
+            f"This is {'a text' if kind == 'text' else 'an image'} dataset, but the preset "
+            f"'{self.state.preset_name}' trains {self.state.kind} models.",
+            f"Use '{preset.meta.name}'", lambda: self.use_preset_for_dataset(preset.path))
+
+    def use_preset_for_dataset(self, preset: Path) -> bool:
+        """Load the preset and keep the open dataset as its dataset."""
+        dataset = self.browser.opened_path
+        if any(p != "dataset.path" for p in self.state.dirty_paths()) and \
+                QMessageBox.question(self, "Unsaved changes",
+                                     f"Discard the changes to '{self.state.preset_name}'?") \
+                != QMessageBox.StandardButton.Yes:
+            return False
+        if not self.preset_bar.load(preset):
+            return False
+        if dataset is not None:
+            self.state.set("dataset.path", str(dataset))
+            self.panel.refresh()
+            self.preset_bar.update_title()
+            self._dataset_path_seen()
+        return True
 
     # -- drag and drop of presets --------------------------------------------
     @staticmethod

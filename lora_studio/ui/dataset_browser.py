@@ -14,12 +14,14 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLin
                                QMessageBox, QPushButton, QSplitter, QStackedWidget, QToolButton,
                                QVBoxLayout, QWidget)
 
+from ..data.folder_levels import folder_level_slip
 from ..data.health import passed_over_groups
 from ..data.image_facts import BucketSettings, filter_summary, image_facts, opened_message
 from ..data.leftovers import remove_stale_temp_files
 from ..data.scan import DatasetError, caption_path_for, scan_images, scan_text_files
 from ..data.session import CaptionSession, SaveReport, load_caption
 from ..data.tags import add_tag, batch_preview, remove_tag, replace_tag
+from .banner import Banner
 from .caption_pane import CaptionPane
 from .find_replace import FindReplaceDialog
 from .health_runner import HealthRunner
@@ -34,8 +36,10 @@ CAPTION_SLICE = 500  # captions read per event-loop turn while a folder opens
 
 class DatasetBrowser(QWidget):
     """Embed as a tab; open_folder(path) / open_text_dataset(path) load data.
-    captions_dirty(bool) tells whether anything is unsaved."""
+    captions_dirty(bool) tells whether anything is unsaved; dataset_opened(path,
+    kind) follows every successful open ('image' or 'text')."""
     captions_dirty = Signal(bool)
+    dataset_opened = Signal(str, str)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -44,6 +48,9 @@ class DatasetBrowser(QWidget):
         self.folders = ()
         self.items = ()
         self.autosave = True
+        self.opened_path: Path | None = None  # as given to the last open that succeeded
+        self.opened_kind = ""  # "image" or "text"
+        self.caption_extension, self.default_repeats = ".txt", 1  # the job's, for Open folder…
         self.buckets = BucketSettings()
         self._current = -1
         self._filter_tag: str | None = None
@@ -144,8 +151,12 @@ class DatasetBrowser(QWidget):
         self.pages.addWidget(text_page)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self.level_banner = Banner()  # a kohya repeat folder opened one level off
+        self.kind_banner = Banner()   # a dataset of the other kind than the job (ui/app.py)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.level_banner)
+        layout.addWidget(self.kind_banner)
         layout.addWidget(self.pages, 1)
         layout.addWidget(self.status)
         self._update_actions()
@@ -172,10 +183,14 @@ class DatasetBrowser(QWidget):
         if path:
             self.open_text_dataset(path)
 
-    def open_folder(self, path, caption_extension: str = ".txt", default_repeats: int = 1) -> bool:
+    def open_folder(self, path, caption_extension: str | None = None,
+                    default_repeats: int | None = None) -> bool:
         """Scan a folder (kohya N_name sub-folders included) and show it at once;
-        thumbnails and the health check fill in from background workers."""
+        thumbnails and the health check fill in from background workers. The
+        caption extension and default repeats are the job's unless given."""
         self.flush()
+        caption_extension = caption_extension or self.caption_extension
+        default_repeats = default_repeats or self.default_repeats
         try:
             dataset = scan_images(path, caption_extension, default_repeats)
         except DatasetError as exc:
@@ -215,7 +230,23 @@ class DatasetBrowser(QWidget):
         self.show_message(f"{self._opened_message} Reading captions…")
         self._loaded_captions = []
         self.caption_timer.start()  # the grid paints first; captions follow in slices
+        self._show_folder_level(dataset, caption_extension, default_repeats)
+        self._opened(path, "image")
         return True
+
+    def _show_folder_level(self, dataset, caption_extension: str, default_repeats: int) -> None:
+        slip = folder_level_slip(dataset)
+        if slip is None:
+            self.level_banner.clear()
+            return
+        self.level_banner.show_message(
+            slip.message, slip.fix_label,
+            lambda: self.open_folder(slip.fix, caption_extension, default_repeats))
+
+    def _opened(self, path, kind: str) -> None:
+        self.opened_path, self.opened_kind = Path(path), kind
+        self.kind_banner.clear()
+        self.dataset_opened.emit(str(path), kind)
 
     def _may_leave(self, action: str) -> bool:
         """Before the open captions are replaced or the application quits (after
@@ -304,6 +335,9 @@ class DatasetBrowser(QWidget):
         if opened and found.problems:
             self.show_message(f"Not used: {len(found.problems)} file(s) or folder(s). "
                               f"First: {found.problems[0]}")
+        if opened:
+            self.level_banner.clear()
+            self._opened(path, "text")
         return opened
 
     def _set_page(self, page: int) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..config.fields import SPECS, FieldSpec, get_in, set_in
 from ..config.findings import Finding, has_errors
+from ..config.preset_match import kind_of_family
 from ..config.schema import JobConfig
 from ..config.validate import check
 
@@ -22,14 +23,6 @@ def flat_values(data: dict) -> dict[str, Any]:
     """Every field of the schema from nested preset/job data, defaults filled in;
     keys the schema does not know are dropped (parse reports them)."""
     return {path: copy.deepcopy(get_in(data, path, spec.default)) for path, spec in SPECS.items()}
-
-
-def kind_of_family(family: Any) -> str:
-    if family == "text":
-        return "text"
-    if family in ("sd1", "sd2", "sdxl"):
-        return "image"
-    return "unknown"
 
 
 class PanelState:
