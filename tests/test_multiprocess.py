@@ -170,7 +170,8 @@ def test_image_samples_of_a_copied_run_are_found_in_its_new_place(tmp_path, qtbo
     view = TrainingView(no_gpu)
     qtbot.addWidget(view)
     view.show_run(copy.root)
-    assert view.gallery.count() == 1
+    grid = view.samples.grid
+    assert len(grid.grid) == 1 and grid.grid.steps == [2]
     view.shutdown()
 
 

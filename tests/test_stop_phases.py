@@ -96,7 +96,13 @@ def _stop_at(events: Recorder, folder, wanted: str):
     return emit
 
 
-def test_text_run_announces_its_phases_before_the_first_step(tmp_path):
+@pytest.fixture
+def fresh_token_cache(tmp_path, monkeypatch):
+    """Tokenising is a phase only when the records are not in the token cache yet."""
+    monkeypatch.setenv("LORA_STUDIO_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_text_run_announces_its_phases_before_the_first_step(tmp_path, fresh_token_cache):
     events = Recorder()
     run(make_job(training={"max_steps": 1}), new_run_dir(tmp_path, "phases").root, events)
     order = [e["phase"] if e["type"] == "phase" else e["type"] for e in events
@@ -110,7 +116,7 @@ def test_text_run_announces_its_phases_before_the_first_step(tmp_path):
 
 
 @pytest.mark.parametrize("wanted", ["loading the tokenizer", "tokenising", "loading the model"])
-def test_text_run_stops_in_any_phase_before_the_first_step(tmp_path, wanted):
+def test_text_run_stops_in_any_phase_before_the_first_step(tmp_path, fresh_token_cache, wanted):
     folder = new_run_dir(tmp_path, "stop")
     events = Recorder()
     run(make_job(), folder.root, _stop_at(events, folder, wanted))
