@@ -111,3 +111,32 @@ def test_repeat_folder_opened_one_level_off_offers_the_right_one(window, qtbot, 
 def test_the_right_folder_level_shows_no_banner(window, project):
     assert window.browser.open_folder(project / "img")
     assert window.browser.level_banner.isHidden()
+
+
+def test_a_loaded_preset_opens_its_own_dataset_unchanged(window):
+    from lora_studio.config.presets import builtin_dir
+    assert window.preset_bar.load(builtin_dir() / "demo-text-tiny.toml")
+    assert window.browser.text_view.table.path.resolve() == CHAT.resolve()
+    assert window.state.values["dataset.path"] == "../resources/demo-text/chat.jsonl"
+    assert not window.state.dirty_paths()  # opening the preset's own dataset changes nothing
+    assert window.browser.open_folder(DEMO_IMAGES / "4_demo")  # another one: now it is changed
+    assert window.state.dirty_paths() == ["dataset.path"]
+
+
+def test_at_start_the_presets_dataset_wins_over_the_last_one_opened(qtbot, tmp_path, monkeypatch,
+                                                                    project):
+    from PySide6.QtCore import QSettings
+
+    from lora_studio.ui.app import MainWindow
+    from ui_fixtures import no_gpu
+    monkeypatch.setenv("LORA_STUDIO_CONFIG_DIR", str(tmp_path / "config"))
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("last_preset", "demo-text-tiny")
+    settings.setValue("last_dataset", str(project / "img"))
+    win = MainWindow(settings=settings, gpu_read=no_gpu)
+    qtbot.addWidget(win)
+    try:
+        assert win.browser.text_view.table.path.resolve() == CHAT.resolve()
+        assert not win.state.dirty_paths()
+    finally:
+        win.shutdown()

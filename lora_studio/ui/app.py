@@ -113,6 +113,7 @@ class MainWindow(QMainWindow):
         self.panel.edited.connect(self.preset_bar.update_title)
         self.panel.edited.connect(self._dataset_path_edited)
         self.preset_bar.loaded.connect(self._dataset_path_seen)
+        self.preset_bar.loaded.connect(self._open_job_dataset)
         self.browser.dataset_opened.connect(self._dataset_opened)
         self.panel.validated.connect(self._on_validated)
         self.fit_box.apply_values.connect(self._apply_fit)
@@ -177,8 +178,9 @@ class MainWindow(QMainWindow):
         preset = self.settings.value("last_preset")
         if not (preset and self.preset_bar.select(str(preset))):
             self.preset_bar.select_default()
+        # The preset's own dataset (opened on loading it) wins over the last one opened.
         dataset = self.settings.value("last_dataset")
-        if dataset and Path(str(dataset)).exists():
+        if self.browser.opened_path is None and dataset and Path(str(dataset)).exists():
             self._open_in_browser(str(dataset))
 
     def recent_runs(self) -> list[str]:
