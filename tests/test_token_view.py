@@ -62,7 +62,7 @@ def test_highlighted_tokens_are_the_labels_the_engine_trains_on(tokenizer, rec, 
     assert "".join(t for t, *_ in view["tokens"]) == tokenizer.decode(ids)
 
 
-def test_special_tokens_are_marked_and_the_cut_is_shown(tokenizer):
+def test_special_tokens_are_marked_and_the_cut_is_shown(tokenizer, monkeypatch):
     full, _ = tokens.encode_record(CHAT, tokenizer, use_template=True, responses_only=True,
                                    max_length=10_000)
     limit = len(full.input_ids) - 8  # the second answer's last tokens fall beyond the cut
@@ -73,6 +73,9 @@ def test_special_tokens_are_marked_and_the_cut_is_shown(tokenizer):
     assert cut and view["truncated"] and ids == full.input_ids
     assert loss == trained_ids(encoded)
     assert beyond == full.input_ids[limit:]
+    monkeypatch.setattr(token_view, "SHOWN_BEYOND_CUT", 3)
+    view = record_tokens(CHAT, tokenizer, Settings(True, True, limit))
+    assert shown(view)[0] == full.input_ids[:limit + 3] and view["hidden"] == 5
     specials = {t for t, _g, _l, special, _c in view["tokens"] if special}
     assert {"<s>", "<|user|>", "<|assistant|>", "<|end|>"} <= specials
     assert "\n" not in specials

@@ -244,7 +244,10 @@ class TokenView(QWidget):
                  "truncated" if msg["truncated"] else "kept whole")
         self.record_title.setText(f"Line {msg['line']}, as training tokenises it: "
                                   f"{msg['length']:,} tokens, {state}")
-        self.record.setHtml(token_html(msg["tokens"]))
+        page = token_html(msg["tokens"])
+        if msg["hidden"]:
+            page += f"<p><i>… and {msg['hidden']:,} more tokens beyond the cut.</i></p>"
+        self.record.setHtml(page)
 
     def _list_activated(self, item: QListWidgetItem) -> None:
         self.line_activated.emit(item.data(Qt.ItemDataRole.UserRole))

@@ -27,6 +27,7 @@ import queue
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -44,6 +45,9 @@ SHOWN_PROBLEMS = 50
 CONTEXT_TOKENS = 4
 # A character is at most 4 bytes, so a byte-level token run longer than this is broken.
 MAX_FRAGMENTS = 4
+# Tokens beyond max_seq_length shown for a long record; the rest are counted, so that
+# a huge record costs the window no more than a long one.
+SHOWN_BEYOND_CUT = 200
 
 
 @dataclass(frozen=True)
@@ -64,34 +68,55 @@ def scan(records: list[TextRecord], tokenizer, settings: Settings,
     """One ``lengths`` message per batch of records: every record's token length before
     the cut at max_seq_length (0 for a record the template fails on), the indices of
     those truncated, dropped (no token to learn from after the cut, skipped by
-    training) and failed (with the template's message)."""
-    for start in range(0, len(records), batch):
-        chunk = records[start:start + batch]
-        pieces, clipped, errors = [], [], {}
-        for i, record in enumerate(chunk):
-            try:
-                p, c = record_pieces(record, tokenizer, use_template=settings.use_template,
-                                     responses_only=settings.responses_only,
-                                     max_length=settings.max_length)
-            except Exception as exc:  # a Jinja template can raise anything, as in encode_records
-                errors[start + i] = str(exc.message if isinstance(exc, TemplateProblem) else exc)
-                p, c = [], False
-            pieces.append(p)
-            clipped.append(c)
-        lengths, truncated, dropped = [], [], []
-        for i, segments in enumerate(tokenise_pieces(tokenizer, pieces)):
-            whole = joined(segments, settings.responses_only)
-            n = len(whole.input_ids)
-            lengths.append(n)
-            if start + i in errors:
-                continue
-            if clipped[i] or n > settings.max_length:
-                truncated.append(start + i)
-            if not has_target(whole.labels[:settings.max_length]):
-                dropped.append(start + i)
-        yield {"type": "lengths", "start": start, "lengths": lengths,
-               "lines": [r.line for r in chunk], "truncated": truncated, "dropped": dropped,
-               "errors": {str(k): v for k, v in errors.items()}}
+    training) and failed (with the template's message).
+
+    The fast tokenizer lets go of the GIL while it encodes, so a batch is tokenised
+    in a second thread while the chat template renders the next one here."""
+    with ThreadPoolExecutor(1) as tokenising:
+        previous = None
+        for start in range(0, len(records), batch):
+            chunk = records[start:start + batch]
+            pieces, clipped, errors = _pieces(chunk, start, tokenizer, settings)
+            current = (start, chunk, clipped, errors,
+                       tokenising.submit(tokenise_pieces, tokenizer, pieces))
+            if previous is not None:
+                yield _lengths(*previous, settings)
+            previous = current
+        if previous is not None:
+            yield _lengths(*previous, settings)
+
+
+def _pieces(chunk: list[TextRecord], start: int, tokenizer, settings: Settings):
+    pieces, clipped, errors = [], [], {}
+    for i, record in enumerate(chunk):
+        try:
+            p, c = record_pieces(record, tokenizer, use_template=settings.use_template,
+                                 responses_only=settings.responses_only,
+                                 max_length=settings.max_length)
+        except Exception as exc:  # a Jinja template can raise anything, as in encode_records
+            errors[start + i] = str(exc.message if isinstance(exc, TemplateProblem) else exc)
+            p, c = [], False
+        pieces.append(p)
+        clipped.append(c)
+    return pieces, clipped, errors
+
+
+def _lengths(start: int, chunk: list[TextRecord], clipped: list[bool], errors: dict[int, str],
+             tokenised: Future, settings: Settings) -> dict:
+    lengths, truncated, dropped = [], [], []
+    for i, segments in enumerate(tokenised.result()):
+        whole = joined(segments, settings.responses_only)
+        n = len(whole.input_ids)
+        lengths.append(n)
+        if start + i in errors:
+            continue
+        if clipped[i] or n > settings.max_length:
+            truncated.append(start + i)
+        if not has_target(whole.labels[:settings.max_length]):
+            dropped.append(start + i)
+    return {"type": "lengths", "start": start, "lengths": lengths,
+            "lines": [r.line for r in chunk], "truncated": truncated, "dropped": dropped,
+            "errors": {str(k): v for k, v in errors.items()}}
 
 
 def special_ids(tokenizer) -> set[int]:
@@ -104,7 +129,8 @@ def record_tokens(record: TextRecord, tokenizer, settings: Settings) -> dict:
     """One record as training sees it, token by token: ``tokens`` is a list of
     [text, ids, loss, special, cut] groups (a group is one token, or the few tokens
     of one character split into bytes); ``loss`` is true where the engine's label is
-    not IGNORE, ``cut`` where the token lies beyond max_seq_length."""
+    not IGNORE, ``cut`` where the token lies beyond max_seq_length. Past
+    SHOWN_BEYOND_CUT such tokens the rest are only counted (``hidden``)."""
     pieces, clipped = record_pieces(record, tokenizer, use_template=settings.use_template,
                                     responses_only=settings.responses_only,
                                     max_length=settings.max_length)
@@ -120,18 +146,20 @@ def record_tokens(record: TextRecord, tokenizer, settings: Settings) -> dict:
     def flags(i: int) -> tuple[bool, bool, bool]:
         return loss[i], ids[i] in special, i >= cut
 
+    shown = min(len(ids), cut + SHOWN_BEYOND_CUT)
     groups, start = [], 0
-    for i in range(len(ids)):
+    for i in range(shown):
         context = max(0, start - CONTEXT_TOKENS)
         before, after = decode(ids[context:start]), decode(ids[context:i + 1])
-        pending = (after.endswith("\ufffd") and i + 1 < len(ids) and i + 1 - start < MAX_FRAGMENTS
+        pending = (after.endswith("\ufffd") and i + 1 < shown and i + 1 - start < MAX_FRAGMENTS
                    and flags(i + 1) == flags(start))
         if pending:
             continue
         text = after[len(before):] if after.startswith(before) else decode(ids[start:i + 1])
         groups.append([text, ids[start:i + 1], *flags(start)])
         start = i + 1
-    return {"type": "record", "line": record.line, "tokens": groups, "length": len(ids),
+    return {"type": "record", "line": record.line, "tokens": groups, "hidden": len(ids) - shown,
+            "length": len(ids),
             "max_seq_length": cut, "truncated": clipped or len(ids) > cut,
             "dropped": not has_target(whole.labels[:cut])}
 
