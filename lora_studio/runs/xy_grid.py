@@ -9,14 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# The playground's sampler names (A1111's) -> diffusers scheduler class and options.
-SAMPLERS: dict[str, tuple[str, dict]] = {
-    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
-    "Euler": ("EulerDiscreteScheduler", {}),
-    "DPM++ 2M": ("DPMSolverMultistepScheduler", {}),
-    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-    "DDIM": ("DDIMScheduler", {}),
-}
+from ..config.samplers import SAMPLERS  # noqa: F401  (the playground's names)
 
 
 @dataclass
