@@ -35,11 +35,17 @@ def test_sd15_gui_config_maps_every_supported_key():
     assert (tr.mixed_precision, tr.noise_offset, tr.min_snr_gamma) == ("fp16", 0.05, 5.0)
     out = job.output
     assert (out.output_name, out.save_every_n_steps, out.sample_every_n_steps) == ("anna_muller_v1", 400, 200)
-    assert out.sample_prompts == ["annamuller, portrait, smiling", "annamuller, full body, in a garden"]
+    # the per-prompt options stay with their prompt (sample_prompts.py reads them)
+    assert out.sample_prompts == [
+        "annamuller, portrait, smiling --n lowres, blurry --w 512 --h 512 --d 1 --l 7 --s 28",
+        "annamuller, full body, in a garden --w 512 --h 768"]
+    assert (out.save_every_n_epochs, out.save_precision, out.sample_sampler) == (1, "fp16", "Euler a")
     assert result.meta["description"] == "trigger: annamuller"
-    assert {"max_token_length", "save_precision"} <= set(result.unsupported_set)
+    assert "max_token_length" in result.unsupported_set
     assert not {"clip_skip", "lr_scheduler_num_cycles", "lr_scheduler_power", "text_encoder_lr",
-                "stop_text_encoder_training"} & set(result.unsupported)
+                "stop_text_encoder_training", "save_precision", "save_every_n_epochs",
+                "sample_sampler", "sample_every_n_epochs", "save_last_n_epochs",
+                "save_last_n_steps"} & set(result.unsupported)
     assert "xformers" not in result.unsupported and "logging_dir" not in result.unsupported
     listed = [f for f in result.findings if f.rule == "kohya-unsupported" and not f.path]
     assert "max_token_length = 75" in listed[0].message
@@ -189,3 +195,31 @@ def test_clip_skip_on_sdxl_is_left_out_as_kohya_ignores_it():
     result = convert_kohya({"sdxl": True, "clip_skip": 2})
     assert "clip_skip" not in result.data["model"] and "clip_skip" not in result.unsupported
     assert any(f.path == "model.clip_skip" and "penultimate" in f.message for f in result.findings)
+
+
+@pytest.mark.parametrize("config,path,expected", [
+    ({"save_precision": "float"}, "output.save_precision", "fp32"),
+    ({"save_precision": "bf16"}, "output.save_precision", "bf16"),
+    ({"save_last_n_epochs": 3}, "output.save_last_n", 3),
+    ({"save_last_n_epochs": "2", "save_last_n_epochs_state": 4}, "output.save_last_n", 4),
+    # kohya keeps the saves of the last 200 steps: with one every 100, that and two before
+    ({"save_every_n_steps": 100, "save_last_n_steps": 200}, "output.save_last_n", 3),
+    ({"sample_every_n_epochs": "2"}, "output.sample_every_n_epochs", 2),
+    ({"sample_sampler": "k_euler"}, "output.sample_sampler", "Euler"),
+    ({"sample_sampler": "dpmsolver++"}, "output.sample_sampler", "DPM++ 2M"),
+])
+def test_saving_and_sampling_keys_map(config, path, expected):
+    result = convert_kohya(config)
+    job, findings = parse_job(result.data)
+    section, key = path.split(".")
+    assert getattr(getattr(job, section), key) == expected
+    assert not result.unsupported_set and not [f for f in findings if f.level == "error"]
+
+
+@pytest.mark.parametrize("config,path", [({"sample_sampler": "k_dpm_2_a"}, "output.sample_sampler"),
+                                         ({"save_precision": "fp8"}, "output.save_precision"),
+                                         ({"save_last_n_steps": 300}, "output.save_last_n")])
+def test_saving_and_sampling_values_we_cannot_use_are_reported(config, path):
+    result = convert_kohya(config)
+    assert [f.level for f in result.findings if f.path == path] == ["warning"]
+    assert path.split(".")[1] not in result.data.get("output", {})

@@ -16,6 +16,7 @@ from typing import Any
 
 from .fields import SPECS, set_in
 from .findings import Finding
+from .samplers import sampler_name
 from .schema import SCHEMA_VERSION
 
 # kohya key -> (JobConfig path, kind). Values of "" mean "not set" and are skipped.
@@ -48,7 +49,9 @@ SIMPLE_KEYS: dict[str, tuple[str, str]] = {
     "output_name": ("output.output_name", "str"),
     "output_dir": ("output.output_dir", "str"),
     "save_every_n_steps": ("output.save_every_n_steps", "int"),
+    "save_every_n_epochs": ("output.save_every_n_epochs", "int"),
     "sample_every_n_steps": ("output.sample_every_n_steps", "int"),
+    "sample_every_n_epochs": ("output.sample_every_n_epochs", "int"),
     "lr_scheduler_num_cycles": ("optimizer.lr_scheduler_num_cycles", "int"),
     "lr_scheduler_power": ("optimizer.lr_scheduler_power", "float"),
 }
@@ -62,6 +65,8 @@ SPECIAL_KEYS = frozenset({
     "max_train_epochs", "max_train_steps", "sample_prompts", "noise_offset", "noise_offset_type",
     "training_comment", "metadata_title", "metadata_author", "metadata_description",
     "clip_skip", "stop_text_encoder_training", "stop_text_encoder_training_pct",
+    "save_precision", "save_last_n_epochs", "save_last_n_epochs_state", "save_last_n_steps",
+    "save_last_n_steps_state", "sample_sampler",
 })
 
 # Things LoRA Studio decides by itself (attention kernels, data loader workers,
@@ -86,6 +91,7 @@ MATCHING_ARGS = {"Prodigy": {"decouple": "true"}, "DAdaptAdam": {"decouple": "tr
 ADAFACTOR_ARGS = ("relative_step", "scale_parameter", "warmup_init")
 SCHEDULER_ALIASES = {"adafactor": "constant"}
 LORA_TYPES_AS_STANDARD = {"standard"}
+SAVE_PRECISIONS = {"fp16": "fp16", "bf16": "bf16", "float": "fp32", "fp32": "fp32"}
 _UNSET = object()
 
 
@@ -161,19 +167,12 @@ def parse_resolution(value: Any) -> tuple[int, str]:
                   f"square of about the same area (bucketing keeps your aspect ratios).")
 
 
-def _prompt_lines(value: Any) -> tuple[list[str], bool]:
-    """Sample prompts, one a line, without kohya's inline '--w 512 --s 20' options."""
+def _prompt_lines(value: Any) -> list[str]:
+    """Sample prompts, one a line with its '--w 512 --s 20' options (sample_prompts.py
+    reads them); comments and blank lines left out, as kohya does."""
     lines = value if isinstance(value, list) else str(value).splitlines()
-    prompts, stripped = [], False
-    for line in lines:
-        text = str(line).strip()
-        if not text or text.startswith("#"):
-            continue
-        cut = re.split(r"\s--[a-z]\b", text, maxsplit=1)
-        stripped |= len(cut) > 1
-        if cut[0].strip():
-            prompts.append(cut[0].strip())
-    return prompts, stripped
+    return [text for text in (str(line).strip() for line in lines)
+            if text and not text.startswith("#")]
 
 
 class _Converter:
@@ -423,12 +422,48 @@ class _Converter:
             self.warn("training.noise_offset", f"Noise offset type '{noise_type}' is not supported; no "
                       "noise offset is imported.", "Set training.noise_offset (0.05-0.1) if you want one.")
         if _is_set(self.config.get("sample_prompts", "")):
-            prompts, stripped = _prompt_lines(self.config["sample_prompts"])
-            self.put("output.sample_prompts", prompts)
-            if stripped:
-                self.info("output.sample_prompts", "kohya's per-prompt options (--w, --h, --s, --n ...) were "
-                          "removed from the sample prompts.",
-                          "Sample size and steps come from the resolution and output.sample_steps.")
+            self.put("output.sample_prompts", _prompt_lines(self.config["sample_prompts"]))
+        name = self.get("sample_sampler", "str", "output.sample_sampler")
+        if name is not _UNSET:
+            if sampler_name(name):
+                self.put("output.sample_sampler", sampler_name(name))
+            else:
+                self.warn("output.sample_sampler", f"Sampler '{name}' is not available for samples; "
+                          f"'{SPECS['output.sample_sampler'].default}' is used.",
+                          f"Pick one of {', '.join(SPECS['output.sample_sampler'].choices)}.")
+
+    def saving(self) -> None:
+        precision = self.get("save_precision", "str", "output.save_precision")
+        if precision is not _UNSET:
+            if precision.lower() in SAVE_PRECISIONS:
+                self.put("output.save_precision", SAVE_PRECISIONS[precision.lower()])
+            else:
+                self.warn("output.save_precision", f"kohya 'save_precision' = {precision!r} is not a "
+                          "precision; the exports stay fp32.", "Set output.save_precision to fp16, "
+                          "bf16 or fp32.", "kohya-value")
+        # kohya keeps the last N epochs' files, or those of the last N steps: as a count of
+        # checkpoints, the larger of them (so nothing kohya kept is deleted)
+        counts = []
+        for key in ("save_last_n_epochs", "save_last_n_epochs_state"):
+            n = self.get(key, "int", "output.save_last_n")
+            if n is not _UNSET and n > 0:
+                counts.append(n)
+        every = self.data.get("output", {}).get("save_every_n_steps", 0)
+        for key in ("save_last_n_steps", "save_last_n_steps_state"):
+            n = self.get(key, "int", "output.save_last_n")
+            if n is _UNSET or n <= 0:
+                continue
+            if every:
+                counts.append(n // every + 1)
+                self.info("output.save_last_n", f"kohya's '{key}' = {n} with a save every {every} "
+                          f"steps keeps the last {n // every + 1} checkpoints.",
+                          "Adjust output.save_last_n if needed.")
+            else:
+                self.warn("output.save_last_n", f"kohya's '{key}' = {n} was not imported: without "
+                          "save_every_n_steps there are no step checkpoints to keep.",
+                          "Set output.save_last_n to the number of checkpoints to keep.")
+        if counts:
+            self.put("output.save_last_n", max(counts))
 
     def meta(self, fallback_name: str) -> dict:
         def text(key: str) -> str:
@@ -453,6 +488,7 @@ def convert_kohya(config: dict, fallback_name: str = "kohya import") -> KohyaImp
     conv.scheduler_and_warmup()
     conv.text_encoder()
     conv.noise_and_samples()
+    conv.saving()
     known = set(SIMPLE_KEYS) | SPECIAL_KEYS | HANDLED_AUTOMATICALLY
     unsupported = {k: v for k, v in config.items() if k not in known}
     result = KohyaImport(conv.data, conv.meta(fallback_name), conv.findings, unsupported)

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .samplers import SAMPLERS
+
 SCHEMA_VERSION = 2
 
 ModelFamily = Literal["auto", "text", "sd1", "sd2", "sdxl"]
@@ -23,6 +25,8 @@ DataFormat = Literal["auto", "images", "prompt_response", "alpaca", "messages", 
 LoraInit = Literal["default", "gaussian", "pissa", "olora", "loftq"]
 TargetPreset = Literal["default", "attention", "all_linear"]
 LogWith = Literal["none", "tensorboard", "wandb", "both"]
+SavePrecision = Literal["fp32", "fp16", "bf16"]
+SamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
 
 
 def field(
@@ -337,6 +341,20 @@ class OutputConfig(Section):
         0, title="Save every N steps", group="Output",
         help="Write a resumable checkpoint every N optimizer steps; 0 only at the end.", ge=0,
         le=10_000_000)
+    save_every_n_epochs: int = field(
+        0, title="Save every N epochs", group="Output",
+        help="Write a resumable checkpoint at the end of every N epochs; 0 never. Image runs "
+             "also write that epoch's LoRA to exports/ as <name>-000001.safetensors (kohya "
+             "format) to compare epochs in ComfyUI or A1111.", ge=0, le=10_000)
+    save_last_n: int = field(
+        0, title="Keep last N checkpoints", group="Output",
+        help="Delete older checkpoints as new ones are complete, keeping the newest N and the "
+             "best evaluated one; 0 keeps them all. The per-epoch LoRA files in exports/ are "
+             "all kept.", ge=0, le=100_000)
+    save_precision: SavePrecision = field(
+        "fp32", title="Save precision", group="Output", applies_to="image",
+        help="Precision of the LoRA files the run exports: fp16 or bf16 halve their size, fp32 "
+             "keeps the trained weights as they are. Checkpoints and final/ stay fp32.")
     eval_every_n_steps: int = field(
         0, title="Evaluate every N steps", group="Output",
         help="Measure the loss on the held-out records every N optimizer steps (and after the "
@@ -346,12 +364,21 @@ class OutputConfig(Section):
         0, title="Sample every N steps", group="Output",
         help="Generate samples from the prompts every N optimizer steps; 0 never.", ge=0,
         le=10_000_000)
+    sample_every_n_epochs: int = field(
+        0, title="Sample every N epochs", group="Output",
+        help="Generate samples from the prompts at the end of every N epochs; 0 never.", ge=0,
+        le=10_000)
     sample_prompts: list[str] = field(
         default_factory=list, title="Sample prompts", group="Output", widget="lines",
-        help="One prompt a line, used for samples during training.")
+        help="One prompt a line, used for samples during training. An image prompt may end "
+             "with kohya's options: --n negative prompt, --w / --h size, --s steps, --l CFG "
+             "scale, --d seed, --ss sampler.")
     sample_steps: int = field(
         20, title="Sample inference steps", group="Output", advanced=True, applies_to="image",
         help="Denoising steps per sample image.", ge=1, le=200)
+    sample_sampler: SamplerName = field(
+        "Euler a", title="Sample sampler", group="Output", advanced=True, applies_to="image",
+        help="Sampler of the sample images; a prompt's --ss option overrides it.")
     sample_max_new_tokens: int = field(
         48, title="Sample length (tokens)", group="Output", advanced=True, applies_to="text",
         help="New tokens generated per text sample.", ge=1, le=4096)
