@@ -319,6 +319,8 @@ CASES = [
     Case("patience-without-evaluations", "text", {"dataset.eval_split": 0.1,
                                                   "training.early_stopping_patience": 2},
          "warning", "training.early_stopping_patience"),
+    Case("streaming-with-mix", "text", {"dataset.streaming": True, "dataset.mix": ["@jsonl"]},
+         "error", "dataset.mix"),
     Case("dataset-columns-invalid", "text", {"dataset.columns": ["speaker=who"]}, "error",
          "dataset.columns", needles=("speaker=who",)),
     Case("dataset-mix-invalid", "text", {"dataset.mix": ["no such file.jsonl @ 2"]}, "error",

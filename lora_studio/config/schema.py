@@ -179,6 +179,11 @@ class DatasetConfig(Section):
         widget="file", local_path=True,
         help="A separate file or folder of records to measure the eval loss on, instead of "
              "a held-out share.")
+    streaming: bool = field(
+        False, title="Stream from disk", group="Dataset", advanced=True, applies_to="text",
+        help="For datasets larger than memory: records are read and tokenised one at a time "
+             "into a token file in the cache, and training reads batches from it. JSON Lines "
+             "and tables are streamed; Mix in datasets cannot be used with it.")
     packing: bool = field(
         False, title="Pack short records", group="Dataset", applies_to="text",
         help="Put several short records in one row of Max sequence length tokens instead of "

@@ -122,6 +122,7 @@ RULES: dict[str, str] = {
     "patience-without-evaluations": "early stopping without evaluations during the run",
     "dataset-columns-invalid": "a column map line that is not role=column",
     "dataset-mix-invalid": "a mix line that cannot be read, or a source that is not there",
+    "streaming-with-mix": "datasets mixed in while the dataset is streamed from disk",
     "init-mutates-quantized-base": "PiSSA / OLoRA initialisation on a 4-/8-bit base",
     "loftq-needs-4bit": "LoftQ initialisation without a 4-bit base",
     "dora-with-mutating-init": "DoRA with PiSSA / OLoRA initialisation (no plain-LoRA export)",
@@ -958,6 +959,10 @@ def _text_sources(ctx: Context) -> Iterable[Finding]:
     except SourceError as exc:
         yield Finding("dataset.columns", "error", str(exc), "Write one role=column a line.",
                       "dataset-columns-invalid")
+    if ds.streaming and ds.mix:
+        yield Finding("dataset.mix", "error", "Datasets cannot be mixed in while the dataset is "
+                      "streamed from disk.", f"Merge them into one dataset, or turn off "
+                      f"{_title('dataset.streaming')}.", "streaming-with-mix")
     try:
         sources = parse_mix(ds.mix)
     except SourceError as exc:

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .walk import RefusedFile, Skipped, files_under, read_regular
+from .walk import RefusedFile, Skipped, files_under, open_regular, read_regular
 
 FORMATS = ("prompt_response", "alpaca", "messages", "text")
 SUFFIXES = (".jsonl", ".json", ".txt")
@@ -268,9 +269,13 @@ def split_lines(text: str) -> list[str]:
 NESTED_TOO_DEEPLY = "nested too deeply to read (more levels than Python's parser takes)"
 
 
-def _jsonl_items(path: Path, data: bytes, problems: list[RecordProblem]) -> list[tuple[int, Any]]:
-    items = []
-    for n, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), 1):
+def _jsonl_parsed(path: Path, lines: Iterable[bytes], problems: list[RecordProblem]
+                  ) -> Iterator[tuple[int, Any]]:
+    """(line, object) of each JSON Lines line (split at LF only, the caller's job); a
+    line that is not UTF-8 or not JSON is a problem and the others go on."""
+    for n, raw in enumerate(lines, 1):
+        if n == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -280,12 +285,57 @@ def _jsonl_items(path: Path, data: bytes, problems: list[RecordProblem]) -> list
         if not line.strip():
             continue
         try:
-            items.append((n, json.loads(line)))
+            yield n, json.loads(line)
         except json.JSONDecodeError as exc:
             problems.append(RecordProblem(path, n, f"invalid JSON ({exc.msg})"))
         except RecursionError:
             problems.append(RecordProblem(path, n, NESTED_TOO_DEEPLY))
-    return items
+
+
+def _jsonl_items(path: Path, data: bytes, problems: list[RecordProblem]) -> list[tuple[int, Any]]:
+    return list(_jsonl_parsed(path, data.split(b"\n"), problems))
+
+
+SNIFF = 1000  # a streamed file's format is the majority of this many first records
+
+
+def stream_records(path: Path, items: Iterable[tuple[int, Any]], fmt: str,
+                   columns: Mapping[str, str] | None, problems: list[RecordProblem]
+                   ) -> Iterator[TextRecord]:
+    """add_records for items read one by one (a file larger than memory): with fmt
+    "auto" the format is the majority of the first SNIFF records."""
+    items = iter(items)
+    while True:
+        chunk = list(islice(items, SNIFF))
+        if not chunk:
+            return
+        part = LoadResult()
+        fmt = add_records(part, path, chunk, fmt, columns) or fmt
+        problems += part.problems
+        yield from part.records
+
+
+def stream_file(path: Path, fmt: str = "auto", columns: Mapping[str, str] | None = None,
+                problems: list[RecordProblem] | None = None) -> Iterator[TextRecord]:
+    """The records of one file, a .jsonl line by line; .json and .txt files are one
+    document each and are read whole."""
+    problems = [] if problems is None else problems
+    if path.suffix.lower() != ".jsonl":
+        part = read_file(path, fmt, columns)
+        problems += part.problems
+        yield from part.records
+        return
+    try:
+        fh = open_regular(path)
+    except RefusedFile as exc:
+        problems.append(_skipped_problem(exc.skipped))
+        return
+    except OSError as exc:
+        problems.append(RecordProblem(path, 0, f"cannot read the file ({exc.strerror or exc})"))
+        return
+    with fh:  # binary lines end at LF only, as _jsonl_items splits them
+        yield from stream_records(path, _jsonl_parsed(path, fh, problems), fmt, columns,
+                                  problems)
 
 
 def _raw_items(path: Path, text: str, problems: list[RecordProblem]) -> list[tuple[int, Any]]:
@@ -321,13 +371,13 @@ def _raw_items(path: Path, text: str, problems: list[RecordProblem]) -> list[tup
     return items
 
 
-def _is_record_file(name: str) -> bool:
+def is_record_file(name: str) -> bool:
     return Path(name).suffix.lower() in SUFFIXES
 
 
 def _dataset_files(path: Path, problems: list[Skipped]) -> list[Path]:
     if path.is_dir():
-        return sorted(files_under(path, _is_record_file, problems),
+        return sorted(files_under(path, is_record_file, problems),
                       key=lambda p: str(p.relative_to(path)).lower())
     if path.exists():  # a file; read_file refuses it if it is a pipe or a device
         return [path]
@@ -386,9 +436,10 @@ def rename_columns(obj: Any, columns: Mapping[str, str] | None) -> Any:
 
 
 def add_records(result: LoadResult, path: Path, items: list[tuple[int, Any]], fmt: str,
-                columns: Mapping[str, str] | None = None) -> None:
+                columns: Mapping[str, str] | None = None) -> str | None:
     """Normalise ``items`` ((line or row, object) pairs of one file) into ``result``: the
-    format is the file's majority when ``fmt`` is "auto"; a misfit is a named problem."""
+    format is the file's majority when ``fmt`` is "auto"; a misfit is a named problem.
+    Returns the format used (None when none fits)."""
     items = [(line, rename_columns(obj, columns)) for line, obj in items]
     file_fmt = fmt if fmt != "auto" else file_format(obj for _, obj in items)
     for line, obj in items:
@@ -404,6 +455,7 @@ def add_records(result: LoadResult, path: Path, items: list[tuple[int, Any]], fm
             result.problems.append(RecordProblem(path, line, f"{exc} ({file_fmt} format)"))
             continue
         result.records.append(TextRecord(turns, path, line, file_fmt))
+    return file_fmt
 
 
 def load_text_records(path: str | Path, fmt: str = "auto",

@@ -18,12 +18,13 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .text_records import (FORMATS, LoadResult, RecordProblem, TextDataError, add_records,
-                           load_text_records)
+from .text_records import (FORMATS, LoadResult, RecordProblem, TextDataError, TextRecord,
+                           is_record_file, load_text_records, stream_file,
+                           stream_records)
 from .walk import Skipped, files_under
 
 TABLE_BUILDERS = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
@@ -102,22 +103,27 @@ def hub_hint(repo_id: str) -> str:
             "dataset.path at the file.")
 
 
-def read_table(path: Path, fmt: str, columns: Mapping[str, str] | None) -> LoadResult:
-    """Rows of one CSV / Parquet / Arrow file through ``datasets``; a file it cannot
-    read is one named problem."""
+def _table_rows(path: Path, problems: list[RecordProblem]) -> Iterator[tuple[int, dict]]:
+    """(row, fields) of a CSV / Parquet / Arrow file streamed through ``datasets``; a file
+    it cannot read is one named problem (after the rows read before the damage)."""
     from datasets import load_dataset
-    result = LoadResult(files=[path])
     header = 1 if path.suffix.lower() == ".csv" else 0  # rows count from the file's line
     try:
         rows = load_dataset(TABLE_BUILDERS[path.suffix.lower()], data_files=[str(path)],
                             split="train", streaming=True)
-        items = [(i + 1 + header, dict(row)) for i, row in enumerate(rows)]
+        for i, row in enumerate(rows):
+            yield i + 1 + header, dict(row)
     except Exception as exc:  # datasets/pyarrow raise many kinds for a damaged file
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        result.problems.append(RecordProblem(path, 0, f"cannot be read as "
-                                                      f"{path.suffix.lower()[1:]} ({first})"))
-        return result
-    add_records(result, path, items, fmt, columns)
+        problems.append(RecordProblem(path, 0, f"cannot be read as "
+                                               f"{path.suffix.lower()[1:]} ({first})"))
+
+
+def read_table(path: Path, fmt: str, columns: Mapping[str, str] | None) -> LoadResult:
+    """The records of one CSV / Parquet / Arrow file."""
+    result = LoadResult(files=[path])
+    result.records = list(stream_records(path, _table_rows(path, result.problems), fmt, columns,
+                                         result.problems))
     return result
 
 
@@ -147,25 +153,54 @@ def load_local(path: Path, fmt: str, columns: Mapping[str, str] | None) -> LoadR
     return load_text_records(path, fmt, columns)
 
 
-def load_source(where: str, fmt: str = "auto", columns: Mapping[str, str] | None = None,
-                base_dir: Path | None = None) -> LoadResult:
-    """The records of one source: a local path (relative ones looked up in ``base_dir``
-    first), else a dataset id in the local Hub cache."""
+def locate(where: str, fmt: str = "auto", base_dir: Path | None = None) -> Path:
+    """The local file or folder a source names: a path (relative ones looked up in
+    ``base_dir`` first), else the snapshot of a dataset id in the local Hub cache."""
     if fmt != "auto" and fmt not in FORMATS:
         raise TextDataError(f"unknown text format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
     candidates = [Path(where)] + ([base_dir / where] if base_dir else [])
     local = next((p for p in candidates if p.exists()), None)
     if local is not None:
-        return load_local(local, fmt, columns)
+        return local
     if looks_like_hub_id(where):
         snapshot = cached_hub_dataset(where)
         if snapshot is None:
             raise TextDataError(f"{where}: not a file or folder here, and not a dataset in the "
                                 f"local Hugging Face cache. {hub_hint(where)}")
-        return load_local(snapshot, fmt, columns)
+        return snapshot
     raise TextDataError(f"{where}: no such file or folder. Set dataset.path to a .jsonl / "
                         ".json / .txt / .csv / .parquet / .arrow file, a folder of them, or a "
                         "dataset id in your Hugging Face cache.")
+
+
+def load_source(where: str, fmt: str = "auto", columns: Mapping[str, str] | None = None,
+                base_dir: Path | None = None) -> LoadResult:
+    """The records of one source (see locate), read into memory."""
+    return load_local(locate(where, fmt, base_dir), fmt, columns)
+
+
+def stream_source(where: str, fmt: str, columns: Mapping[str, str] | None,
+                  problems: list[RecordProblem], base_dir: Path | None = None
+                  ) -> Iterator[TextRecord]:
+    """The records of one source one by one, in load_source's order, for data larger
+    than memory: JSON Lines and tables are read a line or a row at a time."""
+    path = locate(where, fmt, base_dir)
+    if path.is_file():
+        yield from (stream_records(path, _table_rows(path, problems), fmt, columns, problems)
+                    if is_table(path) else stream_file(path, fmt, columns, problems))
+        return
+    passed_over: list[Skipped] = []
+    found = files_under(path, lambda n: is_table(n) or is_record_file(n), passed_over)
+    tables = sorted((f for f in found if is_table(f)), key=lambda p: str(p).casefold())
+    files = sorted((f for f in found if is_record_file(f.name)),
+                   key=lambda p: str(p.relative_to(path)).lower())  # as load_text_records
+    problems += [RecordProblem(s.path, 0, f"{s.reason}. {s.hint}") for s in passed_over]
+    if not tables and not files:
+        raise TextDataError(f"{path}: no .jsonl, .json, .txt, .csv, .parquet or .arrow files.")
+    for table in tables:
+        yield from stream_records(table, _table_rows(table, problems), fmt, columns, problems)
+    for file in files:
+        yield from stream_file(file, fmt, columns, problems)
 
 
 def weighted(records: list, weight: float, seed: int) -> list:

@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 from ...config.schema import JobConfig
-from ...data.text_records import TextDataError
-from ...data.text_sources import SourceError, load_mixed
+from ...data.text_records import RecordProblem, TextDataError, TextRecord
+from ...data.text_sources import SourceError, load_mixed, parse_columns, stream_source
 from ...runs.events import Emit, event
 from ..core.control import EngineError
-from .token_cache import encode_cached
-from .tokens import Encoded
+from .token_cache import encode_cached, stream_cached
+from .token_store import Subset, TokenStore
+from .tokens import Encoded, EncodeStats
 
 
 def load_dataset(job: JobConfig, tokenizer, emit: Emit,
-                 phase: Callable[..., None] = lambda *args: None) -> list[Encoded]:
+                 phase: Callable[..., None] = lambda *args: None) -> Sequence[Encoded]:
+    """The job's records tokenised: a list, or with dataset.streaming a store on disk
+    read through memory maps (token_store.py)."""
     fmt = job.dataset.format
     if fmt == "images":
         raise EngineError("config", "dataset.format is 'images' but the model is a text model.",
@@ -22,19 +25,55 @@ def load_dataset(job: JobConfig, tokenizer, emit: Emit,
     phase("reading the dataset")
     ds = job.dataset
     try:
+        if ds.streaming:
+            return _streamed(job, tokenizer, emit, phase)
         loaded = load_mixed(ds.path, ds.mix, fmt, ds.columns, job.training.seed)
     except SourceError as exc:
         raise EngineError("config", str(exc), "Fix the line in the job's settings.") from exc
     except TextDataError as exc:
         raise EngineError("data", str(exc), "Point dataset.path at your .jsonl / .json file, "
                                             "or a .csv / .parquet / .arrow file.") from exc
-    if loaded.problems:
-        shown = "\n".join(str(p) for p in loaded.problems[:20])
-        more = f"\n... and {loaded.skipped - 20} more" if loaded.skipped > 20 else ""
-        emit(event("log", level="warning", message=f"Skipped {loaded.skipped} bad record(s):\n"
-                                                   f"{shown}{more}"))
+    _report_problems(loaded.problems, emit)
     encoded, stats, hit = encode_cached(loaded.records, tokenizer, job,
                                         lambda done, total: phase("tokenising", done, total))
+    _report(job, encoded, stats, hit, len(loaded.problems), emit)
+    emit(event("log", level="info", message=f"{len(encoded)} record(s) from {len(loaded.files)} "
+                                            f"file(s), formats {loaded.formats}.",
+               records=len(encoded), formats=loaded.formats))
+    return encoded
+
+
+def _streamed(job: JobConfig, tokenizer, emit: Emit, phase: Callable[..., None]) -> TokenStore:
+    """dataset.path read and tokenised one record at a time into a token store (mixed-in
+    sources are read into memory: streaming is for the one large dataset)."""
+    ds = job.dataset
+    if ds.mix:
+        raise SourceError("dataset.mix cannot be used with dataset.streaming: mix the files "
+                          "into one dataset, or turn streaming off.")
+    columns = parse_columns(ds.columns)
+    problems: list[RecordProblem] = []
+
+    def records(into: list[RecordProblem]) -> Iterator[TextRecord]:
+        return stream_source(ds.path, ds.format, columns, into)
+    store, hit = stream_cached(records, problems, tokenizer, job,
+                               lambda done, total: phase("tokenising", done, total))
+    _report_problems(problems, emit)
+    _report(job, store, store.stats, hit, len(problems), emit)
+    emit(event("log", level="info", message=f"{len(store)} record(s) streamed into "
+                                            f"{store.folder}.", records=len(store), streamed=True))
+    return store
+
+
+def _report_problems(problems: list[RecordProblem], emit: Emit) -> None:
+    if problems:
+        shown = "\n".join(str(p) for p in problems[:20])
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        emit(event("log", level="warning", message=f"Skipped {len(problems)} bad record(s):\n"
+                                                   f"{shown}{more}"))
+
+
+def _report(job: JobConfig, encoded: Sequence[Encoded], stats: EncodeStats, hit: bool,
+            bad: int, emit: Emit) -> None:
     if hit:
         emit(event("log", level="info", message=f"{len(encoded)} record(s) tokenised by an "
                                                 "earlier run: read from the cache.", cached=True))
@@ -51,15 +90,11 @@ def load_dataset(job: JobConfig, tokenizer, emit: Emit,
                    message=f"{stats.no_target} record(s) had no response tokens left after "
                            "truncation and were skipped; raise dataset.max_seq_length.",
                    no_target=stats.no_target))
-    if not encoded:
+    if not len(encoded):
         raise EngineError("data", f"No usable records in {job.dataset.path} "
-                                  f"({loaded.skipped} bad, {stats.no_target} empty after truncation).",
+                                  f"({bad} bad, {stats.no_target} empty after truncation).",
                           "Fix the lines listed in the log, or set dataset.format to the shape "
                           "of your records.")
-    emit(event("log", level="info", message=f"{len(encoded)} record(s) from {len(loaded.files)} "
-                                            f"file(s), formats {loaded.formats}.",
-               records=len(encoded), formats=loaded.formats))
-    return encoded
 
 
 def held_out(job: JobConfig, encoded: list[Encoded], tokenizer, emit: Emit,
@@ -83,5 +118,8 @@ def held_out(job: JobConfig, encoded: list[Encoded], tokenizer, emit: Emit,
     picked = set(random.Random(job.training.seed).sample(range(len(encoded)), n))
     emit(event("log", level="info", message=f"Held out {n} of {len(encoded)} record(s) for the "
                                             "eval loss.", eval_records=n))
+    if isinstance(encoded, TokenStore):  # index views: a streamed store stays on disk
+        return (Subset(encoded, [i for i in range(len(encoded)) if i not in picked]),
+                Subset(encoded, sorted(picked)))
     return ([e for i, e in enumerate(encoded) if i not in picked],
             [e for i, e in enumerate(encoded) if i in picked])

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -22,7 +23,8 @@ from ...config.paths import cache_dir
 from ...config.schema import JobConfig
 from ...data.text_records import TextRecord
 from ..core.safetensors_io import atomic_save_safetensors
-from .tokens import Encoded, EncodeStats, encode_records
+from .token_store import TokenStore, is_complete, write_store
+from .tokens import Encoded, EncodeStats, encode_each, encode_records
 
 FORMAT = 1
 KEEP = 32
@@ -36,7 +38,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
                        type(tokenizer).__name__], default=str)
 
 
-def cache_key(records: list[TextRecord], tokenizer, job: JobConfig) -> str:
+def cache_key(records: Iterable[TextRecord], tokenizer, job: JobConfig) -> str:
     ds = job.dataset
     h = hashlib.sha256(json.dumps([FORMAT, ds.max_seq_length, ds.train_on_responses_only,
                                    ds.chat_template]).encode())
@@ -75,9 +77,15 @@ def _read(path: Path) -> tuple[list[Encoded], EncodeStats]:
 
 
 def _prune(folder: Path) -> None:
-    entries = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in entries[KEEP:]:
-        old.unlink(missing_ok=True)
+    """Keep the KEEP entries used last: files of in-memory runs, store folders of
+    streamed ones (token_store.py)."""
+    entries = [p for p in folder.iterdir() if p.suffix == ".safetensors" or
+               (p.is_dir() and not p.name.startswith("."))]
+    for old in sorted(entries, key=lambda p: p.stat().st_mtime, reverse=True)[KEEP:]:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def encode_cached(records: list[TextRecord], tokenizer, job: JobConfig,
@@ -101,3 +109,33 @@ def encode_cached(records: list[TextRecord], tokenizer, job: JobConfig,
     except OSError:
         pass
     return encoded, stats, False
+
+
+def stream_cached(records: Callable[[list], Iterable[TextRecord]], problems: list, tokenizer,
+                  job: JobConfig, progress: Callable[[int, int], None] | None = None
+                  ) -> tuple[TokenStore, bool]:
+    """A token store of the records ``records(problems)`` streams, through the cache:
+    one pass reads the records to hash (and count) them, a second tokenises them into
+    a new store unless one with that key exists. (store, whether it was a hit)."""
+    counted = [0]
+
+    def counting(items: Iterable[TextRecord]) -> Iterator[TextRecord]:
+        for item in items:
+            counted[0] += 1
+            yield item
+    folder = cache_dir() / "tokenized"
+    store = folder / cache_key(counting(records(problems)), tokenizer, job)
+    if is_complete(store):
+        os.utime(store)
+        return TokenStore(store), True
+    del problems[:]  # the second pass names them again
+    stats = EncodeStats()
+    step = (lambda done: progress(done, counted[0])) if progress is not None else None
+    made = write_store(store, encode_each(records(problems), tokenizer, job, stats, step), stats)
+    if progress is not None:
+        progress(counted[0], counted[0])
+    try:
+        _prune(folder)
+    except OSError:
+        pass
+    return made, False

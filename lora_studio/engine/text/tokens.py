@@ -14,7 +14,7 @@ prompt tokens are -100. Records longer than max_seq_length are cut (and counted)
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -229,16 +229,15 @@ def has_target(labels: list[int]) -> bool:
     return any(label != IGNORE for label in labels[1:])
 
 
-def encode_records(records: list[TextRecord], tokenizer, job: JobConfig,
-                   progress: Callable[[int, int], None] | None = None
-                   ) -> tuple[list[Encoded], EncodeStats]:
-    """Tokenise every record; ``progress(done, total)`` is called before each one."""
+def encode_each(records: Iterable[TextRecord], tokenizer, job: JobConfig, stats: EncodeStats,
+                progress: Callable[[int], None] | None = None) -> Iterator[Encoded]:
+    """The records tokenised one by one (a stream need not fit in memory), counting in
+    ``stats`` what was cut, skipped or failed; ``progress(done)`` before each record."""
     data = job.dataset
     use_template = template_in_use(tokenizer, data.chat_template)
-    stats, encoded = EncodeStats(), []
     for done, record in enumerate(records):
         if progress is not None:
-            progress(done, len(records))
+            progress(done)
         try:
             item, cut = encode_record(record, tokenizer, use_template=use_template,
                                       responses_only=data.train_on_responses_only,
@@ -253,7 +252,16 @@ def encode_records(records: list[TextRecord], tokenizer, job: JobConfig,
         if not has_target(item.labels):
             stats.no_target += 1
             continue
-        encoded.append(item)
+        yield item
+
+
+def encode_records(records: list[TextRecord], tokenizer, job: JobConfig,
+                   progress: Callable[[int, int], None] | None = None
+                   ) -> tuple[list[Encoded], EncodeStats]:
+    """Tokenise every record; ``progress(done, total)`` is called before each one."""
+    stats = EncodeStats()
+    step = (lambda done: progress(done, len(records))) if progress is not None else None
+    encoded = list(encode_each(records, tokenizer, job, stats, step))
     if progress is not None:
         progress(len(records), len(records))
     return encoded, stats

@@ -19,6 +19,7 @@ from .export import copy_adapter, write_peft_adapter
 from .model import (build_peft_model, initial_adapter, load_base_model, load_tokenizer,
                     loraplus_groups, resolve_model)
 from .packing import collate_packed, pack, padding_share
+from .token_store import lengths_of
 from .samples import generate_samples
 from .tokens import IGNORE, Encoded, collate, template_in_use
 
@@ -64,7 +65,7 @@ class TextTrainee:
             self.param_groups = [{"params": [p for p in self.model.parameters()
                                              if p.requires_grad]}]
         # Packed: a batch holds rows of records (packing.py); else a batch holds records.
-        self.rows = pack([len(x.input_ids) for x in self.data],
+        self.rows = pack(list(lengths_of(self.data)),
                          self.job.dataset.max_seq_length) if self.job.dataset.packing else None
 
     @property
@@ -94,7 +95,7 @@ class TextTrainee:
 
     def padding_log(self) -> dict:
         """How much of what the model sees is padding, with and without packing."""
-        lengths = [len(x.input_ids) for x in self.data]
+        lengths = list(lengths_of(self.data))
         size = self.job.training.batch_size
         single = chunks([(i,) for i in epoch_order(len(self.data), 0, self.job.training.seed)],
                         size)
