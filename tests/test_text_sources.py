@@ -168,12 +168,21 @@ def test_a_damaged_cache_entry_is_tokenised_again(tmp_path):
     assert encode_cached(records, tokenizer, job, folder=folder)[2]
 
 
-def test_a_parquet_dataset_trains(tmp_path):
+@pytest.mark.parametrize("source", ["d.parquet", "f.arrow", "d.csv", "hub"])
+def test_each_kind_of_source_trains(tmp_path, monkeypatch, source):
     from lora_studio.engine.run import run
     from lora_studio.runs.layout import new_run_dir
-    write_tables(tmp_path / "data")
-    job = make_job(dataset={"path": str(tmp_path / "data" / "d.parquet"),
-                            "columns": ["prompt=q", "response=a"]}, training={"max_steps": 2})
+    data = write_tables(tmp_path / "data")
+    where = str(data / source)
+    if source == "hub":
+        only = tmp_path / "only"
+        only.mkdir()
+        (only / "train.parquet").write_bytes((data / "d.parquet").read_bytes())
+        fake_hub_dataset(tmp_path, monkeypatch, "someone/tables", only)
+        where = "someone/tables"
+    job = make_job(dataset={"path": where, "columns": ["prompt=q", "response=a"]},
+                   training={"max_steps": 2})
     events = Recorder()
-    run(job, new_run_dir(tmp_path, "parquet").root, events)
+    run(job, new_run_dir(tmp_path, "run").root, events)
     assert events.of("finished")[-1]["status"] == "completed", events.of("error")
+    assert next(e for e in events.of("log") if "records" in e)["records"] == 6
