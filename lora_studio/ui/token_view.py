@@ -182,6 +182,7 @@ class TokenView(QWidget):
         self.histogram.show_histogram(None, request["max_seq_length"])
         self.summary.setText("Loading the tokenizer…")
         self.summary.setStyleSheet("")
+        self.summary.setToolTip("")
         self.progress.setRange(0, 0)
         self.progress.show()
         self.runner.start(request)
