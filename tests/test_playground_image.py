@@ -47,7 +47,7 @@ def loras(tmp_path_factory):
     own.mkdir()
     save_file(tensors, str(own / "adapter.safetensors"), {"lora_studio.alpha": "8"})
     kohya = root / "plum kohya.safetensors"
-    save_file(to_kohya(tensors, "sd1", 8.0), str(kohya))
+    save_file(to_kohya(tensors, "sd1", job.network), str(kohya))
     return {"own": own, "kohya": kohya}
 
 

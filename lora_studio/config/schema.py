@@ -24,6 +24,7 @@ MixedPrecision = Literal["no", "fp16", "bf16"]
 DataFormat = Literal["auto", "images", "prompt_response", "alpaca", "messages", "text"]
 LoraInit = Literal["default", "gaussian", "pissa", "olora", "loftq"]
 TargetPreset = Literal["default", "attention", "all_linear"]
+NetworkAlgo = Literal["lora", "locon", "loha", "lokr"]
 LogWith = Literal["none", "tensorboard", "wandb", "both"]
 SavePrecision = Literal["fp32", "fp16", "bf16"]
 SamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
@@ -215,6 +216,25 @@ class NetworkConfig(Section):
         applies_to="image",
         help="Freeze the text encoder's LoRA after this many optimizer steps and train only the "
              "UNet from then on; 0 trains it to the end.", ge=0, le=10_000_000)
+    algo: NetworkAlgo = field(
+        "lora", title="Network type", group="Network", applies_to="image",
+        help="'lora': LoRA on the attention layers. 'locon': LoRA also on the UNet's conv "
+             "layers. 'loha' / 'lokr': LyCORIS's Hadamard / Kronecker product layers on the "
+             "attention and conv layers, more expressive for their size. All export with "
+             "kohya / LyCORIS key names for A1111 and ComfyUI.")
+    conv_rank: int = field(
+        0, title="Conv rank (conv_dim)", group="Network", advanced=True, applies_to="image",
+        help="Rank of the UNet's 3x3 conv layers for locon / loha / lokr; 0 uses the rank. "
+             "4-32 is usual, lower than the rank.", ge=0, le=1024)
+    conv_alpha: float = field(
+        0.0, title="Conv alpha", group="Network", advanced=True, applies_to="image",
+        help="Alpha of the conv layers (their update is scaled by conv alpha / conv rank); "
+             "0 uses the alpha.", ge=0.0, le=4096.0)
+    lokr_factor: int = field(
+        -1, title="LoKr factor", group="Network", advanced=True, applies_to="image",
+        help="LoKr splits each weight into a Kronecker product whose small factor has this "
+             "size; -1 picks the most even split (kohya's network_args factor).",
+        ge=-1, le=1024)
     target_preset: TargetPreset = field(
         "default", title="Target layers", group="Network", applies_to="text",
         help="Which layers get a LoRA when Target modules is empty: 'default' the attention "

@@ -5,12 +5,17 @@
   facts the exports need (rank, alpha, family, dataset statistics).
 - kohya / A1111 / ComfyUI: one .safetensors with `lora_unet_*` / `lora_te_*`
   (`lora_te1_*` / `lora_te2_*` for SDXL) modules holding `lora_down.weight`,
-  `lora_up.weight` and `alpha`, and the `ss_*` / `modelspec.*` metadata those tools
-  show. UNet module names use diffusers' spelling, which A1111, ComfyUI and
+  `lora_up.weight` (LoRA, LoCon) or LyCORIS's `hada_w1_a`... (LoHa) / `lokr_w1`...
+  (LoKr), and `alpha`, and the `ss_*` / `modelspec.*` metadata those tools show. A LoKr
+  module whose two factors are both full matrices has no rank for a loader to divide
+  alpha by (ComfyUI and A1111 then apply it at scale 1), so its alpha / rank is folded
+  into `lokr_w1`. UNet module names use diffusers' spelling, which A1111, ComfyUI and
   diffusers all map (kohya itself writes SDXL UNet names in the original spelling).
 - diffusers / PEFT: `pytorch_lora_weights.safetensors` as `pipeline.save_lora_weights`
   lays it out. alpha/rank is folded into `lora_B`, so loaders that assume
   alpha == rank (as diffusers does without extra metadata) give the trained strength.
+  LoCon likewise. diffusers 0.42's Stable Diffusion pipelines load only LoRA keys
+  (LoKr only for Flux 2 / Z-Image), so LoHa and LoKr have no diffusers file.
 
 Every file is written atomically; its SHA-256 is returned and announced.
 """
@@ -26,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from lora_studio.config.schema import JobConfig
+from lora_studio.config.network import KOHYA_MODULE, kohya_network_args, rank_alpha
+from lora_studio.config.schema import JobConfig, NetworkConfig
 from lora_studio.data.tags import tag_counts
 from lora_studio.fsutil import settle, sha256_file, temp_beside, temp_dir_beside
 from lora_studio.runs.exports import IMAGE_ADAPTER, default_name, find_format
@@ -42,7 +48,16 @@ DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 FACTS_KEY = "lora_studio.sd_facts"
 KOHYA_PREFIX = {"unet": "lora_unet", "text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
 BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
-_LORA_A, _LORA_B = ".lora_A.weight", ".lora_B.weight"
+# PEFT's tensor names per module -> kohya's / LyCORIS's.
+KOHYA_SUFFIXES = {
+    "lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight",
+    "hada_w1_a": "hada_w1_a", "hada_w1_b": "hada_w1_b",
+    "hada_w2_a": "hada_w2_a", "hada_w2_b": "hada_w2_b",
+    "lokr_w1": "lokr_w1", "lokr_w2": "lokr_w2", "lokr_w2_a": "lokr_w2_a", "lokr_w2_b": "lokr_w2_b",
+}
+# Algos diffusers cannot load, and why (said in the run log and by the export).
+NO_DIFFUSERS = {algo: f"diffusers' Stable Diffusion pipelines (0.42) load LoRA and LoCon files "
+                      f"but not {name}" for algo, name in {"loha": "LoHa", "lokr": "LoKr"}.items()}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -145,15 +160,44 @@ def classic_name(key: str) -> str:
     return key
 
 
-def _modules(tensors: dict[str, torch.Tensor]) -> list[str]:
-    """'unet.down_blocks.0...to_q' for every LoRA'd layer."""
-    return sorted(k[: -len(_LORA_A)] for k in tensors if k.endswith(_LORA_A))
+def split_key(key: str) -> tuple[str, str]:
+    """'unet.down...to_q.hada_w1_a' -> ('unet.down...to_q', 'hada_w1_a')."""
+    for suffix in KOHYA_SUFFIXES:
+        if key.endswith("." + suffix):
+            return key[: -len(suffix) - 1], suffix
+    raise ValueError(f"{key} is not a LoRA, LoHa or LoKr tensor this exporter knows")
 
 
-def to_diffusers(tensors: dict[str, torch.Tensor], rank: int, alpha: float) -> dict[str, torch.Tensor]:
-    scale = alpha / rank
-    return {classic_name(k): (v * scale if k.endswith(_LORA_B) else v).contiguous()
-            for k, v in tensors.items()}
+def by_module(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """{'unet.down_blocks.0...to_q': {'lora_A.weight': ..., 'lora_B.weight': ...}}."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        module, suffix = split_key(key)
+        out.setdefault(module, {})[suffix] = value
+    return dict(sorted(out.items()))
+
+
+def module_scale(net: NetworkConfig, module: str) -> float:
+    rank, alpha = rank_alpha(net, module.partition(".")[2])
+    return alpha / rank
+
+
+def diffusers_unsupported(net: NetworkConfig) -> str | None:
+    return NO_DIFFUSERS.get(net.algo)
+
+
+def to_diffusers(tensors: dict[str, torch.Tensor], net: NetworkConfig) -> dict[str, torch.Tensor]:
+    if diffusers_unsupported(net):
+        raise EngineError("config", f"No diffusers file for a {net.algo} network: "
+                          f"{diffusers_unsupported(net)}.",
+                          "Export the kohya format: it loads in ComfyUI and A1111.")
+    out = {}
+    for module, parts in by_module(tensors).items():
+        scale = module_scale(net, module)
+        for suffix, v in parts.items():
+            out[classic_name(f"{module}.{suffix}")] = \
+                (v * scale if suffix == "lora_B.weight" else v).contiguous()
+    return out
 
 
 def kohya_name(module: str, family: str) -> str:
@@ -165,12 +209,17 @@ def kohya_name(module: str, family: str) -> str:
     return f"{prefix}_{path.replace('.', '_')}"
 
 
-def to_kohya(tensors: dict[str, torch.Tensor], family: str, alpha: float) -> dict[str, torch.Tensor]:
+def to_kohya(tensors: dict[str, torch.Tensor], family: str,
+             net: NetworkConfig) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
-    for module in _modules(tensors):
+    for module, parts in by_module(tensors).items():
         name = kohya_name(module, family)
-        out[f"{name}.lora_down.weight"] = tensors[module + _LORA_A].contiguous()
-        out[f"{name}.lora_up.weight"] = tensors[module + _LORA_B].contiguous()
+        alpha = rank_alpha(net, module.partition(".")[2])[1]
+        full_kron = "lokr_w1" in parts and "lokr_w2" in parts
+        for suffix, v in parts.items():
+            if full_kron and suffix == "lokr_w1":
+                v = v * module_scale(net, module)
+            out[f"{name}.{KOHYA_SUFFIXES[suffix]}"] = v.contiguous()
         out[f"{name}.alpha"] = torch.tensor(float(alpha))
     return out
 
@@ -183,9 +232,9 @@ def kohya_metadata(job: JobConfig, facts: TrainFacts) -> dict[str, str]:
         base_hashes = {"ss_sd_model_hash": legacy_hash_file(base_file),
                        "ss_new_sd_model_hash": sha256_file(base_file)}
     ss = {
-        "ss_network_module": "networks.lora", "ss_network_dim": net.rank,
+        "ss_network_module": KOHYA_MODULE[net.algo], "ss_network_dim": net.rank,
         "ss_network_alpha": f"{net.alpha:g}", "ss_network_dropout": net.dropout,
-        "ss_network_args": json.dumps({}),
+        "ss_network_args": json.dumps(kohya_network_args(net)),
         "ss_base_model_version": BASE_MODEL_VERSION[facts.family],
         "ss_v2": facts.family == "sd2", "ss_v_parameterization": facts.prediction_type == "v_prediction",
         "ss_sd_model_name": Path(facts.base_model).name, **base_hashes,
@@ -232,7 +281,7 @@ def kohya_metadata(job: JobConfig, facts: TrainFacts) -> dict[str, str]:
 def export_kohya(tensors, job: JobConfig, facts: TrainFacts, path: Path,
                  extra_metadata: dict[str, str], precision: str | None = None) -> Exported:
     """``path``, or beside it with a -2 suffix when another file is there (fsutil.settle)."""
-    weights = cast(to_kohya(tensors, facts.family, job.network.alpha), precision)
+    weights = cast(to_kohya(tensors, facts.family, job.network), precision)
     metadata = {**extra_metadata, **kohya_metadata(job, facts)}
     metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = _addnet_hashes(weights, metadata)
     fd, tmp = temp_beside(path)
@@ -250,7 +299,7 @@ def export_diffusers(tensors, job: JobConfig, folder: Path, extra_metadata: dict
     """``folder``, or beside it with a -2 suffix when it holds something else."""
     tmp = temp_dir_beside(folder)
     try:
-        weights = cast(to_diffusers(tensors, job.network.rank, job.network.alpha), precision)
+        weights = cast(to_diffusers(tensors, job.network), precision)
         atomic_save_safetensors(weights, tmp / DIFFUSERS_FILE, {"format": "pt", **extra_metadata})
         folder = settle(tmp, folder)
     finally:

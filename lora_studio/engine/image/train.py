@@ -18,7 +18,7 @@ from ..core.family import Exported, RunContext
 from ..core.optim import TRAIN_UNTIL_STEP
 from .data import (ImageSet, LatentCache, MicroBatch, TrainImage, epoch_batches,
                    latent_caching_possible, load_image_set, pixels, sample_seed, skipped_log)
-from .export import export_sd, facts_from_run, write_final
+from .export import diffusers_unsupported, export_sd, facts_from_run, write_final
 from .lora import UNET, add_lora, load_lora_state, lora_state
 from .loss import Cond, diffusion_loss, encode_text, sdxl_time_ids
 from .model import SDModel, load_sd
@@ -141,7 +141,11 @@ class ImageTrainee:
         facts = facts_from_run(self.job, self.base, self.image_set, step, steps_per_epoch,
                                started_at)
         write_final(self.ctx.run, self.job, lora_state(self.adapted), facts)
-        return export_sd(self.ctx.run, self.job)
+        why_not = diffusers_unsupported(self.job.network)
+        if why_not:
+            self.ctx.emit(event("log", level="info", message=f"No diffusers export: {why_not}; "
+                                "the kohya file loads in ComfyUI and A1111."))
+        return export_sd(self.ctx.run, self.job, ("kohya",) if why_not else ("kohya", "diffusers"))
 
 
 def prepare(job: JobConfig, ctx: RunContext) -> ImageTrainee:
