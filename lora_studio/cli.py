@@ -224,10 +224,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.merged and args.format not in (None, "merged"):
         raise CliError(f"--merged is --format merged; it cannot go with --format {args.format}")
     return commands.export(args.run_dir, "merged" if args.merged else args.format,
-                           args.output, args.name, args.precision)
+                           args.output, args.name, args.precision, args.target)
 
 
 def add_export(sub) -> None:
+    from .runs.export_check import TARGET_FORMAT, TARGETS
     from .runs.exports import FORMATS, PRECISIONS
     formats = "; ".join(f"{family} runs: " + ", ".join(f"{f.name} ({f.label})" for f in found)
                         for family, found in FORMATS.items())
@@ -246,7 +247,15 @@ def add_export(sub) -> None:
                         "run's output name. A different file already there is never replaced: "
                         "the export goes beside it as NAME-2")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="save precision of an image LoRA; default: as trained (fp32)")
+                   help="save precision of an image LoRA; default: the job's "
+                        "output.save_precision, which the run's own export used")
+    p.add_argument("--target", choices=TARGETS,
+                   help="text runs: check what this runtime cannot take from the adapter "
+                        "(DoRA, modules_to_save, embedding LoRA, rank, architecture, a local "
+                        "base path) and say the fix; export in its format ("
+                        + ", ".join(f"{t}: {f}" for t, f in TARGET_FORMAT.items())
+                        + ") unless --format says otherwise. Nothing is written when it "
+                        "cannot load the export")
     p.set_defaults(run=cmd_export)
 
 

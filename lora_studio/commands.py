@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config.fields import get_in, set_in
 from .config.findings import Finding
-from .config.jobfile import read_job_toml, write_job_toml
+from .config.jobfile import JobFileError, read_job_toml, write_job_toml
 from .config.paths import resolve_local_path
 from .config.presets import RELATIVE_TO_PRESET, builtin_dir, read_preset
 from .config.schema import JobConfig
@@ -91,10 +91,30 @@ def demo(kind: str, overrides: list[str], print_findings: Callable[[list[Finding
 
 
 def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str | None = None,
-           precision: str | None = None) -> int:
-    """``lora-studio export``: one line per file written, "PATH  (FORMAT, SHA-256 HEX)"."""
+           precision: str | None = None, target: str | None = None) -> int:
+    """``lora-studio export``: what the target (or the format's targets) cannot take, then
+    one line per file written, "PATH  (FORMAT, SHA-256 HEX)", and the ``ollama create``
+    command when a Modelfile was written. A blocking finding writes nothing."""
     from .engine.core.control import EngineError
     from .engine.exports import export_run
+    from .runs.export_check import FORMAT_TARGETS, TARGET_FORMAT, check_run, describe
+    from .runs.exports import run_family
+    from .runs.modelfile import MODELFILE, ollama_command
+    run = RunDir(Path(run_dir))
+    if target is not None:
+        if run_family(run) != "text":
+            print(f"--target is for text runs; {run.root} is not one.\n  hint: leave --target "
+                  "out and pick a --format.", file=sys.stderr)
+            return 1
+        fmt = fmt or TARGET_FORMAT[target]
+    if run_family(run) == "text" and run.job_toml.exists():
+        targets = [target] if target else list(FORMAT_TARGETS.get(fmt or "peft", ()))
+        findings = [f for t in targets for f in check_run(run, t)]
+        if findings:
+            print(describe(findings), file=sys.stderr)
+        if any(f.blocking for f in findings):
+            print("Nothing was written.", file=sys.stderr)
+            return 1
     try:
         written = export_run(run_dir, fmt, output, name, precision)
     except EngineError as exc:
@@ -102,4 +122,16 @@ def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str
         return 1
     for done in written:
         print(f"{done.path}  ({done.format}, SHA-256 {done.sha256})")
+    for done in written:
+        if done.path.name == MODELFILE:
+            print(f"Ollama: {ollama_command(_output_name(run, name), done.path)}")
     return 0
+
+
+def _output_name(run: RunDir, name: str | None) -> str:
+    if name:
+        return name
+    try:
+        return read_job_toml(run.job_toml)[0].output.output_name
+    except JobFileError:
+        return run.root.name

@@ -102,13 +102,13 @@ def test_export_as_dialog_runs_the_chosen_format_and_shows_the_result(view, qtbo
     assert dialog.export_button.isEnabled()
 
 
-def test_text_runs_offer_peft_and_merged(view, qtbot, tmp_path):
+def test_text_runs_offer_peft_merged_and_gguf(view, qtbot, tmp_path):
     run = finished_run(tmp_path, "text")
     view.show_run(run.root)
     assert view.export_button.text() == "Export (peft)"
     dialog = ExportDialog(view, "text")
     qtbot.addWidget(dialog)
-    assert list(dialog.radios) == ["peft", "merged"]
+    assert list(dialog.radios) == ["peft", "merged", "gguf-adapter", "gguf-f16", "gguf-q8_0"]
     with qtbot.waitSignal(view.export_ended, timeout=ENDED):
         assert view.export()  # the one-click export, still running when the dialog asks
         dialog.start_export()

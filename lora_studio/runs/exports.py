@@ -10,6 +10,7 @@ from .layout import RunDir
 
 # What a finished run keeps in final/, by family.
 TEXT_ADAPTER = "adapter_model.safetensors"   # with adapter_config.json: a PEFT folder
+TEXT_ADAPTER_CONFIG = "adapter_config.json"
 IMAGE_ADAPTER = "adapter.safetensors"        # PEFT names per pipeline component
 
 
@@ -42,6 +43,18 @@ FORMATS: dict[str, tuple[ExportFormat, ...]] = {
                      "The base model with the adapter merged in: a full transformers folder, "
                      "as large as the base model.",
                      "{name}-merged"),
+        ExportFormat("gguf-adapter", "GGUF LoRA adapter (llama.cpp, Ollama)",
+                     "{name}-lora.gguf for llama.cpp's --lora and Ollama's ADAPTER, with a "
+                     "Modelfile beside it; the base model stays separate.",
+                     "{name}-gguf"),
+        ExportFormat("gguf-f16", "GGUF merged model, f16 (llama.cpp, Ollama, LM Studio)",
+                     "The base model with the adapter merged in, tokenizer and chat template "
+                     "included, in 16-bit; with a Modelfile.",
+                     "{name}-f16-gguf"),
+        ExportFormat("gguf-q8_0", "GGUF merged model, q8_0 (llama.cpp, Ollama, LM Studio)",
+                     "The same, quantised to 8 bits: about half the size of f16, nearly the "
+                     "same answers; with a Modelfile.",
+                     "{name}-q8_0-gguf"),
     ),
     "image": (
         ExportFormat("kohya", "kohya / A1111 / ComfyUI",

@@ -1,0 +1,108 @@
+"""The GGUF exports of a text run as a folder: the .gguf file and an Ollama Modelfile
+beside it (runs/modelfile.py), checked first against llama.cpp's and Ollama's limits
+(runs/export_check.py), built in a temp folder and settled into place whole."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from ...config.schema import JobConfig
+from ...fsutil import atomic_write_text, settle, temp_dir_beside
+from ...runs.export_check import FORMAT_TARGETS, check_run, describe
+from ...runs.exports import TEXT_ADAPTER, TEXT_ADAPTER_CONFIG
+from ...runs.layout import RunDir
+from ...runs.modelfile import (MODELFILE, PROMPT_MARK, RESPONSE_MARK, SYSTEM_MARK, Renders,
+                               modelfile_text, template_from_renders)
+from ..core.control import EngineError
+from .gguf_export import GgufExportError, write_adapter_gguf, write_merged_gguf
+
+GGUF_FILES = {"gguf-adapter": "{name}-lora.gguf", "gguf-f16": "{name}-f16.gguf",
+              "gguf-q8_0": "{name}-q8_0.gguf"}
+
+
+def refuse_blocking(run: RunDir, fmt: str) -> None:
+    """EngineError listing what the format's targets cannot take, before anything is written."""
+    findings = [f for target in FORMAT_TARGETS.get(fmt, ()) for f in check_run(run, target)
+                if f.blocking]
+    if findings:
+        raise EngineError("config", f"The {fmt} export would not load:\n{describe(findings)}",
+                          "Apply one of the fixes above, or choose another format.")
+
+
+def _renders(tokenizer) -> Renders | None:
+    """The chat template around the marks, or None when the tokenizer has none."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+
+    def render(messages, generation):
+        return tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=generation)
+    user = {"role": "user", "content": PROMPT_MARK}
+    try:
+        with_system = render([{"role": "system", "content": SYSTEM_MARK}, user], True)
+    except Exception:  # noqa: BLE001 - templates that refuse a system turn raise their own errors
+        with_system = None
+    try:
+        return Renders(with_system, render([user], True),
+                       render([user, {"role": "assistant", "content": RESPONSE_MARK}], False))
+    except Exception:  # noqa: BLE001 - no usable template: the Modelfile goes without one
+        return None
+
+
+def modelfile_for(tokenizer, source: str, adapter: str | None) -> str:
+    renders = _renders(tokenizer)
+    template, stops = (template_from_renders(renders, tokenizer.bos_token) if renders
+                       else (None, []))
+    if tokenizer.eos_token:
+        stops.append(tokenizer.eos_token)
+    return modelfile_text(source, adapter, template, stops, None)
+
+
+def export_gguf(job: JobConfig, run: RunDir, fmt: str, wanted: Path, name: str) -> list[Path]:
+    """``wanted/`` (or beside it): the GGUF file ``fmt`` names and its Modelfile."""
+    from .model import load_tokenizer, resolve_model
+    refuse_blocking(run, fmt)
+    info = resolve_model(job)
+    model_config = json.loads((info.path / "config.json").read_text(encoding="utf-8"))
+    tokenizer = load_tokenizer(info.path)
+    file_name = GGUF_FILES[fmt].format(name=name)
+    tmp = temp_dir_beside(wanted)
+    try:
+        try:
+            if fmt == "gguf-adapter":
+                _write_adapter(run, tmp / file_name, model_config, name)
+                text = modelfile_for(tokenizer, str(info.path), f"./{file_name}")
+            else:
+                _write_merged(job, run, info.path, tmp / file_name, model_config, tokenizer,
+                              fmt.removeprefix("gguf-"), name)
+                text = modelfile_for(tokenizer, f"./{file_name}", None)
+        except GgufExportError as exc:
+            raise EngineError("config", str(exc), "Choose another format.") from None
+        atomic_write_text(tmp / MODELFILE, text)
+        folder = settle(tmp, wanted)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [folder / file_name, folder / MODELFILE]
+
+
+def _write_adapter(run: RunDir, path: Path, model_config: dict, name: str) -> None:
+    from safetensors.torch import load_file
+
+    adapter_config = json.loads((run.final / TEXT_ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    write_adapter_gguf(path, load_file(run.final / TEXT_ADAPTER), adapter_config,
+                       model_config, name)
+
+
+def _write_merged(job: JobConfig, run: RunDir, base_path: Path, path: Path, model_config: dict,
+                  tokenizer, precision: str, name: str) -> None:
+    from peft import PeftModel
+
+    from .model import load_base_model
+    base = load_base_model(job, base_path, quantize=False)
+    merged = PeftModel.from_pretrained(base, str(run.final)).merge_and_unload()
+    with tempfile.TemporaryDirectory() as tokenizer_dir:
+        tokenizer.save_pretrained(tokenizer_dir)
+        write_merged_gguf(path, merged.state_dict(), model_config, Path(tokenizer_dir),
+                          precision, name)

@@ -1,0 +1,257 @@
+"""GGUF exports (adapter, merged f16 / q8_0), the Ollama Modelfile and the export check on
+the tiny Llama in resources/, read back with gguf's own reader."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+gguf = pytest.importorskip("gguf")
+
+from lora_studio.cli import main  # noqa: E402
+from lora_studio.config.jobfile import write_job_toml  # noqa: E402
+from lora_studio.config.parse import parse_job  # noqa: E402
+from lora_studio.engine.text.export import ADAPTER_CONFIG, write_peft_adapter  # noqa: E402
+from lora_studio.engine.text.gguf_export import unpermute  # noqa: E402
+from lora_studio.runs.layout import new_run_dir  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "resources" / "tiny-text-model"
+HEADS, KV_HEADS, HEAD_DIM, LAYERS = 4, 2, 16, 2
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+GGUF_NAMES = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+              "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
+
+
+def llama_cpp_permute(rows: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's Q/K row order written out by hand: in each head, row 2i+j of the
+    output is row j*(head_dim/2)+i of the input (the two rotary halves interleaved)."""
+    head_dim = rows.shape[0] // heads
+    out = np.empty_like(rows)
+    for h in range(heads):
+        for i in range(head_dim // 2):
+            for j in range(2):
+                out[h * head_dim + 2 * i + j] = rows[h * head_dim + j * (head_dim // 2) + i]
+    return out
+
+
+@pytest.fixture(scope="module")
+def lora(tmp_path_factory):
+    """A finished run of the tiny Llama whose adapter has nonzero B on every projection,
+    and the PEFT model it came from."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(MODEL)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.2)
+    job, _ = parse_job({"model": {"path": str(MODEL), "family": "text"},
+                        "output": {"output_name": "tiny chat"}})
+    run = new_run_dir(tmp_path_factory.mktemp("runs"), "gguf")
+    write_job_toml(job, run.job_toml)
+    write_peft_adapter(model, run.final, {}, str(MODEL))
+    return run, model.eval()
+
+
+def fields(reader) -> dict:
+    return {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+
+
+def tensors(reader) -> dict:
+    return {t.name: t for t in reader.tensors}
+
+
+def peft_pair(model, layer: int, module: str) -> tuple[np.ndarray, np.ndarray]:
+    part = "self_attn" if module in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+    lin = getattr(getattr(model.base_model.model.model.layers[layer], part), module)
+    return (lin.lora_A["default"].weight.detach().numpy(),
+            lin.lora_B["default"].weight.detach().numpy())
+
+
+def test_adapter_gguf_has_llama_cpp_layout_names_and_permuted_b(lora, capsys):
+    run, model = lora
+    assert main(["export", str(run.root), "--format", "gguf-adapter"]) == 0
+    folder = run.exports / "tiny chat-gguf"
+    reader = gguf.GGUFReader(folder / "tiny chat-lora.gguf")
+    meta = fields(reader)
+    assert meta["general.type"] == "adapter" and meta["adapter.type"] == "lora"
+    assert meta["adapter.lora.alpha"] == 8.0 and meta["general.architecture"] == "llama"
+    assert meta["llama.attention.head_count"] == HEADS
+    assert meta["llama.attention.head_count_kv"] == KV_HEADS
+    found = tensors(reader)
+    assert set(found) == {f"blk.{i}.{GGUF_NAMES[m]}.weight.lora_{ab}"
+                          for i in range(LAYERS) for m in TARGETS for ab in "ab"}
+    for layer in range(LAYERS):
+        for module in TARGETS:
+            a, b = peft_pair(model, layer, module)
+            name = f"blk.{layer}.{GGUF_NAMES[module]}.weight"
+            got_a, got_b = np.asarray(found[name + ".lora_a"].data), np.asarray(found[name + ".lora_b"].data)
+            assert got_a.shape == a.shape and got_b.shape == b.shape   # A (r, in), B (out, r)
+            np.testing.assert_array_equal(got_a, a)
+            heads = {"q_proj": HEADS, "k_proj": KV_HEADS}.get(module)
+            if heads is None:
+                np.testing.assert_array_equal(got_b, b)
+            else:
+                assert not np.array_equal(got_b, b)
+                np.testing.assert_array_equal(got_b, llama_cpp_permute(b, heads))
+                np.testing.assert_array_equal(unpermute(got_b, HEADS, KV_HEADS if module == "k_proj"
+                                                        else HEADS), b)
+    out = capsys.readouterr().out
+    modelfile = folder / "Modelfile"
+    assert f'Ollama: ollama create tiny-chat -f "{modelfile}"' in out  # the path has a space
+    text = modelfile.read_text(encoding="utf-8")
+    assert text.splitlines()[:2] == [f"FROM {MODEL}", 'ADAPTER "./tiny chat-lora.gguf"']
+
+
+def test_merged_gguf_f16_holds_the_merged_weights_tokenizer_and_template(lora):
+    from transformers import AutoTokenizer
+    run, model = lora
+    assert main(["export", str(run.root), "--format", "gguf-f16"]) == 0
+    folder = run.exports / "tiny chat-f16-gguf"
+    reader = gguf.GGUFReader(folder / "tiny chat-f16.gguf")
+    merged = {k: v.detach().numpy() for k, v in _merged_state(model).items()}
+    found = tensors(reader)
+    assert "output.weight" not in found   # tied embeddings: llama.cpp reuses token_embd
+    for layer in range(LAYERS):
+        for module in TARGETS:
+            part = "self_attn" if module in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+            want = merged[f"model.layers.{layer}.{part}.{module}.weight"]
+            heads = {"q_proj": HEADS, "k_proj": KV_HEADS}.get(module)
+            if heads:
+                want = llama_cpp_permute(want, heads)
+            got = found[f"blk.{layer}.{GGUF_NAMES[module]}.weight"]
+            assert got.tensor_type == gguf.GGMLQuantizationType.F16
+            np.testing.assert_allclose(np.asarray(got.data, dtype=np.float32), want,
+                                       rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(found["blk.0.attn_norm.weight"].data),
+                                  merged["model.layers.0.input_layernorm.weight"])
+    meta = fields(reader)
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "gpt-2"
+    assert meta["tokenizer.ggml.tokens"] == tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    assert meta["tokenizer.ggml.merges"]
+    assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"],
+            meta["tokenizer.ggml.padding_token_id"]) == (0, 1, 2)
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    assert meta["tokenizer.ggml.token_type"][end] == gguf.TokenType.CONTROL
+    assert meta["tokenizer.chat_template"] == tokenizer.chat_template
+    assert meta["general.file_type"] == gguf.LlamaFileType.MOSTLY_F16
+
+
+def test_merged_gguf_q8_0_dequantises_close_to_the_merged_weights(lora):
+    from gguf.quants import dequantize
+    run, model = lora
+    assert main(["export", str(run.root), "--format", "gguf-q8_0"]) == 0
+    reader = gguf.GGUFReader(run.exports / "tiny chat-q8_0-gguf" / "tiny chat-q8_0.gguf")
+    found = tensors(reader)
+    merged = {k: v.detach().numpy() for k, v in _merged_state(model).items()}
+    got = found["blk.1.ffn_down.weight"]
+    assert got.tensor_type == gguf.GGMLQuantizationType.Q8_0
+    want = merged["model.layers.1.mlp.down_proj.weight"]
+    back = dequantize(np.asarray(got.data), gguf.GGMLQuantizationType.Q8_0).reshape(want.shape)
+    # one int8 step per block of 32 is absmax / 127; rounding is within half of it, and
+    # the step itself is stored as f16 (relative error 2^-11, times up to 127 steps)
+    step = np.abs(want.reshape(-1, 32)).max(axis=1, keepdims=True) / 127
+    assert (np.abs(back - want).reshape(-1, 32) <= step * (0.5 + 127 * 2 ** -11)).all()
+    assert not np.array_equal(back, want)
+    q = found["blk.0.attn_q.weight"]
+    back_q = dequantize(np.asarray(q.data), gguf.GGMLQuantizationType.Q8_0)
+    np.testing.assert_allclose(back_q.reshape(-1, 64),
+                               llama_cpp_permute(merged["model.layers.0.self_attn.q_proj.weight"],
+                                                 HEADS), atol=0.02)
+
+
+def _merged_state(model) -> dict:
+    """The merged weights without touching the fixture's model."""
+    import copy
+    return copy.deepcopy(model).merge_and_unload().state_dict()
+
+
+def test_modelfile_stops_at_the_templates_end_token_and_wraps_the_system_prompt(lora):
+    run, _ = lora
+    assert main(["export", str(run.root), "--format", "gguf-q8_0", "--name", "chat"]) == 0
+    text = (run.exports / "chat" / "Modelfile").read_text(encoding="utf-8")
+    assert text.splitlines()[0] == "FROM ./chat-q8_0.gguf"
+    assert "PARAMETER stop <|end|>" in text.splitlines()
+    assert text.count("PARAMETER stop") == 1   # the template's end token is also the EOS
+    assert ('TEMPLATE """{{ if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}<|user|>\n'
+            '{{ .Prompt }}<|end|>\n<|assistant|>\n{{ .Response }}<|end|>\n"""') in text
+    assert "ADAPTER" not in text and "SYSTEM" not in text
+
+
+# --- the export check ----------------------------------------------------------------------
+
+def set_adapter_config(run, **changes):
+    path = run.final / ADAPTER_CONFIG
+    original = path.read_text(encoding="utf-8")
+    path.write_text(json.dumps({**json.loads(original), **changes}), encoding="utf-8")
+    return original
+
+
+@pytest.mark.parametrize("changes, target, says", [
+    ({"use_dora": True}, "llama.cpp", "cannot load DoRA adapters"),
+    ({"modules_to_save": ["lm_head"]}, "ollama", "modules_to_save: lm_head"),
+    ({"target_modules": ["q_proj", "embed_tokens"]}, "llama.cpp", "embedding or output layer"),
+])
+def test_a_target_that_cannot_load_the_adapter_writes_nothing(lora, capsys, changes, target, says):
+    run, _ = lora
+    original = set_adapter_config(run, **changes)
+    before = sorted(p.name for p in run.exports.iterdir()) if run.exports.exists() else []
+    try:
+        assert main(["export", str(run.root), "--target", target, "--name", "refused"]) == 1
+    finally:
+        (run.final / ADAPTER_CONFIG).write_text(original, encoding="utf-8")
+    err = capsys.readouterr().err
+    assert says in err and "fix:" in err and "Nothing was written" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in run.exports.iterdir()) == before
+
+
+def test_vllm_target_notes_rank_and_local_base_path_and_still_exports(lora, capsys):
+    run, _ = lora
+    original = set_adapter_config(run, r=32)
+    try:
+        assert main(["export", str(run.root), "--target", "vllm", "--name", "for vllm"]) == 0
+    finally:
+        (run.final / ADAPTER_CONFIG).write_text(original, encoding="utf-8")
+    err = capsys.readouterr().err
+    assert "rank 32" in err and "--max-lora-rank 32" in err
+    assert f"({MODEL})" in err and "--model" in err   # written with the absolute local path
+    assert (run.exports / "for vllm" / ADAPTER_CONFIG).exists()
+
+
+# --- llama.cpp itself, where llama-cpp-python is installed ---------------------------------
+
+def test_llama_cpp_continues_like_peft(lora, tmp_path):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lora_studio.engine.text.gguf_export import write_merged_gguf
+    run, model = lora
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    config = json.loads((MODEL / "config.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(MODEL)
+    write_merged_gguf(tmp_path / "base.gguf", base.state_dict(), config, MODEL, "f16", "base")
+    assert main(["export", str(run.root), "--format", "gguf-adapter", "--name", "cpp"]) == 0
+    assert main(["export", str(run.root), "--format", "gguf-f16", "--name", "cpp-merged"]) == 0
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What colour is a plum?"}],
+                                           tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        want = model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1]:].tolist()
+    for kwargs in ({"model_path": str(run.exports / "cpp-merged" / "cpp-merged-f16.gguf")},
+                   {"model_path": str(tmp_path / "base.gguf"),
+                    "lora_path": str(run.exports / "cpp" / "cpp-lora.gguf")}):
+        llm = llama_cpp.Llama(**kwargs, n_ctx=128, verbose=False)
+        tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        assert tokens == ids[0].tolist()
+        got = []
+        for token in llm.generate(tokens, temp=0.0, top_k=1):
+            got.append(token)
+            if len(got) == len(want) or token == tokenizer.eos_token_id:
+                break
+        assert got == want[:len(got)] and len(got) > 0
