@@ -18,6 +18,7 @@ from ..engine.image.model import load_sd
 from ..runs.adapter_sources import AdapterSource
 from ..runs.xy_grid import SAMPLERS
 from .errors import PlaygroundError
+from .slots import AdapterSlots
 
 META_ALPHA = ("lora_studio.alpha", "ss_network_alpha")
 
@@ -36,10 +37,11 @@ def _scaled_for_diffusers(tensors: dict[str, torch.Tensor], alpha: float | None)
     return out
 
 
-class ImageBackend:
+class ImageBackend(AdapterSlots):
     kind = "image"
 
     def __init__(self, path: str):
+        super().__init__()
         on_cuda = torch.cuda.is_available()
         job, _ = parse_job({"model": {"path": path},
                             "training": {"mixed_precision": "fp16" if on_cuda else "no"}})
@@ -52,14 +54,6 @@ class ImageBackend:
         self.pipe = self.sd.pipe.to(self.device)
         self.base = self.pipe.unet
         self.model_name = self.sd.info.path.name
-        self.peft_names: dict[str, str] = {}
-        self.added = 0
-        self.active: list[str] = []
-        self.weights: list[float] = []
-
-    @property
-    def adapters(self) -> list[str]:
-        return list(self.peft_names)
 
     def _alpha(self, source: AdapterSource) -> float | None:
         if source.job_toml is not None:
@@ -73,10 +67,7 @@ class ImageBackend:
 
     def load_adapter(self, name: str, source: AdapterSource) -> None:
         from safetensors.torch import load_file
-        if name in self.peft_names:
-            self._forget(name)
-        self.added += 1
-        peft_name = self.peft_names[name] = f"adapter{self.added}"
+        peft_name = self._new_slot(name)
         if source.kind == "file" and not any(k.startswith(("unet.", "text_encoder"))
                                              and ".lora_A." in k for k in _keys(source)):
             what: str | dict = str(source.weights)   # kohya / diffusers: diffusers converts them
@@ -93,19 +84,13 @@ class ImageBackend:
         self.set_active(self.active, self.weights)
 
     def _forget(self, name: str) -> None:
-        peft_name = self.peft_names.pop(name, None)
+        peft_name = self.peft_names.get(name)
         if peft_name and any(peft_name in names for names in self.pipe.get_list_adapters().values()):
             self.pipe.delete_adapters(peft_name)
-        if name in self.active:
-            i = self.active.index(name)
-            del self.active[i], self.weights[i]
+        super()._forget(name)
 
     def set_active(self, names: list[str], weights: list[float]) -> None:
-        unknown = [n for n in names if n not in self.peft_names]
-        if unknown:
-            raise PlaygroundError("request", f"No adapter named {unknown[0]!r} is loaded.",
-                                  "Load it first; loaded: " + (", ".join(self.adapters) or "none"))
-        self.active, self.weights = list(names), list(weights) or [1.0] * len(names)
+        self._choose(names, weights)
         if not self.peft_names:
             return
         if self.active:

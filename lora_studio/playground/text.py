@@ -19,6 +19,7 @@ from ..engine.text import tokens
 from ..engine.text.model import load_tokenizer
 from ..runs.adapter_sources import AdapterSource
 from .errors import PlaygroundError
+from .slots import AdapterSlots
 
 ROLES = ("system", "user", "assistant")
 META_ALPHA = ("lora_studio.alpha", "ss_network_alpha")
@@ -98,10 +99,11 @@ def _rank(tensors: dict[str, torch.Tensor]) -> int:
     return next(v.shape[0] for k, v in tensors.items() if ".lora_A." in k)
 
 
-class TextBackend:
+class TextBackend(AdapterSlots):
     kind = "text"
 
     def __init__(self, path: str, chat_template: str = "auto"):
+        super().__init__()
         from transformers import AutoModelForCausalLM
         folder = Path(path)
         self.device = _device()
@@ -120,17 +122,8 @@ class TextBackend:
                                   getattr(exc, "hint", "")) from exc
         self.base = base.to(self.device).eval()
         self.model = None            # the PeftModel around self.base, once an adapter is loaded
-        # The user's adapter names -> PEFT's: PEFT's names must be valid module names and
-        # must not be part of "lora_" (PEFT would re-initialise such an adapter).
-        self.peft_names: dict[str, str] = {}
-        self.added = 0
-        self.active: list[str] = []
-        self.weights: list[float] = []
 
     # -- adapters ------------------------------------------------------------
-    @property
-    def adapters(self) -> list[str]:
-        return list(self.peft_names)
 
     def _lora_config(self, source: AdapterSource, tensors: dict[str, torch.Tensor]):
         from peft import LoraConfig
@@ -162,10 +155,7 @@ class TextBackend:
                                   "A text adapter is a PEFT folder or the checkpoint of a text run.")
         config = self._lora_config(source, tensors)
         config.inference_mode = True
-        if name in self.peft_names:
-            self._forget(name)
-        self.added += 1
-        peft_name = self.peft_names[name] = f"adapter{self.added}"
+        peft_name = self._new_slot(name)
         try:
             if self.model is None:
                 self.model = get_peft_model(self.base, config, adapter_name=peft_name)
@@ -186,22 +176,16 @@ class TextBackend:
         self.set_active(self.active, self.weights)
 
     def _forget(self, name: str) -> None:
-        peft_name = self.peft_names.pop(name, None)
+        peft_name = self.peft_names.get(name)
         if self.model is not None and peft_name in self.model.peft_config:
             self.model.delete_adapter(peft_name)
-        if name in self.active:
-            i = self.active.index(name)
-            del self.active[i], self.weights[i]
+        super()._forget(name)
 
     def set_active(self, names: list[str], weights: list[float]) -> None:
-        unknown = [n for n in names if n not in self.adapters]
-        if unknown:
-            raise PlaygroundError("request", f"No adapter named {unknown[0]!r} is loaded.",
-                                  "Load it first; loaded: " + (", ".join(self.adapters) or "none"))
         if len(names) > 1:
             raise PlaygroundError("request", "A text model answers with one adapter at a time.",
                                   "Compare adapters side by side instead.")
-        self.active, self.weights = list(names), list(weights) or [1.0] * len(names)
+        self._choose(names, weights)
         if self.active:
             from peft.tuners.lora import LoraLayer
             peft_name = self.peft_names[self.active[0]]
