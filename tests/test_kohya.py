@@ -61,6 +61,9 @@ def test_values_that_do_not_fit_become_findings():
     assert result.data["model"]["family"] == "sdxl"
     assert result.data["dataset"]["resolution"] == 896  # 1024x768 as a square of similar area
     assert result.data["network"]["train_text_encoder"] is False  # network_train_unet_only
+    assert (result.data["network"]["algo"], result.data["network"]["conv_rank"],
+            result.data["network"]["conv_alpha"]) == ("loha", 8, 4.0)
+    assert not {"conv_dim", "conv_alpha", "LoRA_type"} & set(result.unsupported)
     # Prodigy is LoRA Studio's too: its rate of 1 comes along; decouple=True is its default.
     assert result.data["optimizer"]["optimizer"] == "Prodigy"
     assert result.data["optimizer"]["learning_rate"] == 1.0
@@ -120,7 +123,32 @@ def test_parse_resolution_rejects(text):
         parse_resolution(text)
 
 
-@pytest.mark.parametrize("config,path", [({"LoRA_type": "Kohya LoCon"}, "network.rank"),
+@pytest.mark.parametrize("config,expected", [
+    ({"LoRA_type": "Standard", "conv_dim": 8, "conv_alpha": 1}, ("lora", 0, 0.0, -1)),
+    ({"LoRA_type": "Kohya LoCon", "conv_dim": 8, "conv_alpha": 1}, ("locon", 8, 1.0, -1)),
+    ({"LoRA_type": "LyCORIS/LoCon", "conv_dim": "4", "conv_alpha": "2"}, ("locon", 4, 2.0, -1)),
+    ({"LoRA_type": "LyCORIS/LoHa", "conv_dim": 8, "conv_alpha": 4, "factor": 4}, ("loha", 8, 4.0, -1)),
+    ({"LoRA_type": "LyCORIS/LoKr", "conv_dim": 8, "conv_alpha": 4, "factor": 4}, ("lokr", 8, 4.0, 4)),
+    ({"network_module": "networks.lora", "network_args": ["conv_dim=16", "conv_alpha=8"]},
+     ("locon", 16, 8.0, -1)),
+    ({"network_module": "networks.lora"}, ("lora", 0, 0.0, -1)),
+    ({"network_module": "lycoris.kohya", "network_args": "conv_dim=4 conv_alpha=1 algo=lokr factor=8"},
+     ("lokr", 4, 1.0, 8)),
+    ({"network_module": "lycoris.kohya", "network_args": ["algo=loha"]}, ("loha", 0, 0.0, -1)),
+    ({"network_module": "lycoris.kohya"}, ("locon", 0, 0.0, -1)),  # LyCORIS's default algo
+])
+def test_lycoris_types_and_their_conv_settings_map(config, expected):
+    result = convert_kohya(config)
+    job, findings = parse_job(result.data)
+    net = job.network
+    assert (net.algo, net.conv_rank, net.conv_alpha, net.lokr_factor) == expected
+    assert not result.unsupported_set and not [f for f in result.findings if f.level == "warning"]
+
+
+@pytest.mark.parametrize("config,path", [({"LoRA_type": "LyCORIS/iA3"}, "network.algo"),
+                                         ({"network_module": "networks.dylora"}, "network.algo"),
+                                         ({"network_module": "lycoris.kohya",
+                                           "network_args": ["algo=loha", "preset=full"]}, "network.algo"),
                                          ({"flux1_checkbox": True}, "model.family"),
                                          ({"lr_scheduler": "inverse_sqrt"}, "optimizer.lr_scheduler")])
 def test_unsupported_choices_warn(config, path):

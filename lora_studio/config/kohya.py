@@ -66,7 +66,8 @@ SPECIAL_KEYS = frozenset({
     "training_comment", "metadata_title", "metadata_author", "metadata_description",
     "clip_skip", "stop_text_encoder_training", "stop_text_encoder_training_pct",
     "save_precision", "save_last_n_epochs", "save_last_n_epochs_state", "save_last_n_steps",
-    "save_last_n_steps_state", "sample_sampler",
+    "save_last_n_steps_state", "sample_sampler", "conv_dim", "conv_alpha", "factor",
+    "network_module", "network_args",
 })
 
 # Things LoRA Studio decides by itself (attention kernels, data loader workers,
@@ -90,7 +91,14 @@ OPTIMIZER_ALIASES = {"dadaptation": "DAdaptAdam", "dadaptadampreprint": "DAdaptA
 MATCHING_ARGS = {"Prodigy": {"decouple": "true"}, "DAdaptAdam": {"decouple": "true"}}
 ADAFACTOR_ARGS = ("relative_step", "scale_parameter", "warmup_init")
 SCHEDULER_ALIASES = {"adafactor": "constant"}
-LORA_TYPES_AS_STANDARD = {"standard"}
+# kohya_ss's LoRA_type -> network.algo ("Kohya LoCon" is sd-scripts' LoRA with conv_dim).
+KOHYA_LORA_TYPES = {"standard": "lora", "kohya locon": "locon", "locon": "locon",
+                    "lycoris/locon": "locon", "lycoris/loha": "loha", "lycoris/lokr": "lokr"}
+# sd-scripts' network_module; LyCORIS's module says which algo in network_args.
+NETWORK_MODULES = {"networks.lora": "lora", "lycoris.kohya": "lycoris"}
+# LyCORIS's algo names (its "lora" adapts the convs too: LoCon).
+LYCORIS_ALGOS = {"lora": "locon", "locon": "locon", "loha": "loha", "lokr": "lokr"}
+NETWORK_ARGS = ("conv_dim", "conv_alpha", "algo", "factor")  # the network_args imported
 SAVE_PRECISIONS = {"fp16": "fp16", "bf16": "bf16", "float": "fp32", "fp32": "fp32"}
 _UNSET = object()
 
@@ -222,11 +230,54 @@ class _Converter:
             self.put("model.family", "sd1")
         if self.get("v_parameterization", "bool", "model.prediction_type") is True:
             self.put("model.prediction_type", "v_prediction")
-        if lora_type.lower() not in LORA_TYPES_AS_STANDARD and lora_type != "Flux1":
-            self.warn("network.rank", f"LoRA type '{lora_type}' is not supported; a standard LoRA "
-                      "with the same rank and alpha is imported instead.",
-                      "Expect a somewhat different result than kohya_ss gave; conv_dim and the "
-                      "LyCORIS settings are not used.")
+
+    def network(self) -> None:
+        """network.algo from kohya_ss's LoRA_type or sd-scripts' network_module +
+        network_args, with the conv rank / alpha and LoKr factor they carry."""
+        args = self.network_args()
+        lora_type = str(self.config.get("LoRA_type", "Standard") or "Standard")
+        module = str(self.config.get("network_module", "") or "")
+        if module:
+            algo = NETWORK_MODULES.get(module)
+            if algo == "lycoris":
+                algo = LYCORIS_ALGOS.get(args.get("algo", "lora").lower())
+            elif algo == "lora" and _is_set(args.get("conv_dim", "")):
+                algo = "locon"  # kohya's own LoRA with conv_dim is its LoCon
+            what = f"network_module '{module}'" + (f" algo={args['algo']}" if "algo" in args else "")
+            left = [f"{k}={v}" for k, v in args.items() if k not in NETWORK_ARGS]
+            if left:
+                self.warn("network.algo", f"Network arguments not imported: {' '.join(left)}.",
+                          "Check whether your results depended on them.")
+        else:
+            algo = KOHYA_LORA_TYPES.get(lora_type.lower())
+            args = {k: self.config[k] for k in ("conv_dim", "conv_alpha", "factor") if k in self.config}
+            what = f"LoRA type '{lora_type}'"
+        if algo is None:
+            if lora_type != "Flux1":
+                self.warn("network.algo", f"{what} is not supported; a standard LoRA with the same "
+                          "rank and alpha is imported instead.",
+                          "Expect a somewhat different result than kohya_ss gave; pick "
+                          "network.algo (lora, locon, loha or lokr) yourself.")
+            return
+        self.put("network.algo", algo)
+        if algo == "lora":
+            return  # kohya_ss's Standard type ignores its conv fields
+        for key, path, kind in (("conv_dim", "network.conv_rank", "int"),
+                                ("conv_alpha", "network.conv_alpha", "float")) + \
+                ((("factor", "network.lokr_factor", "int"),) if algo == "lokr" else ()):
+            if _is_set(args.get(key, "")):
+                try:
+                    self.put(path, _coerce(args[key], kind))
+                except (TypeError, ValueError):
+                    self.warn(path, f"kohya '{key}' = {args[key]!r} is not a number; the default "
+                              "was kept.", f"Set {path} yourself.", "kohya-value")
+
+    def network_args(self) -> dict[str, str]:
+        """sd-scripts' network_args ("conv_dim=8 algo=loha" or a list of such) by name."""
+        value = self.config.get("network_args", [])
+        items = value if isinstance(value, list) else str(value).split()
+        return {key.strip(): val.strip().strip("\"'")
+                for key, _, val in (str(item).partition("=") for item in items) if key.strip()}
 
     def resolution(self) -> None:
         if not _is_set(self.config.get("max_resolution", "")):
@@ -482,6 +533,7 @@ def convert_kohya(config: dict, fallback_name: str = "kohya import") -> KohyaImp
     conv = _Converter(config)
     conv.simple()
     conv.family()
+    conv.network()
     conv.resolution()
     conv.run_length()
     conv.optimizer_and_rates()
