@@ -377,6 +377,14 @@ CASES = [
     Case("clip-skip-sdxl", "image", {"model.path": "@sdxl_file", "model.family": "sdxl",
                                      "model.clip_skip": 2}, "warning", "model.clip_skip",
          needles=("penultimate",)),
+    Case("network-option-unused", "image", {"network.conv_rank": 8}, "warning", "network.conv_rank",
+         needles=("locon",)),
+    Case("network-option-unused", "image", {"network.algo": "locon", "network.lokr_factor": 4},
+         "warning", "network.lokr_factor"),
+    Case("network-option-unused", "image", {"network.algo": "loha", "network.dropout": 0.1},
+         "warning", "network.dropout"),
+    Case("network-no-diffusers", "image", {"network.algo": "lokr"}, "info", "network.algo",
+         needles=("kohya",)),
     Case("stop-te-without-te", "image", {"network.stop_text_encoder_training": 2}, "warning",
          "network.stop_text_encoder_training"),
     Case("stop-te-beyond-run", "image", {"network.train_text_encoder": True, "training.max_steps": 10,
@@ -413,6 +421,10 @@ def test_rule(world, case, monkeypatch):
 
 @pytest.mark.parametrize("kind,overrides,gpu,rule", [
     ("text", {"network.rank": 8, "network.alpha": 16}, None, "alpha-vs-rank"),  # exactly 2x is fine
+    ("image", {"network.algo": "locon", "network.conv_rank": 8, "network.conv_alpha": 4}, None,
+     "network-option-unused"),
+    ("image", {"network.algo": "lokr", "network.lokr_factor": 8}, None, "network-option-unused"),
+    ("image", {"network.algo": "locon"}, None, "network-no-diffusers"),
     ("text", {"network.rank": 32, "network.target_modules": ["q_proj"]}, None, "rank-exceeds-width"),
     ("image", {"model.path": "@sdxl_fixed_vae", "model.family": "sdxl", "dataset.resolution": 1024,
                "training.mixed_precision": "fp16"}, RTX_3060, "fp16-sdxl-vae"),

@@ -77,6 +77,10 @@ RULES: dict[str, str] = {
     "sdxl-low-vram": "SDXL on a small GPU without gradient checkpointing",
     "processes-vs-gpus": "more processes than GPUs",
     "alpha-vs-rank": "alpha more than twice the rank",
+    "network-option-unused": "conv rank / alpha or LoKr factor set for a network type that has no "
+                             "such layers or factor, or LoRA dropout with LoHa / LoKr",
+    "network-no-diffusers": "LoHa / LoKr, which export only the kohya format (diffusers cannot "
+                            "load them)",
     "rank-exceeds-width": "rank larger than a targeted layer's width",
     "target-modules-absent": "target modules the model does not have",
     "train-te-text-job": "'Train text encoder' on a text job",
@@ -493,6 +497,39 @@ def _alpha_vs_rank(ctx: Context) -> Iterable[Finding]:
                       f"x{net.alpha / net.rank:g}, like a much higher learning rate.",
                       f"Set {_title('network.alpha')} to {net.rank} (same as the rank) or "
                       f"{max(net.rank // 2, 1)} (half).", "alpha-vs-rank")
+
+
+# The network settings only some network.algo values use.
+CONV_SETTINGS = (("conv_rank", 0), ("conv_alpha", 0.0))
+
+
+@_check
+def _network_algo(ctx: Context) -> Iterable[Finding]:
+    net = ctx.job.network
+    if ctx.kind != "image":
+        return
+    algo = _title("network.algo")
+    if net.algo == "lora":
+        for name, default in CONV_SETTINGS:
+            if getattr(net, name) != default:
+                yield Finding(f"network.{name}", "warning",
+                              f"{_title(f'network.{name}')} is not used: a plain LoRA adapts no "
+                              "conv layers.", f"Set {algo} to locon (or loha / lokr) to train the "
+                              f"conv layers, or set {_title(f'network.{name}')} back to 0.",
+                              "network-option-unused")
+    if net.algo != "lokr" and net.lokr_factor != -1:
+        yield Finding("network.lokr_factor", "warning",
+                      f"{_title('network.lokr_factor')} is only used by LoKr.",
+                      f"Set {algo} to lokr, or set it back to -1.", "network-option-unused")
+    if net.algo in ("loha", "lokr") and net.dropout:
+        yield Finding("network.dropout", "warning",
+                      f"{_title('network.dropout')} is not applied to {net.algo} layers.",
+                      f"Set it to 0, or use {algo} lora / locon for dropout.", "network-option-unused")
+    if net.algo in ("loha", "lokr"):
+        yield Finding("network.algo", "info",
+                      f"A {net.algo} network exports only the kohya format (ComfyUI, A1111): "
+                      "diffusers' Stable Diffusion pipelines cannot load it.",
+                      "Use locon if you need a diffusers file.", "network-no-diffusers")
 
 
 def _job_layers(ctx: Context) -> tuple[list[str], Layers]:

@@ -98,17 +98,22 @@ def save_checkpoint(root: Path, step: int, *, trainable: dict[str, torch.Tensor]
 
 def save_checkpoint_in_step(accelerator, emit: Emit, root: Path, step: int, *,
                             trainable: Callable[[], dict[str, torch.Tensor]], optimizer,
-                            scheduler, state: dict) -> Path | None:
+                            scheduler, state: dict, keep_last: int = 0) -> Path | None:
     """save_checkpoint, called by every process of a run: all wait for each other, the
-    main process gathers ``trainable``, writes the checkpoint and announces it, and all
-    wait again, so no process runs ahead (or exits) while it is being written. The
-    folder on the main process, None on the others."""
+    main process gathers ``trainable``, writes the checkpoint and announces it, then
+    prunes to the last ``keep_last`` (prune_checkpoints), and all wait again, so no
+    process runs ahead (or exits) while it is being written. The folder on the main
+    process, None on the others."""
     accelerator.wait_for_everyone()
     folder = None
     if accelerator.is_main_process:
         folder = save_checkpoint(root, step, trainable=trainable(), optimizer=optimizer,
                                  scheduler=scheduler, state=state)
         emit(event("checkpoint", step=step, path=str(folder)))
+        removed = prune_checkpoints(root, keep_last, step)
+        if removed:
+            emit(event("log", level="info", message=f"Removed {', '.join(p.name for p in removed)}"
+                                                    f" (keeping the last {keep_last} checkpoints)."))
     accelerator.wait_for_everyone()
     return folder
 
@@ -163,6 +168,41 @@ def complete_checkpoints(folder: Path) -> list[Path]:
     found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"step-\d+", p.name)
              and (p / COMPLETE).exists()]
     return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
+
+
+def _best_step(root: Path) -> int | None:
+    """The step BEST.json names, whatever it was judged by."""
+    try:
+        return int(json.loads((Path(root) / BEST).read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def prune_checkpoints(root: Path, keep: int, newest: int) -> list[Path]:
+    """Delete the complete checkpoints at or before step ``newest`` but the ``keep``
+    latest of them and the best evaluated one; 0 keeps all. Called once ``newest`` is
+    complete, so the last complete checkpoint is never deleted before its successor is.
+    Later ones (left by a run resumed from an earlier checkpoint) stay until the resumed
+    run replaces them. A folder is renamed away before it is deleted, so one that cannot
+    be deleted whole (a file open on Windows) is never taken for a checkpoint. Returns
+    the folders deleted."""
+    if keep <= 0:
+        return []
+    best = _best_step(root)
+    earlier = [p for p in complete_checkpoints(root) if int(p.name[5:]) <= newest]
+    removed = []
+    for folder in earlier[keep:]:
+        if int(folder.name[5:]) == best:
+            continue
+        doomed = folder.with_name(f".{folder.name}.pruned")
+        shutil.rmtree(doomed, ignore_errors=True)
+        try:
+            os.replace(folder, doomed)
+        except OSError:
+            continue   # in use: tried again after the next save
+        shutil.rmtree(doomed, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def load_resumable(path: Path, emit: Emit) -> Checkpoint:

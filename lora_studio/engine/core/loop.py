@@ -52,6 +52,8 @@ class LoopSpec:
     max_grad_norm: float = 0.0
     save_every_n_steps: int = 0
     sample_every_n_steps: int = 0
+    save_every_n_epochs: int = 0
+    sample_every_n_epochs: int = 0
     mixed_precision: str = "no"
     eval_every_n_steps: int = 0        # 0: only after the last step (when there is eval data)
     early_stopping_patience: int = 0   # evaluations without a better eval loss; 0: never stop
@@ -64,6 +66,7 @@ class LoopHooks:
     loss_sum: Callable[[Any], torch.Tensor]                # micro-batch -> summed loss
     save_checkpoint: Callable[[int], Path | None]          # step -> folder (None off main)
     sample: Callable[[int], None] | None = None            # step -> writes samples, emits
+    save_epoch: Callable[[int, int], None] | None = None   # (epoch, step) -> that epoch's files
     evaluate: Callable[[int], float] | None = None         # step -> mean held-out loss
     mark_best: Callable[[int, float], None] | None = None  # a new best (step, eval loss)
 
@@ -201,6 +204,33 @@ class Evaluations:
         return step // every - self.best[0] // every
 
 
+def _epoch_due(spec: LoopSpec, step: int, every_n_epochs: int) -> bool:
+    """Whether ``step`` ends an epoch whose number is a multiple of ``every_n_epochs``."""
+    return bool(every_n_epochs) and step % spec.steps_per_epoch == 0 and \
+        (step // spec.steps_per_epoch) % every_n_epochs == 0
+
+
+def saves_after(spec: LoopSpec, step: int) -> bool:
+    """A checkpoint after ``step`` (the last step's is the trainer's final one)."""
+    every = spec.save_every_n_steps
+    return step < spec.total_steps and (bool(every) and step % every == 0 or
+                                        _epoch_due(spec, step, spec.save_every_n_epochs))
+
+
+def epoch_files_after(spec: LoopSpec, step: int) -> bool:
+    """An epoch's own files after ``step``; the last epoch's are the final export."""
+    return step < spec.total_steps and _epoch_due(spec, step, spec.save_every_n_epochs)
+
+
+def samples_after(spec: LoopSpec, step: int) -> bool:
+    """Samples after ``step``: every N steps and/or N epochs, and after the last step."""
+    every = spec.sample_every_n_steps
+    if not (every or spec.sample_every_n_epochs):
+        return False
+    return step == spec.total_steps or bool(every) and step % every == 0 or \
+        _epoch_due(spec, step, spec.sample_every_n_epochs)
+
+
 def train_loop(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
                hooks: LoopHooks, emit: Emit, stop: Callable[[], bool],
                start_step: int = 0, monitor: GpuMonitor | None = None,
@@ -257,11 +287,12 @@ def _run_steps(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
                        loss=round(result.loss, 6), lr=lr, it_s=round(it_s, 3),
                        eta_s=round(eta_s, 1), **extra))
             poll_hardware()
-            if spec.save_every_n_steps and step % spec.save_every_n_steps == 0 \
-                    and step < spec.total_steps:
+            if saves_after(spec, step):
                 hooks.save_checkpoint(step)
-            if hooks.sample and spec.sample_every_n_steps and \
-                    (step % spec.sample_every_n_steps == 0 or step == spec.total_steps):
+            if hooks.save_epoch and epoch_files_after(spec, step):
+                with evaluation_weights(optimizer):
+                    hooks.save_epoch(step // spec.steps_per_epoch, step)
+            if hooks.sample and samples_after(spec, step):
                 with evaluation_weights(optimizer):
                     hooks.sample(step)
             if evaluations.due(step):

@@ -100,12 +100,24 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
             optimizer=optimizer, scheduler=scheduler,
             state={"family": trainee.family, "epoch": step // per_epoch,
                    "step_in_epoch": step % per_epoch, "total_steps": total,
-                   "dataset_size": trainee.dataset_size, "seed": tr.seed})
+                   "dataset_size": trainee.dataset_size, "seed": tr.seed},
+            keep_last=job.output.save_last_n)
 
     def sample(step: int) -> None:
         if main:
             with accelerator.autocast():
                 trainee.sample(step)
+        accelerator.wait_for_everyone()
+
+    # A family may write each saved epoch's adapter as its own file (image: kohya's
+    # name-000001.safetensors); one without write_epoch has only checkpoints.
+    write_epoch = getattr(trainee, "write_epoch", None)
+
+    def save_epoch(epoch: int, step: int) -> None:
+        if main:
+            for done in write_epoch(epoch, step, per_epoch, started_at):
+                emit(event("log", level="info", message=f"Epoch {epoch}: {done.path} "
+                                                        f"(SHA-256 {done.sha256})"))
         accelerator.wait_for_everyone()
 
     eval_batches = list(getattr(trainee, "eval_batches", lambda: [])())
@@ -130,12 +142,16 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
                     save_every_n_steps=job.output.save_every_n_steps,
                     sample_every_n_steps=job.output.sample_every_n_steps if
                     job.output.sample_prompts else 0,
+                    save_every_n_epochs=job.output.save_every_n_epochs,
+                    sample_every_n_epochs=job.output.sample_every_n_epochs if
+                    job.output.sample_prompts else 0,
                     mixed_precision=tr.mixed_precision,
                     eval_every_n_steps=job.output.eval_every_n_steps,
                     early_stopping_patience=tr.early_stopping_patience)
     hooks = LoopHooks(epoch_batches=epoch_batches, batch_items=trainee.batch_items,
                       loss_sum=lambda batch: trainee.loss_sum(model, batch),
                       save_checkpoint=save, sample=sample,
+                      save_epoch=save_epoch if write_epoch else None,
                       evaluate=evaluate if eval_batches else None, mark_best=mark_best)
     trainee.set_train(True)
     try:

@@ -308,12 +308,31 @@ def export_diffusers(tensors, job: JobConfig, folder: Path, extra_metadata: dict
     return Exported("diffusers", path, sha256_file(path))
 
 
+def epoch_file_name(output_name: str, epoch: int) -> str:
+    """kohya's name of an epoch's LoRA: 'my_lora-000003.safetensors'."""
+    return f"{output_name}-{epoch:06d}.safetensors"
+
+
+def export_epoch(run: RunDir, job: JobConfig, tensors: dict[str, torch.Tensor],
+                 facts: TrainFacts, epoch: int) -> Exported:
+    """The LoRA as it is after ``epoch`` in the run's exports/, kohya format in the
+    job's save precision, so epochs compare side by side in ComfyUI or A1111."""
+    metadata = training_metadata(job, family=facts.family, steps=facts.steps,
+                                 dataset_size=facts.num_train_images, base_model=facts.base_model)
+    extra = {k: v for k, v in metadata.items() if k.startswith("lora_studio.")}
+    run.exports.mkdir(parents=True, exist_ok=True)
+    return export_kohya(tensors, job, facts, run.exports / epoch_file_name(
+        job.output.output_name, epoch), extra, job.output.save_precision)
+
+
 def export_sd(run: RunDir, job: JobConfig, formats: tuple[str, ...] = ("kohya", "diffusers"),
               out_dir: Path | None = None, name: str | None = None,
               precision: str | None = None) -> list[Exported]:
     """The run's image LoRA in ``out_dir`` (the run's exports/): `<name>.safetensors`
     (kohya / A1111 / ComfyUI) and `<name>-diffusers/pytorch_lora_weights.safetensors`,
-    as many as asked; an existing different file is never replaced."""
+    as many as asked, in ``precision`` (None: the job's output.save_precision); an
+    existing different file is never replaced."""
+    precision = precision or job.output.save_precision
     tensors, facts, metadata = read_final(run)
     extra = {k: v for k, v in metadata.items() if k.startswith("lora_studio.") and k != FACTS_KEY}
     out_dir = out_dir or run.exports

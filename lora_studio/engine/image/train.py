@@ -19,6 +19,7 @@ from ..core.optim import TRAIN_UNTIL_STEP
 from .data import (ImageSet, LatentCache, MicroBatch, TrainImage, epoch_batches,
                    latent_caching_possible, load_image_set, pixels, sample_seed, skipped_log)
 from .export import diffusers_unsupported, export_sd, facts_from_run, write_final
+from .export import export_epoch
 from .lora import UNET, add_lora, load_lora_state, lora_state
 from .loss import Cond, diffusion_loss, encode_text, sdxl_time_ids
 from .model import SDModel, load_sd
@@ -136,6 +137,12 @@ class ImageTrainee:
     def sample(self, step: int) -> None:
         if self.job.output.sample_prompts:
             write_samples(self.base, self.job, self.ctx.run.samples, step, self.ctx.emit)
+
+    def write_epoch(self, epoch: int, step: int, steps_per_epoch: int,
+                    started_at: float) -> list[Exported]:
+        facts = facts_from_run(self.job, self.base, self.image_set, step, steps_per_epoch,
+                               started_at)
+        return [export_epoch(self.ctx.run, self.job, lora_state(self.adapted), facts, epoch)]
 
     def write_final(self, step: int, steps_per_epoch: int, started_at: float) -> list[Exported]:
         facts = facts_from_run(self.job, self.base, self.image_set, step, steps_per_epoch,
