@@ -203,3 +203,45 @@ def test_export_as_refuses_names_windows_cannot_hold(view, tmp_path):
     dialog.folder.setText(str(tmp_path / "new folder"))
     assert dialog.export_button.isEnabled()
     assert dialog.options() == ["--output", str(tmp_path / "new folder"), "--name", "v2"]
+
+
+MODELFILE_EXPORTER = textwrap.dedent("""
+    import pathlib, sys
+    folder = pathlib.Path(sys.argv[1]) / "exports" / "lora-gguf"
+    folder.mkdir(parents=True)
+    for name in ("lora-lora.gguf", "Modelfile"):
+        (folder / name).write_text("x")
+        print(f"{folder / name}  (gguf-adapter, SHA-256 ignored)")
+""")
+
+
+def test_dialog_names_what_the_target_cannot_take_and_shows_the_ollama_command(view, qtbot,
+                                                                               tmp_path):
+    run = finished_run(tmp_path, "text")
+    (run.final / "adapter_config.json").write_text('{"r": 32, "use_dora": true}')
+    view.show_run(run.root)
+    dialog = ExportDialog(view, "text")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.radios["gguf-adapter"].click()
+    assert dialog.findings.isVisible() and "cannot load DoRA adapters" in dialog.findings.text()
+    assert "fix: Export the merged model instead" in dialog.findings.text()
+    assert not dialog.export_button.isEnabled()
+    dialog.radios["peft"].click()   # vLLM: DoRA blocks, the rank is a note with its flag
+    assert "--max-lora-rank 32" in dialog.findings.text() and not dialog.export_button.isEnabled()
+    dialog.radios["merged"].click()
+    assert not dialog.findings.isVisible() and dialog.export_button.isEnabled()
+
+    dialog.radios["gguf-adapter"].click()   # the job names no model: GGUF cannot map it
+    assert "does not know the architecture" in dialog.findings.text()
+    (run.final / "adapter_config.json").write_text('{"r": 8}')
+    dialog.radios["peft"].click()
+    assert not dialog.findings.isVisible() and dialog.export_button.isEnabled()
+    view.export_command = lambda run_dir, fmt: [sys.executable, "-c", MODELFILE_EXPORTER,
+                                                str(run_dir)]
+    with qtbot.waitSignal(view.export_ended, timeout=ENDED):
+        dialog.export_button.click()
+    modelfile = run.exports / "lora-gguf" / "Modelfile"
+    assert dialog.ollama.isVisible()
+    assert dialog.ollama.text() == f'Ollama: ollama create my_lora -f "{modelfile}"'
+    dialog.grab().save("/tmp/export_dialog_gguf.png")

@@ -44,7 +44,7 @@ FORMATS: dict[str, tuple[ExportFormat, ...]] = {
                      "as large as the base model.",
                      "{name}-merged"),
         ExportFormat("gguf-adapter", "GGUF LoRA adapter (llama.cpp, Ollama)",
-                     "{name}-lora.gguf for llama.cpp's --lora and Ollama's ADAPTER, with a "
+                     "A .gguf LoRA for llama.cpp's --lora and Ollama's ADAPTER, with a "
                      "Modelfile beside it; the base model stays separate.",
                      "{name}-gguf"),
         ExportFormat("gguf-f16", "GGUF merged model, f16 (llama.cpp, Ollama, LM Studio)",

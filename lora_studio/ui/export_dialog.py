@@ -1,7 +1,9 @@
 """What an export wrote (path, SHA-256, "Open folder"), and the "Export as…" dialog
 that offers the run family's formats with a line on each, a destination folder and
-name, the save precision of an image LoRA, runs the chosen export and shows the same
-result as the one-click export."""
+name, the save precision of an image LoRA, says what the chosen format's runtimes
+(llama.cpp, Ollama, vLLM) cannot take from a text adapter, runs the chosen export and
+shows the same result as the one-click export, with the `ollama create` command when
+a Modelfile was written."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +15,10 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDialogButtonBo
                                QRadioButton, QVBoxLayout, QWidget)
 
 from ..config.jobfile import JobFileError, read_job_toml
+from ..runs.export_check import FORMAT_TARGETS, check_run, describe
 from ..runs.exports import FORMATS, PRECISIONS, default_name, find_format
+from ..runs.layout import RunDir
+from ..runs.modelfile import MODELFILE, ollama_command
 from ..runs.names import name_problem
 from .worker import export_options
 
@@ -79,6 +84,7 @@ class ExportDialog(QDialog):
             layout.addWidget(note)
 
         run = view.run.root if view.run is not None else Path.cwd()
+        self.run_dir = RunDir(run)
         self.run_exports = run / "exports"
         self.output_name = _output_name(run)
         form = QFormLayout()
@@ -105,6 +111,11 @@ class ExportDialog(QDialog):
         self.target.setTextFormat(Qt.TextFormat.PlainText)
         self.target.setStyleSheet("color: #555;")
         layout.addWidget(self.target)
+        self.findings = QLabel()   # what the format's runtimes cannot take, and the fix
+        self.findings.setWordWrap(True)
+        self.findings.setTextFormat(Qt.TextFormat.PlainText)
+        self.findings.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.findings)
 
         self.status = QLabel()
         self.status.setWordWrap(True)
@@ -113,6 +124,12 @@ class ExportDialog(QDialog):
         layout.addWidget(self.status)
         self.result = ExportResult()
         layout.addWidget(self.result)
+        self.ollama = QLabel()   # the command that builds an Ollama model from the Modelfile
+        self.ollama.setWordWrap(True)
+        self.ollama.setTextFormat(Qt.TextFormat.PlainText)
+        self.ollama.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.ollama.hide()
+        layout.addWidget(self.ollama)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.export_button = self.buttons.addButton("Export",
                                                     QDialogButtonBox.ButtonRole.ApplyRole)
@@ -121,6 +138,7 @@ class ExportDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)
         self._waiting = False  # for the end of an export this dialog started
+        self.blocked = False   # the chosen format's runtime cannot load this adapter
         view.export_ended.connect(self._export_ended)
         self.setMinimumWidth(720)  # a SHA-256 on one line beside "Open folder"
         self._format_changed()
@@ -132,6 +150,7 @@ class ExportDialog(QDialog):
         """A name the user did not type follows the format's default."""
         if not self.name.isModified():
             self.name.setText(default_name(self.chosen(), self.output_name))
+        self._check_targets()
         self._check()
 
     def _choose_folder(self) -> None:
@@ -157,7 +176,17 @@ class ExportDialog(QDialog):
                 "\nSomething of that name is there already: it is kept, and a different "
                 "export is written beside it with -2 added to the name." if path.exists() else ""))
             self.target.setStyleSheet("color: #555;")
-        self.export_button.setEnabled(not problem and not self._waiting)
+        self.export_button.setEnabled(not problem and not self._waiting and not self.blocked)
+
+    def _check_targets(self) -> None:
+        """Say what the chosen format's runtimes cannot take from this adapter; a
+        finding that would keep the export from loading disables Export."""
+        found = [f for target in FORMAT_TARGETS.get(self.chosen(), ())
+                 for f in check_run(self.run_dir, target)] if self.family == "text" else []
+        self.blocked = any(f.blocking for f in found)
+        self.findings.setText(describe(found))
+        self.findings.setStyleSheet("color: #b00020;" if self.blocked else "color: #8a5a00;")
+        self.findings.setVisible(bool(found))
 
     def options(self) -> list[str]:
         """`lora-studio export` options for the choices that differ from the defaults."""
@@ -171,6 +200,7 @@ class ExportDialog(QDialog):
 
     def start_export(self) -> None:
         self.result.hide()
+        self.ollama.hide()
         self.status.show()
         if not self.view.export(self.chosen(), self.options()):
             self.status.setText("An export or a run is in progress; try again when it ends.")
@@ -187,6 +217,14 @@ class ExportDialog(QDialog):
         if self.view.last_export_files:
             self.status.hide()
             self.result.show_files(self.view.last_export_files)
+            modelfiles = [Path(path) for path, _ in self.view.last_export_files
+                          if Path(path).name == MODELFILE]
+            if modelfiles:
+                name = self.name.text().strip()
+                name = self.output_name if name == default_name(self.chosen(),
+                                                                self.output_name) else name
+                self.ollama.setText("Ollama: " + ollama_command(name, modelfiles[0]))
+                self.ollama.show()
         else:
             self.status.setText(self.view.last_export_error)
 
