@@ -93,7 +93,8 @@ def test_early_stopping_stops_and_exports_the_best_checkpoint(tmp_path, monkeypa
     # The trainer's evaluation is replaced by a script of losses: the best is step 4.
     real_record = loop.Evaluations.record
     monkeypatch.setattr(loop.Evaluations, "record",
-                        lambda self, step, loss: real_record(self, step, next(losses)))
+                        lambda self, step, loss, metrics=None: real_record(self, step,
+                                                                          next(losses), metrics))
     job = make_job(dataset={"eval_split": 0.1}, output={"eval_every_n_steps": 2},
                    training={"max_steps": 20, "early_stopping_patience": 2})
     folder = new_run_dir(tmp_path, "early")

@@ -18,7 +18,7 @@ T0 = 1_700_000_000.0
 
 
 def make_run(folder, name, losses, end="finished", family="sd1", model="/models/sd15.safetensors",
-             now=None, noise=0):
+             now=None, noise=0, best=None):
     job, _ = parse_job({"model": {"family": family, "path": model}})
     t0 = now if now is not None else T0
     run = new_run_dir(folder, name, now=t0)
@@ -30,7 +30,8 @@ def make_run(folder, name, losses, end="finished", family="sd1", model="/models/
             for _ in range(noise):
                 emit(event("hardware", vram_used=1, vram_total=2))
         if end == "finished":
-            emit({**event("finished", status="completed"), "time": t0 + len(losses) + 5})
+            emit({**event("finished", status="completed", **(best or {})),
+                  "time": t0 + len(losses) + 5})
         elif end == "oom":
             emit({**event("error", kind="oom", message="out of memory", hint="-"),
                   "time": t0 + len(losses) + 5})
@@ -158,15 +159,33 @@ def runs(qtbot, tmp_path):
 def test_runs_tab_shows_the_columns(runs):
     view, old, new = runs
     headers = [view.model.headerData(i, Qt.Orientation.Horizontal) for i in range(view.model.columnCount())]
-    assert headers == ["Name", "Family", "Model", "Status", "Steps", "Final loss", "Duration",
-                       "Date"]
+    assert headers == ["Name", "Family", "Model", "Status", "Steps", "Final loss",
+                       "Best eval loss", "ROUGE-L", "Duration", "Date"]
     rows = {r.name: [view.model.index(view.model.rows.index(r), c).data()
-                     for c in range(8)] for r in view.runs()}
-    assert rows[old.root.name][1:7] == ["sd1", "sd15.safetensors", "finished", "3 / 3", "0.5",
-                                        "8 s"]
+                     for c in range(10)] for r in view.runs()}
+    assert rows[old.root.name][1:9] == ["sd1", "sd15.safetensors", "finished", "3 / 3", "0.5",
+                                        "–", "–", "8 s"]
     assert rows[new.root.name][3:6] == ["failed (oom)", "2 / 2", "2.5"]
     view.table.sortByColumn(5, Qt.SortOrder.AscendingOrder)   # final loss, ascending: as numbers
     assert [r.name for r in view.runs()] == [old.root.name, new.root.name]
+
+
+def test_runs_rank_by_their_best_evaluation(qtbot, tmp_path):
+    folder = tmp_path / "runs"
+    worse = make_run(folder, "worse", [2.0], family="text", now=T0,
+                     best={"best_step": 1, "best_eval_loss": 1.5, "best_rougeL": 0.25})
+    better = make_run(folder, "better", [2.0], family="text", now=T0 + 60,
+                      best={"best_step": 1, "best_eval_loss": 1.25, "best_rougeL": 0.5})
+    make_run(folder, "none", [2.0], family="text", now=T0 + 120)
+    s = summarize(better.root)
+    assert (s.best_eval_loss, s.best_rougeL) == (1.25, 0.5)
+    view = RunsView(folder)
+    qtbot.addWidget(view)
+    view.table.sortByColumn(7, Qt.SortOrder.DescendingOrder)   # ROUGE-L, best first
+    assert [r.name for r in view.runs()][:2] == [better.root.name, worse.root.name]
+    assert view.model.index(view.model.rows.index(s), 7).data() == "0.500"
+    view.table.sortByColumn(6, Qt.SortOrder.AscendingOrder)    # eval loss, best first
+    assert [r.name for r in view.runs()][:2] == [better.root.name, worse.root.name]
 
 
 def test_rename_from_the_tab_and_a_refused_name(runs):

@@ -28,6 +28,7 @@ NetworkAlgo = Literal["lora", "locon", "loha", "lokr"]
 LogWith = Literal["none", "tensorboard", "wandb", "both"]
 SavePrecision = Literal["fp32", "fp16", "bf16"]
 SamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
+EvalMetric = Literal["eval_loss", "rougeL", "bleu", "exact_match"]
 
 
 def field(
@@ -321,6 +322,12 @@ class TrainingConfig(Section):
         0, title="Early stopping patience", group="Training", advanced=True,
         help="Stop when this many evaluations in a row found no lower eval loss than the best "
              "one; 0 trains to the end.", ge=0, le=10_000)
+    early_stopping_metric: EvalMetric = field(
+        "eval_loss", title="Early stopping metric", group="Training", advanced=True,
+        applies_to="text",
+        help="What 'better' means for early stopping and the best checkpoint: a lower eval "
+             "loss, or a higher ROUGE-L, BLEU or exact match of the answers generated for the "
+             "held-out records (Generated eval records must be above 0).")
     batch_size: int = field(
         1, title="Batch size", group="Training",
         help="Samples per step on each GPU. Lower it first when you run out of memory.", ge=1, le=1024)
@@ -385,6 +392,12 @@ class OutputConfig(Section):
         help="Measure the loss on the held-out records every N optimizer steps (and after the "
              "last one); 0 only after the last. The best evaluated checkpoint is what is "
              "exported.", ge=0, le=10_000_000)
+    eval_generate_records: int = field(
+        8, title="Generated eval records", group="Output", advanced=True, applies_to="text",
+        help="At each evaluation the model answers this many held-out records (greedy) and "
+             "the answers are scored against the records' own: BLEU (0-100), ROUGE-L and exact "
+             "match (0-1). Needs Loss on responses only and pip install \"lora-studio[metrics]\"; "
+             "0 measures the loss only.", ge=0, le=1000)
     sample_every_n_steps: int = field(
         0, title="Sample every N steps", group="Output",
         help="Generate samples from the prompts every N optimizer steps; 0 never.", ge=0,

@@ -10,6 +10,7 @@ attributes); None means "unknown" and skips the hardware rules.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -123,6 +124,8 @@ RULES: dict[str, str] = {
     "max-seq-past-positions": "max sequence length past the model's positions",
     "eval-without-data": "evaluation or early stopping set, but no held-out records to use",
     "eval-path-missing": "an eval dataset that does not exist",
+    "eval-metric-unmeasured": "early stopping on a generation metric no evaluation measures",
+    "eval-metrics-not-installed": "generation metrics asked for without sacrebleu / rouge-score",
     "patience-without-evaluations": "early stopping without evaluations during the run",
     "dataset-columns-invalid": "a column map line that is not role=column",
     "dataset-mix-invalid": "a mix line that cannot be read, or a source that is not there",
@@ -984,6 +987,35 @@ def _evaluation(ctx: Context) -> Iterable[Finding]:
                       "only measured after the last step.",
                       f"Set {_title('output.eval_every_n_steps')} (e.g. every epoch's steps).",
                       "patience-without-evaluations")
+    yield from _generation_metrics(ctx, has_data)
+
+
+# The packages that score generated answers (the metrics extra).
+METRIC_PACKAGES = ("sacrebleu", "rouge_score")
+
+
+def _generation_metrics(ctx: Context, has_data: bool) -> Iterable[Finding]:
+    ds, out, metric = ctx.job.dataset, ctx.job.output, ctx.job.training.early_stopping_metric
+    if ctx.kind != "text":
+        return
+    on_metric = metric != "eval_loss"
+    why = (f"{_title('output.eval_generate_records')} is 0" if not out.eval_generate_records
+           else f"{_title('dataset.train_on_responses_only')} is off, so the records do not "
+                "say where the answer starts" if not ds.train_on_responses_only else None)
+    if on_metric and why:
+        yield Finding("training.early_stopping_metric", "error",
+                      f"Early stopping on {metric} needs answers generated for held-out "
+                      f"records, but {why}.",
+                      "Change that, or set the early stopping metric to eval_loss.",
+                      "eval-metric-unmeasured")
+    missing = [p for p in METRIC_PACKAGES if importlib.util.find_spec(p) is None]
+    if has_data and out.eval_generate_records and missing:
+        yield Finding("output.eval_generate_records", "error" if on_metric else "warning",
+                      f"Scoring generated answers needs {' and '.join(missing)}, which "
+                      "is not installed" + (f", and early stopping is on {metric}." if on_metric
+                                            else "; only the eval loss will be measured."),
+                      'pip install "lora-studio[metrics]", or set it to 0.',
+                      "eval-metrics-not-installed")
 
 
 @_check

@@ -1,5 +1,5 @@
 """The runs folder as a list a user manages: one summary a run (family, model, status,
-steps, final loss, duration, date, notes) from its job.toml and the two ends of its
+steps, final loss, the best evaluation's loss and ROUGE-L, duration, date, notes) from its job.toml and the two ends of its
 events.jsonl, a loss curve for comparing runs, rename and notes. No Qt: the Runs tab
 shows it.
 
@@ -47,6 +47,8 @@ class RunSummary:
     last_event: float | None
     checkpoint: str          # the latest complete checkpoint's folder name, "" none
     notes: str
+    best_eval_loss: float | None = None  # of the best evaluation of a finished run
+    best_rougeL: float | None = None     # of that evaluation (generation metrics)
 
     @property
     def name(self) -> str:
@@ -129,6 +131,12 @@ def _status(end: dict | None) -> str:
     return "running or interrupted"
 
 
+def _best(end: dict | None, key: str) -> float | None:
+    """A figure of the best evaluation, as the ``finished`` event reports it."""
+    value = (end or {}).get(key) if (end or {}).get("type") == "finished" else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def _job_facts(job_toml: Path) -> tuple[str, str]:
     """(model, family) as job.toml names them; read as plain TOML, without validating,
     because a list of 200 runs must not wait on 200 validations."""
@@ -174,7 +182,8 @@ def summarize(root: Path) -> RunSummary:
         date=first["time"] if first and isinstance(first.get("time"), (int, float))
         else _mtime(run.job_toml),
         last_event=last.get("time") if last else None,
-        checkpoint=checkpoint.name if checkpoint else "", notes=read_notes(run.root))
+        checkpoint=checkpoint.name if checkpoint else "", notes=read_notes(run.root),
+        best_eval_loss=_best(end, "best_eval_loss"), best_rougeL=_best(end, "best_rougeL"))
 
 
 def loss_curve(root: Path) -> tuple[list[int], list[float]]:

@@ -107,13 +107,25 @@ class PhaseTracker:
         return new
 
 
+# The generation metrics an eval event may carry, as the log names them.
+EVAL_METRICS = (("rougeL", "ROUGE-L"), ("bleu", "BLEU"), ("exact_match", "exact match"))
+
+
 def eval_line(ev: dict) -> str:
-    """The log line of an ``eval`` event: its loss, the best so far, early stopping."""
-    line = f"Eval loss {ev.get('loss', float('nan')):.4f} at step {ev.get('step')}"
+    """The log line of an ``eval`` event: its loss and generation metrics, the best so
+    far by the early-stopping metric, early stopping."""
+    line = f"Eval loss {ev.get('loss', float('nan')):.4f}"
+    line += "".join(f", {label} {ev[key]:.4g}" for key, label in EVAL_METRICS
+                    if isinstance(ev.get(key), (int, float)))
+    line += f" at step {ev.get('step')}"
+    metric = ev.get("metric", "eval_loss")
+    name = "" if metric == "eval_loss" else dict(EVAL_METRICS).get(metric, metric) + " "
     if ev.get("best_step") is not None and ev.get("best_step") != ev.get("step"):
-        line += f" (best {ev.get('best_loss', float('nan')):.4f} at step {ev['best_step']})"
+        best = ev.get("best_value", ev.get("best_loss", float("nan")))
+        line += f" (best {name}{best:.4f} at step {ev['best_step']})"
     elif ev.get("best_step") == ev.get("step"):
         line += " (the best so far)"
     if ev.get("early_stopping"):
-        line += f": no better loss in {ev.get('since_best')} evaluation(s), stopping early"
+        line += f": no better {name or 'loss '}in {ev.get('since_best')} evaluation(s), " \
+                "stopping early"
     return line + "."

@@ -47,10 +47,20 @@ COLUMNS: tuple[tuple[str, Callable[[RunSummary], str], Callable[[RunSummary], ob
     ("Steps", _steps, lambda r: r.step if r.step is not None else -1),
     ("Final loss", lambda r: "–" if r.final_loss is None else f"{r.final_loss:.4g}",
      lambda r: r.final_loss if r.final_loss is not None else float("inf")),
+    ("Best eval loss", lambda r: "–" if r.best_eval_loss is None else f"{r.best_eval_loss:.4g}",
+     lambda r: r.best_eval_loss if r.best_eval_loss is not None else float("inf")),
+    ("ROUGE-L", lambda r: "–" if r.best_rougeL is None else f"{r.best_rougeL:.3f}",
+     lambda r: r.best_rougeL if r.best_rougeL is not None else -1.0),
     ("Duration", lambda r: _duration(r.duration),
      lambda r: r.duration if r.duration is not None else -1.0),
     ("Date", lambda r: time.strftime("%Y-%m-%d %H:%M", time.localtime(r.date)), lambda r: r.date),
 )
+COLUMN = {header: i for i, (header, _, _) in enumerate(COLUMNS)}
+TOOLTIPS = {
+    "Duration": "From the first start to the last event; pauses between resumes count.",
+    "Best eval loss": "The held-out loss of the best evaluation (the checkpoint exported).",
+    "ROUGE-L": "ROUGE-L of the answers generated for held-out records at the best evaluation.",
+}
 
 
 class RunsTableModel(QAbstractTableModel):
@@ -107,10 +117,9 @@ class RunsTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if index.column() == 0:
                 return str(run.root) + (f"\n\n{run.notes.strip()}" if run.notes.strip() else "")
-            if index.column() == 2:
+            if index.column() == COLUMN["Model"]:
                 return run.model
-            if index.column() == 6:
-                return "From the first start to the last event; pauses between resumes count."
+            return TOOLTIPS.get(COLUMNS[index.column()][0])
         if role == Qt.ItemDataRole.CheckStateRole and index.column() == 0:
             return Qt.CheckState.Checked if run.root in self.ticked else Qt.CheckState.Unchecked
         return None

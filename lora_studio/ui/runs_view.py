@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHea
 
 from ..runs.catalog import RunCatalog, RunError, RunSummary, loss_curve
 from .loss_compare import LossCompare
-from .runs_model import PATH_ROLE, SORT_ROLE, RunsTableModel
+from .runs_model import COLUMN, PATH_ROLE, SORT_ROLE, RunsTableModel
 
 
 def move_to_trash(path: Path) -> bool:
@@ -59,7 +59,7 @@ class RunsView(QWidget):
         self.table = QTableView()
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
-        self.table.sortByColumn(7, Qt.SortOrder.DescendingOrder)   # newest first
+        self.table.sortByColumn(COLUMN["Date"], Qt.SortOrder.DescendingOrder)   # newest first
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setAlternatingRowColors(True)

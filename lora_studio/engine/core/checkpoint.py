@@ -245,19 +245,24 @@ def resolve_resume(path: Path) -> Path:
     return latest
 
 
-BEST = "BEST.json"  # in checkpoints/: the step and eval loss of the best evaluation
+BEST = "BEST.json"  # in checkpoints/: the step, metric and value of the best evaluation
 
 
-def write_best(root: Path, step: int, loss: float) -> None:
-    atomic_write_text(Path(root) / BEST, json.dumps({"step": step, "eval_loss": loss}) + "\n")
+def write_best(root: Path, step: int, value: float, metric: str = "eval_loss") -> None:
+    atomic_write_text(Path(root) / BEST,
+                      json.dumps({"step": step, "metric": metric, "value": value}) + "\n")
 
 
-def read_best(root: Path, before: int | None = None) -> tuple[int, float] | None:
-    """(step, eval loss) of the run's best evaluation, if it was at or before ``before``
-    (a resume from an earlier checkpoint forgets a best it has not reached yet)."""
+def read_best(root: Path, before: int | None = None,
+              metric: str = "eval_loss") -> tuple[int, float] | None:
+    """(step, metric value) of the run's best evaluation, if it was at or before ``before``
+    (a resume from an earlier checkpoint forgets a best it has not reached yet) and was
+    judged by ``metric`` (a resume with another early-stopping metric starts afresh)."""
     try:
         best = json.loads((Path(root) / BEST).read_text(encoding="utf-8"))
-        step, loss = int(best["step"]), float(best["eval_loss"])
+        step, value = int(best["step"]), float(best["value"])
+        if best["metric"] != metric:
+            return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return (step, loss) if before is None or step <= before else None
+    return (step, value) if before is None or step <= before else None

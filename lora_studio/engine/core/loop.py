@@ -56,7 +56,8 @@ class LoopSpec:
     sample_every_n_epochs: int = 0
     mixed_precision: str = "no"
     eval_every_n_steps: int = 0        # 0: only after the last step (when there is eval data)
-    early_stopping_patience: int = 0   # evaluations without a better eval loss; 0: never stop
+    early_stopping_patience: int = 0   # evaluations without a better metric; 0: never stop
+    early_stopping_metric: str = "eval_loss"   # or a generation metric (LOWER_IS_BETTER)
 
 
 @dataclass
@@ -67,8 +68,9 @@ class LoopHooks:
     save_checkpoint: Callable[[int], Path | None]          # step -> folder (None off main)
     sample: Callable[[int], None] | None = None            # step -> writes samples, emits
     save_epoch: Callable[[int, int], None] | None = None   # (epoch, step) -> that epoch's files
-    evaluate: Callable[[int], float] | None = None         # step -> mean held-out loss
-    mark_best: Callable[[int, float], None] | None = None  # a new best (step, eval loss)
+    evaluate: Callable[[int], dict] | None = None          # step -> {"loss": mean held-out
+                                                           # loss, generation metrics...}
+    mark_best: Callable[[int, float], None] | None = None  # a new best (step, metric value)
 
 
 @dataclass
@@ -77,8 +79,9 @@ class LoopOutcome:
     step: int
     checkpoint: Path | None = None     # the checkpoint a cancelled run left
     losses: list[float] = field(default_factory=list)
-    best: tuple[int, float] | None = None   # (step, eval loss) of the best evaluation
+    best: tuple[int, float] | None = None   # (step, metric value) of the best evaluation
     early_stopped: bool = False
+    best_scores: dict = field(default_factory=dict)  # every score of the best evaluation
 
 
 def _any_process(accelerator, flag: bool) -> bool:
@@ -163,37 +166,61 @@ def hardware_reporter(accelerator, emit: Emit, monitor: GpuMonitor | None = None
     return HardwareReporter(emit, interval_s, monitor, extra)
 
 
+# The early-stopping metrics for which lower is better; the others (ROUGE-L, BLEU,
+# exact match) are better higher.
+LOWER_IS_BETTER = {"eval_loss"}
+
+
 class Evaluations:
     """Evaluation on held-out data every ``eval_every_n_steps`` and after the last step:
-    an ``eval`` event each time, the best one kept (``mark_best``), and early stopping
-    after ``early_stopping_patience`` evaluations without a better loss. Which
-    evaluations came after the best is counted from the steps, so a resumed run knows
-    it from the best's step alone."""
+    an ``eval`` event each time (the loss and any generation metrics), the best one by
+    ``early_stopping_metric`` kept (``mark_best``), and early stopping after
+    ``early_stopping_patience`` evaluations without a better one. Which evaluations came
+    after the best is counted from the steps, so a resumed run knows it from the best's
+    step alone."""
 
     def __init__(self, spec: LoopSpec, hooks: LoopHooks, emit: Emit,
                  best: tuple[int, float] | None):
         self.spec, self.hooks, self.emit, self.best = spec, hooks, emit, best
+        self.best_scores: dict = {}
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.spec.early_stopping_metric in LOWER_IS_BETTER:
+            return value < self.best[1]
+        return value > self.best[1]
 
     def due(self, step: int) -> bool:
         every = self.spec.eval_every_n_steps
         return self.hooks.evaluate is not None and (
             step == self.spec.total_steps or bool(every and step % every == 0))
 
-    def record(self, step: int, loss: float) -> bool:
-        """The eval loss measured at ``step``; True when training should stop early. Called
-        with the training weights in place, since a new best is saved as a checkpoint."""
+    def record(self, step: int, loss: float, metrics: dict | None = None) -> bool:
+        """The eval loss (and generation metrics) measured at ``step``; True when training
+        should stop early. Called with the training weights in place, since a new best is
+        saved as a checkpoint."""
         if not math.isfinite(loss):
             raise EngineError("nan", f"The eval loss became {loss} at step {step}.",
                               "Lower optimizer.learning_rate and resume from the last checkpoint.")
-        if self.best is None or loss < self.best[1]:
-            self.best = (step, loss)
+        scores = {"loss": round(loss, 6), **{k: round(v, 6) for k, v in (metrics or {}).items()}}
+        name = self.spec.early_stopping_metric
+        value = loss if name == "eval_loss" else (metrics or {}).get(name)
+        if value is None:
+            raise EngineError("config", f"training.early_stopping_metric is '{name}', but the "
+                                        "evaluation measured no such metric.",
+                              "Set output.eval_generate_records above 0, or the metric to "
+                              "eval_loss.")
+        if self._better(value):
+            self.best, self.best_scores = (step, value), scores
             if self.hooks.mark_best is not None:
-                self.hooks.mark_best(step, loss)
+                self.hooks.mark_best(step, value)
         stale = self._since_best(step)
         patience = self.spec.early_stopping_patience
         stopping = bool(patience) and stale >= patience and step < self.spec.total_steps
-        self.emit(event("eval", step=step, loss=round(loss, 6), best_step=self.best[0],
-                        best_loss=round(self.best[1], 6), since_best=stale,
+        best = {f"best_{k}": v for k, v in self.best_scores.items()}
+        self.emit(event("eval", step=step, **scores, metric=name, best_step=self.best[0],
+                        best_value=round(self.best[1], 6), **best, since_best=stale,
                         early_stopping=stopping))
         return stopping
 
@@ -271,7 +298,8 @@ def _run_steps(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
                 # no step ran: the resumed-from checkpoint (if any) already holds this state,
                 # and rewriting it would risk the only good copy
                 saved = hooks.save_checkpoint(step) if step > start_step else None
-                return LoopOutcome("cancelled", step, saved, losses, evaluations.best)
+                return LoopOutcome("cancelled", step, saved, losses, evaluations.best,
+                                   best_scores=evaluations.best_scores)
             lr = optimizer.param_groups[0]["lr"]
             result = optimizer_step(accelerator, model, optimizer, scheduler, params, group,
                                     hooks, spec.max_grad_norm, plain)
@@ -297,13 +325,15 @@ def _run_steps(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
                     hooks.sample(step)
             if evaluations.due(step):
                 with evaluation_weights(optimizer):
-                    loss = hooks.evaluate(step)
-                if evaluations.record(step, loss):
+                    scores = dict(hooks.evaluate(step))
+                if evaluations.record(step, scores.pop("loss"), scores):
                     eval_mode(optimizer)
-                    return LoopOutcome("completed", step, None, losses, evaluations.best, True)
+                    return LoopOutcome("completed", step, None, losses, evaluations.best, True,
+                                       evaluations.best_scores)
             if step >= spec.total_steps:
                 break
     # The final checkpoint and the export hold the weights to use (schedule-free: x); a
     # cancelled run's checkpoint keeps the training point, so its resume is bit for bit.
     eval_mode(optimizer)
-    return LoopOutcome("completed", step, None, losses, evaluations.best)
+    return LoopOutcome("completed", step, None, losses, evaluations.best,
+                       best_scores=evaluations.best_scores)

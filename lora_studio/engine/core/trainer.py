@@ -121,21 +121,29 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
         accelerator.wait_for_everyone()
 
     eval_batches = list(getattr(trainee, "eval_batches", lambda: [])())
+    metric = tr.early_stopping_metric
 
-    def evaluate(step: int) -> float:
-        """The mean loss over the held-out items, every process on all of them."""
+    def evaluate(step: int) -> dict:
+        """The mean loss over the held-out items and the family's generation metrics
+        (eval_generate), every process on all of them, so that all stop alike."""
         trainee.set_train(False)
         try:
             with torch.no_grad():
                 total_loss = sum(float(trainee.eval_loss_sum(model, b)) for b in eval_batches)
+            scores = {"loss": total_loss / max(1, sum(trainee.eval_items(b)
+                                                      for b in eval_batches))}
+            generate = getattr(trainee, "eval_generate", None)
+            if generate is not None:
+                with accelerator.autocast():
+                    scores.update(generate(step))
         finally:
             trainee.set_train(True)
-        return total_loss / max(1, sum(trainee.eval_items(b) for b in eval_batches))
+        return scores
 
-    def mark_best(step: int, loss: float) -> None:
+    def mark_best(step: int, value: float) -> None:
         save(step)
         if main:
-            write_best(run.checkpoints, step, loss)
+            write_best(run.checkpoints, step, value, metric)
 
     spec = LoopSpec(total_steps=total, steps_per_epoch=per_epoch, gradient_accumulation_steps=gas,
                     max_grad_norm=job.optimizer.max_grad_norm,
@@ -147,7 +155,8 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
                     job.output.sample_prompts else 0,
                     mixed_precision=tr.mixed_precision,
                     eval_every_n_steps=job.output.eval_every_n_steps,
-                    early_stopping_patience=tr.early_stopping_patience)
+                    early_stopping_patience=tr.early_stopping_patience,
+                    early_stopping_metric=metric)
     hooks = LoopHooks(epoch_batches=epoch_batches, batch_items=trainee.batch_items,
                       loss_sum=lambda batch: trainee.loss_sum(model, batch),
                       save_checkpoint=save, sample=sample,
@@ -157,7 +166,7 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
     try:
         outcome = train_loop(accelerator, model, optimizer, scheduler, params, spec, hooks,
                              emit_main, stop, start_step=start,
-                             best=read_best(run.checkpoints, start) if checkpoint else None)
+                             best=read_best(run.checkpoints, start, metric) if checkpoint else None)
     finally:
         trainee.set_train(False)
     result = RunResult(outcome, trainee)
@@ -175,15 +184,17 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
                                                                     best[0])).trainable)
         emit_main(event("log", level="info",
                         message=f"The adapter exported is the best evaluated one: step {best[0]} "
-                                f"(eval loss {best[1]:.4f}); the weights of step {outcome.step} "
-                                f"are in checkpoints/step-{outcome.step:06d}."))
+                                f"({metric.replace('_', ' ')} {best[1]:.4f}); the weights of step "
+                                f"{outcome.step} are in checkpoints/step-{outcome.step:06d}."))
     if main:
         result.exports = trainee.write_final(outcome.step, per_epoch, started_at)
         for done in result.exports:
             emit(event("log", level="info", message=f"Exported {done.format} {done.path} "
                                                     f"(SHA-256 {done.sha256})"))
-    extra = {} if best is None else {"best_step": best[0], "best_eval_loss": round(best[1], 6),
-                                     "early_stopped": outcome.early_stopped}
+    extra = {} if best is None else {
+        "best_step": best[0], "best_metric": metric, "early_stopped": outcome.early_stopped,
+        **{("best_eval_loss" if k == "loss" else f"best_{k}"): v
+           for k, v in outcome.best_scores.items()}}
     emit_main(event("finished", status="completed", step=outcome.step, final=str(run.final),
                     files=[str(d.path) for d in result.exports],
                     sha256={str(d.path): d.sha256 for d in result.exports}, **extra))

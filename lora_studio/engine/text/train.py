@@ -15,6 +15,7 @@ from ..core.family import Exported, RunContext
 from ..core.metadata import training_metadata
 from ..core.order import chunks, epoch_order
 from .data import held_out, load_dataset
+from .eval_generation import HeldOutPrompt, generation_scores, job_prompts
 from .export import copy_adapter, write_peft_adapter
 from .model import (build_peft_model, initial_adapter, load_base_model, load_tokenizer,
                     loraplus_groups, resolve_model)
@@ -55,6 +56,7 @@ class TextTrainee:
     use_template: bool
     initial: dict | None = None     # a PiSSA / OLoRA adapter before training (export.py)
     eval_data: list[Encoded] = field(default_factory=list)  # held out: the eval loss
+    eval_prompts: list[HeldOutPrompt] = field(default_factory=list)  # and generation metrics
     family: str = "text"
     started_facts: dict = field(default_factory=dict)
 
@@ -92,6 +94,12 @@ class TextTrainee:
     def eval_loss_sum(self, model, indices) -> torch.Tensor:
         return padded_loss_sum(model, [self.eval_data[i] for i in indices],
                                self.tokenizer.pad_token_id, self.ctx.device)
+
+    def eval_generate(self, step: int) -> dict[str, float]:
+        """BLEU, ROUGE-L and exact match of greedy answers to the held-out prompts."""
+        if not self.eval_prompts:
+            return {}
+        return generation_scores(self.model, self.tokenizer, self.eval_prompts, self.ctx.device)
 
     def padding_log(self) -> dict:
         """How much of what the model sees is padding, with and without packing."""
@@ -159,6 +167,7 @@ def prepare(job: JobConfig, ctx: RunContext) -> TextTrainee:
     ctx.phase("loading the model")
     model = build_peft_model(job, info, load_base_model(job, info.path))
     trainee = TextTrainee(job, ctx, model, tokenizer, data, use_template,
-                          initial_adapter(job, model), eval_data)
+                          initial_adapter(job, model), eval_data,
+                          job_prompts(job, eval_data, tokenizer, ctx.emit))
     ctx.emit(trainee.padding_log())
     return trainee
