@@ -35,6 +35,8 @@ from .model_info import (IMAGE_DEFAULT_TARGETS, TEXT_ENCODER_DEFAULT_TARGETS, La
                          ModelInfoError, inspect_model, matching_layers, target_candidates)
 from .parse import parse_job
 from .paths import path_candidates, resolve_local_path
+from .sample_prompts import OPTIONS as PROMPT_OPTIONS
+from .sample_prompts import parse_sample_prompt
 from .schema import JobConfig
 from .trust import risks
 
@@ -105,6 +107,11 @@ RULES: dict[str, str] = {
     "accumulation-exceeds-dataset": "one optimizer step needing more samples than an epoch has",
     "save-every-beyond-run": "a checkpoint interval as long as the run or longer",
     "sample-every-beyond-run": "a sample interval as long as the run or longer",
+    "save-epochs-beyond-run": "a checkpoint interval in epochs as long as the run or longer",
+    "sample-epochs-beyond-run": "a sample interval in epochs as long as the run or longer",
+    "keep-last-without-saves": "keeping the last N checkpoints while only the final one is saved",
+    "sample-prompt-options": "an image sample prompt's option (--w, --s, --ss ...) that cannot "
+                             "be read",
     "sample-prompts-missing": "sampling on without prompts",
     "prompts-without-sampling": "prompts given while sampling is off",
     "output-dir-not-writable": "a runs folder that cannot be created or written",
@@ -764,6 +771,26 @@ def _run_length(ctx: Context) -> Iterable[Finding]:
                           f"{total} step{'s' if total > 1 else ''}: no {what} is made before the end.",
                           f"Set it below {total} (e.g. {max(total // 4, 1)}), or to 0." if total > 1
                           else "Set it to 0: a one-step run has nothing before the end.", rule)
+    epochs = _run_epochs(ctx)
+    for path, rule, what in (("output.save_every_n_epochs", "save-epochs-beyond-run", "checkpoint"),
+                             ("output.sample_every_n_epochs", "sample-epochs-beyond-run", "sample")):
+        every = get_value(ctx.job, path)
+        if every and epochs and every >= epochs:
+            yield Finding(path, "warning", f"{SPECS[path].title} is {every}, but the run is about "
+                          f"{epochs} epoch{'s' if epochs > 1 else ''}: no {what} is made before the "
+                          "end.", f"Set it below {epochs}, or to 0." if epochs > 1 else
+                          "Set it to 0: a one-epoch run has nothing before the end.", rule)
+
+
+def _run_epochs(ctx: Context) -> int | None:
+    """Epochs the run starts (a last one cut short by max steps counts)."""
+    t, n = ctx.job.training, ctx.samples_per_epoch
+    if not t.max_steps:
+        return t.epochs
+    if not n:
+        return None
+    per_epoch = math.ceil(math.ceil(n / (t.batch_size * t.processes)) / t.gradient_accumulation_steps)
+    return math.ceil(t.max_steps / per_epoch)
 
 
 @_check
@@ -791,15 +818,42 @@ def _batch_vs_dataset(ctx: Context) -> Iterable[Finding]:
 def _sampling(ctx: Context) -> Iterable[Finding]:
     out = ctx.job.output
     prompts = [p for p in out.sample_prompts if p.strip()]
-    if out.sample_every_n_steps and not prompts:
+    sampling = out.sample_every_n_steps or out.sample_every_n_epochs
+    if sampling and not prompts:
         yield Finding("output.sample_prompts", "warning", "Sampling is on but there are no sample prompts.",
                       f"Add one prompt per line under {_title('output.sample_prompts')}, or set "
-                      f"{_title('output.sample_every_n_steps')} to 0.", "sample-prompts-missing")
-    if prompts and not out.sample_every_n_steps:
+                      f"{_title('output.sample_every_n_steps')} and "
+                      f"{_title('output.sample_every_n_epochs')} to 0.", "sample-prompts-missing")
+    if prompts and not sampling:
         yield Finding("output.sample_every_n_steps", "info",
                       "Sample prompts are set but sampling is off, so no samples are made.",
-                      f"Set {_title('output.sample_every_n_steps')} (e.g. 100) to see progress samples.",
+                      f"Set {_title('output.sample_every_n_steps')} (e.g. 100) or "
+                      f"{_title('output.sample_every_n_epochs')} to see progress samples.",
                       "prompts-without-sampling")
+    if ctx.kind != "image":
+        return   # a text prompt's " --" is part of its text
+    for number, line in enumerate(out.sample_prompts, 1):
+        problems = parse_sample_prompt(line).problems
+        if problems:
+            shown = line if len(line) <= 60 else line[:57] + "..."
+            yield Finding("output.sample_prompts", "warning",
+                          f"Sample prompt {number} ('{shown}'): {'; '.join(problems)}.",
+                          "Fix the option, or remove it to use the job's setting. Options: "
+                          f"{', '.join('--' + o for o in PROMPT_OPTIONS)} (negative prompt, width, "
+                          "height, steps, CFG scale, seed, sampler).", "sample-prompt-options")
+
+
+@_check
+def _saving(ctx: Context) -> Iterable[Finding]:
+    out = ctx.job.output
+    if out.save_last_n and not (out.save_every_n_steps or out.save_every_n_epochs):
+        yield Finding("output.save_last_n", "info",
+                      f"{_title('output.save_last_n')} is {out.save_last_n}, but checkpoints are "
+                      "only saved at the end (and when the run is stopped or finds a better eval "
+                      "loss), so there is little to delete.",
+                      f"Set {_title('output.save_every_n_steps')} or "
+                      f"{_title('output.save_every_n_epochs')} to save during the run.",
+                      "keep-last-without-saves")
 
 
 def _nearest_existing(path: Path) -> Path:
