@@ -255,3 +255,61 @@ def test_llama_cpp_continues_like_peft(lora, tmp_path):
             if len(got) == len(want) or token == tokenizer.eos_token_id:
                 break
         assert got == want[:len(got)] and len(got) > 0
+
+
+# --- the other architectures, built tiny from their configs --------------------------------
+
+SMALL = dict(hidden_size=64, intermediate_size=128, num_attention_heads=HEADS,
+             num_key_value_heads=KV_HEADS, num_hidden_layers=1, vocab_size=384,
+             max_position_embeddings=256, head_dim=HEAD_DIM)
+
+
+@pytest.mark.parametrize("kind, arch, permuted, extra", [
+    ("Mistral", "llama", True, set()),
+    ("Qwen2", "qwen2", False, {"blk.0.attn_q.bias", "blk.0.attn_k.bias", "blk.0.attn_v.bias"}),
+    ("Qwen3", "qwen3", False, {"blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight"}),
+])
+def test_merged_gguf_of_other_families(tmp_path, kind, arch, permuted, extra):
+    import transformers
+
+    from lora_studio.engine.text.gguf_export import write_merged_gguf
+    torch.manual_seed(0)
+    model = getattr(transformers, f"{kind}ForCausalLM")(getattr(transformers, f"{kind}Config")(**SMALL))
+    model.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    write_merged_gguf(tmp_path / "m.gguf", model.state_dict(), config, MODEL, "f16", kind)
+    reader = gguf.GGUFReader(tmp_path / "m.gguf")
+    assert fields(reader)["general.architecture"] == arch
+    found = tensors(reader)
+    common = {"token_embd.weight", "output.weight", "output_norm.weight", "blk.0.attn_norm.weight",
+              "blk.0.ffn_norm.weight"} | {f"blk.0.{GGUF_NAMES[m]}.weight" for m in TARGETS}
+    assert set(found) == common | extra
+    q = model.state_dict()["model.layers.0.self_attn.q_proj.weight"].numpy()
+    want = llama_cpp_permute(q, HEADS) if permuted else q
+    np.testing.assert_allclose(np.asarray(found["blk.0.attn_q.weight"].data, dtype=np.float32),
+                               want, atol=1e-3)
+
+
+def test_llama3_rope_scaling_is_written_as_llama_cpps_rope_freqs(tmp_path):
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from lora_studio.engine.text.gguf_export import llama3_rope_factors
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    config = LlamaConfig(**SMALL, rope_parameters=rope)
+    plain = 1.0 / (500000.0 ** (torch.arange(0, HEAD_DIM, 2, dtype=torch.float64) / HEAD_DIM))
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
+    factors = llama3_rope_factors(config.to_dict())
+    assert 1.0 in factors and 32.0 in factors   # short, long and blended wavelengths
+    np.testing.assert_allclose(factors, (plain / scaled.double()).numpy(), rtol=1e-5)
+    assert llama3_rope_factors(SMALL) is None
+    from lora_studio.engine.text.gguf_export import write_merged_gguf
+    from transformers import LlamaForCausalLM
+    write_merged_gguf(tmp_path / "l3.gguf", LlamaForCausalLM(config).state_dict(),
+                      {**config.to_dict(), "architectures": ["LlamaForCausalLM"]},
+                      MODEL, "q8_0", "l3")
+    written = tensors(gguf.GGUFReader(tmp_path / "l3.gguf"))["rope_freqs.weight"]
+    np.testing.assert_array_equal(np.asarray(written.data), factors)
+    with pytest.raises(Exception, match="yarn rope scaling"):
+        llama3_rope_factors({**SMALL, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})

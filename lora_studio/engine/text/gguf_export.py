@@ -98,13 +98,38 @@ def _writer(path: Path, arch: GgufArch, config: dict):
     return writer
 
 
+def _rope(config: dict) -> dict:
+    return config.get("rope_parameters") or config.get("rope_scaling") or {}
+
+
 def _rope_theta(config: dict) -> float:
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    if rope.get("rope_type", "default") != "default":
-        raise GgufExportError(f"The base model uses {rope['rope_type']} rope scaling, which the "
-                              "GGUF export does not write yet. Export the merged model in "
-                              "transformers format and convert it with llama.cpp.")
-    return float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0)
+    return float(_rope(config).get("rope_theta") or config.get("rope_theta") or 10000.0)
+
+
+def llama3_rope_factors(config: dict) -> np.ndarray | None:
+    """llama.cpp's ``rope_freqs.weight`` for Llama 3.1+ rope scaling: per rotary frequency,
+    what it is divided by (1 for short wavelengths, ``factor`` for long ones, a smooth
+    blend between); None for unscaled rope. Other scalings are refused."""
+    rope = _rope(config)
+    kind = rope.get("rope_type") or rope.get("type") or "default"
+    if kind == "default":
+        return None
+    if kind != "llama3":
+        raise GgufExportError(f"The base model uses {kind} rope scaling, which the GGUF export "
+                              "does not write. Export the merged model in transformers format "
+                              "instead.")
+    heads = config["num_attention_heads"]
+    dim = config.get("head_dim") or config["hidden_size"] // heads
+    freqs = 1.0 / (_rope_theta(config) ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    factor = rope.get("factor", 8.0)
+    low, high = rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
+    old_context = rope.get("original_max_position_embeddings", 8192)
+    wavelen = 2 * math.pi / freqs
+    smooth = (old_context / wavelen - low) / (high - low)
+    factors = np.where(wavelen < old_context / high, 1.0,
+                       np.where(wavelen > old_context / low, factor,
+                                1 / ((1 - smooth) / factor + smooth)))
+    return factors.astype(np.float32)
 
 
 def _tensor_map(arch: GgufArch, config: dict):
@@ -234,10 +259,14 @@ def write_merged_gguf(path: Path, state_dict: dict, model_config: dict, tokenize
     arch = arch_of(model_config)
     tensor_map = _tensor_map(arch, model_config)
     file_type, weight_type = PRECISIONS[precision]
+    rope_factors = llama3_rope_factors(model_config)
     writer = _writer(path, arch, model_config)
     writer.add_name(name)
     writer.add_file_type(gguf.LlamaFileType[file_type])
     add_tokenizer(writer, tokenizer_dir, model_config.get("model_type", ""))
+    if rope_factors is not None:
+        writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
+                          rope_factors)
     tied = model_config.get("tie_word_embeddings", False)
     for key in sorted(state_dict):
         if tied and key == "lm_head.weight":
