@@ -49,8 +49,11 @@ def lora(tmp_path_factory):
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(std=0.2)
+    data = tmp_path_factory.mktemp("data") / "pirate.jsonl"
+    data.write_text("".join(json.dumps({"system": "Be a pirate.", "prompt": q, "response": "Arr."})
+                            + "\n" for q in ("Hi?", "Where?")), encoding="utf-8")
     job, _ = parse_job({"model": {"path": str(MODEL), "family": "text"},
-                        "output": {"output_name": "tiny chat"}})
+                        "dataset": {"path": str(data)}, "output": {"output_name": "tiny chat"}})
     run = new_run_dir(tmp_path_factory.mktemp("runs"), "gguf")
     write_job_toml(job, run.job_toml)
     write_peft_adapter(model, run.final, {}, str(MODEL))
@@ -180,7 +183,21 @@ def test_modelfile_stops_at_the_templates_end_token_and_wraps_the_system_prompt(
     assert text.count("PARAMETER stop") == 1   # the template's end token is also the EOS
     assert ('TEMPLATE """{{ if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}<|user|>\n'
             '{{ .Prompt }}<|end|>\n<|assistant|>\n{{ .Response }}<|end|>\n"""') in text
-    assert "ADAPTER" not in text and "SYSTEM" not in text
+    assert "ADAPTER" not in text
+    assert text.splitlines()[-1] == 'SYSTEM """Be a pirate."""'   # every record's system prompt
+
+
+def test_no_system_line_when_the_records_differ_or_cannot_be_read(tmp_path):
+    from lora_studio.engine.text.gguf_folder import training_system_prompt
+    mixed, differ = tmp_path / "mixed.jsonl", tmp_path / "differ.jsonl"
+    mixed.write_text(json.dumps({"system": "Be a pirate.", "prompt": "a", "response": "b"}) + "\n"
+                     + json.dumps({"prompt": "c", "response": "d"}) + "\n", encoding="utf-8")
+    differ.write_text("".join(json.dumps({"system": s, "prompt": "a", "response": "b"}) + "\n"
+                              for s in ("Be a pirate.", "Be a cat.")), encoding="utf-8")
+    for path in (mixed, differ, tmp_path / "gone.jsonl"):
+        job, _ = parse_job({"model": {"path": str(MODEL), "family": "text"},
+                            "dataset": {"path": str(path)}})
+        assert training_system_prompt(job) is None
 
 
 # --- the export check ----------------------------------------------------------------------

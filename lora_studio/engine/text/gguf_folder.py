@@ -51,13 +51,30 @@ def _renders(tokenizer) -> Renders | None:
         return None
 
 
-def modelfile_for(tokenizer, source: str, adapter: str | None) -> str:
+def training_system_prompt(job: JobConfig) -> str | None:
+    """The system prompt every training record began with, or None (records without
+    one, with different ones, or a dataset no longer readable)."""
+    from ...data.text_records import TextDataError
+    from ...data.text_sources import SourceError, load_mixed
+    ds = job.dataset
+    try:
+        records = load_mixed(ds.path, ds.mix, ds.format, ds.columns, job.training.seed).records
+    except (SourceError, TextDataError, OSError, ValueError):
+        return None
+    systems = {r.turns[0].content if r.turns and r.turns[0].role == "system" else ""
+               for r in records}
+    if len(systems) != 1:
+        return None
+    return systems.pop() or None
+
+
+def modelfile_for(tokenizer, source: str, adapter: str | None, system: str | None) -> str:
     renders = _renders(tokenizer)
     template, stops = (template_from_renders(renders, tokenizer.bos_token) if renders
                        else (None, []))
     if tokenizer.eos_token:
         stops.append(tokenizer.eos_token)
-    return modelfile_text(source, adapter, template, stops, None)
+    return modelfile_text(source, adapter, template, stops, system)
 
 
 def export_gguf(job: JobConfig, run: RunDir, fmt: str, wanted: Path, name: str) -> list[Path]:
@@ -68,16 +85,17 @@ def export_gguf(job: JobConfig, run: RunDir, fmt: str, wanted: Path, name: str) 
     model_config = json.loads((info.path / "config.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(info.path)
     file_name = GGUF_FILES[fmt].format(name=name)
+    system = training_system_prompt(job)
     tmp = temp_dir_beside(wanted)
     try:
         try:
             if fmt == "gguf-adapter":
                 _write_adapter(run, tmp / file_name, model_config, name)
-                text = modelfile_for(tokenizer, str(info.path), f"./{file_name}")
+                text = modelfile_for(tokenizer, str(info.path), f"./{file_name}", system)
             else:
                 _write_merged(job, run, info.path, tmp / file_name, model_config, tokenizer,
                               fmt.removeprefix("gguf-"), name)
-                text = modelfile_for(tokenizer, f"./{file_name}", None)
+                text = modelfile_for(tokenizer, f"./{file_name}", None, system)
         except GgufExportError as exc:
             raise EngineError("config", str(exc), "Choose another format.") from None
         atomic_write_text(tmp / MODELFILE, text)
