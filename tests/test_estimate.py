@@ -192,6 +192,72 @@ def test_unet_and_text_encoder_lora_match_peft_exactly():
         sum(p.numel() for p in unet.parameters() if p.requires_grad)
 
 
+@pytest.mark.parametrize("network", [
+    {"algo": "locon", "rank": 4, "conv_rank": 2},
+    {"algo": "loha", "rank": 4, "conv_rank": 2},
+    {"algo": "lokr", "rank": 4, "conv_rank": 1},       # full and decomposed second factors
+    {"algo": "lokr", "rank": 2, "lokr_factor": 4},
+], ids=["locon", "loha", "lokr", "lokr-factor"])
+@pytest.mark.parametrize("config", [UNET, UNET_XL_STYLE], ids=["sd1-style", "sdxl-style"])
+def test_lycoris_networks_match_peft_exactly(network, config):
+    from diffusers import UNet2DConditionModel
+    from peft import inject_adapter_in_model
+    from transformers import CLIPTextConfig, CLIPTextModel
+    from lora_studio.config.model_info import IMAGE_DEFAULT_TARGETS, TEXT_ENCODER_DEFAULT_TARGETS
+    from lora_studio.config.network import unet_conv_targets
+    from lora_studio.engine.image.lora import peft_config
+    job = make_job("sd1", network__train_text_encoder=True,
+                   **{f"network__{k}": v for k, v in network.items()})
+    unet = UNet2DConditionModel(**config)
+    unet.requires_grad_(False)
+    unet.add_adapter(peft_config(job.network, IMAGE_DEFAULT_TARGETS, unet_conv_targets(job.network)))
+    encoder = CLIPTextModel(CLIPTextConfig(**CLIP))
+    encoder.requires_grad_(False)
+    inject_adapter_in_model(peft_config(job.network, TEXT_ENCODER_DEFAULT_TARGETS), encoder)
+    trainable = [p for m in (unet, encoder) for p in m.parameters() if p.requires_grad]
+    spec = spec_from_config("sd1", {"unet": config, "text_encoder": CLIP, "vae": VAE})
+    assert sorted(lora_inventory(job, spec).values()) == sorted(tuple(p.shape) for p in trainable)
+
+
+def _saved_bytes(unet, sample, text) -> int:
+    saved = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        unet(sample, torch.tensor([10]), encoder_hidden_states=text)
+    return sum(saved.values())
+
+
+@pytest.mark.parametrize("algo", ["loha", "lokr"])
+def test_lycoris_weight_updates_kept_for_backward_are_about_what_autograd_keeps(algo):
+    from diffusers import UNet2DConditionModel
+    from lora_studio.config.model_info import IMAGE_DEFAULT_TARGETS
+    from lora_studio.config.network import unet_conv_targets
+    from lora_studio.engine.image.lora import peft_config
+    from lora_studio.hardware.estimate import weight_update_bytes
+    kept = {}
+    for name in ("locon", algo):
+        job = make_job("sd1", network__algo=name, network__rank=4)
+        unet = UNet2DConditionModel(**UNET)
+        unet.requires_grad_(False)
+        unet.add_adapter(peft_config(job.network, IMAGE_DEFAULT_TARGETS, unet_conv_targets(job.network)))
+        sample, text = torch.randn(1, 4, 8, 8), torch.randn(1, 7, UNET["cross_attention_dim"])
+        kept[name] = _saved_bytes(unet, sample, text)
+    spec = spec_from_config("sd1", {"unet": UNET, "text_encoder": CLIP, "vae": VAE})
+    job = make_job("sd1", network__algo=algo, network__rank=4)
+    extra = kept[algo] - kept["locon"]
+    assert 0.8 * extra < weight_update_bytes(job, spec) < 1.25 * extra
+    est = estimate_from_config(job, {"unet": UNET, "text_encoder": CLIP, "vae": VAE})
+    assert est.part(f"{algo} weight updates kept for backward (approximate)") == \
+        weight_update_bytes(job, spec)
+    checkpointed = make_job("sd1", network__algo=algo, network__rank=4,
+                            training__gradient_checkpointing=True)
+    assert 0 < weight_update_bytes(checkpointed, spec) < weight_update_bytes(job, spec) / 4
+    assert weight_update_bytes(make_job("sd1", network__algo="locon"), spec) == 0
+
+
 # ---------------------------------------------------------------- activations vs autograd
 
 def saved_tensor_bytes(model, run) -> int:

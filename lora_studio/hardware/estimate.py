@@ -38,16 +38,19 @@ from lora_studio.config.model_info import (
     inspect_model,
     read_safetensors_header,
 )
+from lora_studio.config.network import CONV_1X1_TARGETS, CONV_3X3_TARGETS, conv_rank, trains_convs
 from lora_studio.config.schema import JobConfig
 
 from . import archs
 from .inventory import (
     GPT2_STYLE,
     Inventory,
+    adapted_weights,
     clip_text_inventory,
     count,
     header_inventory,
     lora_shapes,
+    lycoris_shapes,
     numel,
     text_dims,
     text_inventory,
@@ -279,14 +282,55 @@ def trained_components(job: JobConfig, spec: ModelSpec) -> list[str]:
     return ["unet"] + (encoders if job.network.train_text_encoder else [])
 
 
+def adapter_groups(job: JobConfig, spec: ModelSpec, component: str) -> list[tuple[list[str], int]]:
+    """(targets, rank) of a component's adapted layers: LoCon / LoHa / LoKr add the UNet's
+    3x3 convs at the conv rank and its 1x1 shortcuts at the rank (config/network.py)."""
+    net = job.network
+    groups = [(lora_targets(job, spec, component), net.rank)]
+    if component == "unet" and trains_convs(net):
+        groups += [(list(CONV_3X3_TARGETS), conv_rank(net)), (list(CONV_1X1_TARGETS), net.rank)]
+    return groups
+
+
 def lora_inventory(job: JobConfig, spec: ModelSpec) -> Inventory:
+    """The trainable tensors by name, exactly as PEFT builds them: LoRA's A and B, LoHa's
+    four Hadamard factors or LoKr's Kronecker factors (network.algo)."""
     out: Inventory = {}
+    net = job.network
+    algo = "lora" if spec.family == "text" else net.algo
     for component in trained_components(job, spec):
         conv1d = spec.family == "text" and spec.configs.get("transformer", {}).get("model_type") in GPT2_STYLE
-        shapes = lora_shapes(spec.components[component], lora_targets(job, spec, component),
-                             job.network.rank, conv1d=conv1d)
-        out.update({f"{component}.{k}": v for k, v in shapes.items()})
+        for targets, rank in adapter_groups(job, spec, component):
+            if algo in ("loha", "lokr"):
+                shapes = lycoris_shapes(spec.components[component], targets, rank, algo,
+                                        net.lokr_factor)
+            else:
+                shapes = lora_shapes(spec.components[component], targets, rank, conv1d=conv1d)
+            out.update({f"{component}.{k}": v for k, v in shapes.items()})
     return out
+
+
+# The unit gradient checkpointing recomputes: a ResNet, a transformer block, a CLIP layer.
+_CHECKPOINTED_BLOCK = re.compile(r"^(.*?(?:resnets|attentions|layers)\.\d+)\.")
+
+
+def weight_update_bytes(job: JobConfig, spec: ModelSpec) -> int:
+    """LoHa and LoKr build each adapted layer's whole weight update (fp32) in the forward,
+    and autograd keeps it for the backward: about one weight-sized fp32 tensor per layer
+    (measured with PEFT 0.21). With gradient checkpointing only one block's at a time.
+    Approximate: the block boundaries are diffusers' and CLIP's, counted by name."""
+    if spec.family == "text" or job.network.algo not in ("loha", "lokr"):
+        return 0
+    blocks: dict[str, int] = {}
+    for component in trained_components(job, spec):
+        for targets, _ in adapter_groups(job, spec, component):
+            for module, shape in adapted_weights(spec.components[component], targets).items():
+                block = _CHECKPOINTED_BLOCK.match(module)
+                key = f"{component}.{block.group(1) if block else module}"
+                blocks[key] = blocks.get(key, 0) + 4 * numel(shape)
+    if job.training.gradient_checkpointing:
+        return max(blocks.values(), default=0)
+    return sum(blocks.values())
 
 
 # ---------------------------------------------------------------- optimizer state
@@ -621,6 +665,9 @@ def estimate(job: JobConfig, gpu: GpuInfo | GpuFacts | None = None, spec: ModelS
         parts += text_activation_parts(job, spec, attention)
     else:
         parts += image_activation_parts(job, spec, attention)
+        if weight_update_bytes(job, spec):
+            parts.append(Part(f"{job.network.algo} weight updates kept for backward (approximate)",
+                              weight_update_bytes(job, spec), "activations"))
     parts += input_parts(job, spec, captions)
     notes: list[str] = []
     if cuda is not False:

@@ -349,6 +349,61 @@ def lora_shapes(inventory: Mapping[str, tuple[int, ...]], targets: Iterable[str]
     return out
 
 
+def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
+    """LyCORIS's (and PEFT's) split of a LoKr dimension into m * n, m <= n: m = factor
+    when it divides, else the most even split with m at most the factor (-1: no limit)."""
+    if factor > 0 and dimension % factor == 0:
+        return factor, dimension // factor
+    if factor == -1:
+        factor = dimension
+    m, n = 1, dimension
+    while m < n:
+        new_m = m + 1
+        while dimension % new_m:
+            new_m += 1
+        if new_m > factor:
+            break
+        m, n = new_m, dimension // new_m
+    return min(m, n), max(m, n)
+
+
+def adapted_weights(inventory: Mapping[str, tuple[int, ...]], targets: Iterable[str]) -> Inventory:
+    """The weights of the Linear / Conv2d modules `targets` adapt, by module name."""
+    targets = tuple(targets)
+    return {name[: -len(".weight")]: shape for name, shape in inventory.items()
+            if name.endswith(".weight") and len(shape) in (2, 4)
+            and _targeted(name[: -len(".weight")], targets)}
+
+
+def lycoris_shapes(inventory: Mapping[str, tuple[int, ...]], targets: Iterable[str], rank: int,
+                   algo: str, factor: int = -1) -> Inventory:
+    """The LoHa / LoKr tensors PEFT adds for `targets` (Linear and Conv2d, convs' kernels
+    folded into the second factor as PEFT does without its effective-conv option)."""
+    targets = tuple(targets)
+    out: Inventory = {}
+    for name, shape in inventory.items():
+        if not name.endswith(".weight") or len(shape) not in (2, 4):
+            continue
+        module = name[: -len(".weight")]
+        if not _targeted(module, targets):
+            continue
+        n_out, n_in, kernel = shape[0], shape[1], tuple(shape[2:])
+        if algo == "loha":
+            for i in (1, 2):
+                out[f"{module}.hada_w{i}_a"] = (n_out, rank)
+                out[f"{module}.hada_w{i}_b"] = (rank, n_in * numel(kernel))
+            continue
+        out_l, out_k = factorization(n_out, factor)
+        in_m, in_n = factorization(n_in, factor)
+        out[f"{module}.lokr_w1"] = (out_l, in_m)
+        if rank >= max(out_k, in_n) / 2:  # PEFT keeps the second factor whole then
+            out[f"{module}.lokr_w2"] = (out_k, in_n, *kernel)
+        else:
+            out[f"{module}.lokr_w2_a"] = (out_k, rank)
+            out[f"{module}.lokr_w2_b"] = (rank, in_n * numel(kernel))
+    return out
+
+
 # ---------------------------------------------------------------- safetensors headers
 
 SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
