@@ -282,9 +282,13 @@ SMALL = dict(hidden_size=64, intermediate_size=128, num_attention_heads=HEADS,
 
 
 @pytest.mark.parametrize("kind, arch, permuted, extra", [
-    ("Mistral", "llama", True, set()),
-    ("Qwen2", "qwen2", False, {"blk.0.attn_q.bias", "blk.0.attn_k.bias", "blk.0.attn_v.bias"}),
-    ("Qwen3", "qwen3", False, {"blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight"}),
+    ("Mistral", "llama", True, {"output.weight"}),
+    ("Qwen2", "qwen2", False, {"output.weight", "blk.0.attn_q.bias", "blk.0.attn_k.bias",
+                               "blk.0.attn_v.bias"}),
+    ("Qwen3", "qwen3", False, {"output.weight", "blk.0.attn_q_norm.weight",
+                               "blk.0.attn_k_norm.weight"}),
+    ("Gemma", "gemma", False, set()),
+    ("Gemma2", "gemma2", False, {"blk.0.post_attention_norm.weight", "blk.0.post_ffw_norm.weight"}),
 ])
 def test_merged_gguf_of_other_families(tmp_path, kind, arch, permuted, extra):
     import transformers
@@ -298,9 +302,16 @@ def test_merged_gguf_of_other_families(tmp_path, kind, arch, permuted, extra):
     reader = gguf.GGUFReader(tmp_path / "m.gguf")
     assert fields(reader)["general.architecture"] == arch
     found = tensors(reader)
-    common = {"token_embd.weight", "output.weight", "output_norm.weight", "blk.0.attn_norm.weight",
+    common = {"token_embd.weight", "output_norm.weight", "blk.0.attn_norm.weight",
               "blk.0.ffn_norm.weight"} | {f"blk.0.{GGUF_NAMES[m]}.weight" for m in TARGETS}
     assert set(found) == common | extra
+    norm = model.state_dict()["model.norm.weight"].numpy()
+    shift = 1 if kind.startswith("Gemma") else 0   # Gemma's norms scale by 1 + weight
+    np.testing.assert_array_equal(np.asarray(found["output_norm.weight"].data), norm + shift)
+    if kind == "Gemma2":
+        meta = fields(reader)
+        assert (meta["gemma2.attn_logit_softcapping"], meta["gemma2.final_logit_softcapping"],
+                meta["gemma2.attention.sliding_window"]) == (50.0, 30.0, 4096)
     q = model.state_dict()["model.layers.0.self_attn.q_proj.weight"].numpy()
     want = llama_cpp_permute(q, HEADS) if permuted else q
     np.testing.assert_allclose(np.asarray(found["blk.0.attn_q.weight"].data, dtype=np.float32),

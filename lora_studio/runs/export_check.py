@@ -23,7 +23,8 @@ FORMAT_TARGETS = {"gguf-adapter": ("llama.cpp", "ollama"), "gguf-f16": ("llama.c
 # transformers architectures -> the llama.cpp architecture our GGUF writer maps them to;
 # engine/text/gguf_export.py holds what each needs (permutation, norms).
 GGUF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama",
-                      "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+                      "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
+                      "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2"}
 # Architectures vLLM serves LoRA adapters for (its SupportsLoRA models, the common ones).
 VLLM_LORA_ARCHITECTURES = frozenset({
     "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",

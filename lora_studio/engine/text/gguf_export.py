@@ -26,12 +26,15 @@ ADAPTER_PREFIX = "base_model.model."
 
 @dataclass(frozen=True)
 class GgufArch:
-    name: str               # gguf.MODEL_ARCH member
-    permute_qk: bool        # convert_hf_to_gguf's LlamaModel.permute on q_proj / k_proj
+    name: str                    # gguf.MODEL_ARCH member
+    permute_qk: bool             # convert_hf_to_gguf's LlamaModel.permute on q_proj / k_proj
+    norm_plus_one: bool = False  # Gemma's RMSNorm scales by 1 + weight; llama.cpp by weight
+    softcapping: bool = False    # Gemma 2's logit soft-capping and sliding window keys
 
 
 ARCHS = {"llama": GgufArch("LLAMA", True), "qwen2": GgufArch("QWEN2", False),
-         "qwen3": GgufArch("QWEN3", False)}
+         "qwen3": GgufArch("QWEN3", False), "gemma": GgufArch("GEMMA", False, True),
+         "gemma2": GgufArch("GEMMA2", False, True, True)}
 
 # Merged-model precisions: (gguf.LlamaFileType member, quantisation of 2-D weights).
 PRECISIONS = {"f16": ("MOSTLY_F16", "F16"), "q8_0": ("MOSTLY_Q8_0", "Q8_0")}
@@ -95,6 +98,10 @@ def _writer(path: Path, arch: GgufArch, config: dict):
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_vocab_size(config["vocab_size"])
+    if arch.softcapping:
+        writer.add_attn_logit_softcapping(config["attn_logit_softcapping"])
+        writer.add_final_logit_softcapping(config["final_logit_softcapping"])
+        writer.add_sliding_window(config["sliding_window"])
     return writer
 
 
@@ -272,6 +279,8 @@ def write_merged_gguf(path: Path, state_dict: dict, model_config: dict, tokenize
         if tied and key == "lm_head.weight":
             continue   # llama.cpp reuses token_embd for the output when there is none
         data = _permuted(key, state_dict[key].float().numpy(), arch, model_config)
+        if arch.norm_plus_one and key.endswith("norm.weight"):
+            data = data + 1
         target = gguf_name(tensor_map, key)
         if data.ndim == 1:
             writer.add_tensor(target, np.ascontiguousarray(data, dtype=np.float32))
