@@ -341,3 +341,44 @@ def test_llama3_rope_scaling_is_written_as_llama_cpps_rope_freqs(tmp_path):
     np.testing.assert_array_equal(np.asarray(written.data), factors)
     with pytest.raises(Exception, match="yarn rope scaling"):
         llama3_rope_factors({**SMALL, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
+
+
+def spm_style_tokenizer(folder: Path) -> Path:
+    """A Llama 2 / Mistral / Gemma style tokenizer.json: BPE with byte fallback, '▁' for
+    spaces, merges in the order they apply."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+    specials = ["<unk>", "<s>", "</s>"]
+    pieces = ["▁", "t", "h", "e", "a", "▁t", "he", "▁the", "at", "▁a"]
+    vocab = {t: i for i, t in enumerate(specials + [f"<0x{b:02X}>" for b in range(256)] + pieces)}
+    merges = [("▁", "t"), ("h", "e"), ("▁t", "he"), ("a", "t"), ("▁", "a")]
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
+    fast.chat_template = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"
+    fast.save_pretrained(folder)
+    return folder
+
+
+def test_sentencepiece_style_tokenizer_gets_llama_model_bytes_and_merge_order_scores(tmp_path):
+    from lora_studio.engine.text.gguf_export import add_tokenizer
+    folder = spm_style_tokenizer(tmp_path / "tok")
+    writer = gguf.GGUFWriter(str(tmp_path / "t.gguf"), "llama")
+    add_tokenizer(writer, folder, "llama")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    meta = fields(gguf.GGUFReader(tmp_path / "t.gguf"))
+    assert meta["tokenizer.ggml.model"] == "llama" and "tokenizer.ggml.pre" not in meta
+    tokens, scores, types = (meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.scores"],
+                             meta["tokenizer.ggml.token_type"])
+    score = {t: s for t, s in zip(tokens, scores)}
+    # llama.cpp joins the pair whose result scores highest: merges in their order
+    assert score["▁t"] > score["he"] > score["▁the"] > score["at"] > score["▁a"]
+    assert types[tokens.index("<0x41>")] == gguf.TokenType.BYTE
+    assert types[tokens.index("</s>")] == gguf.TokenType.CONTROL
+    assert meta["tokenizer.ggml.eos_token_id"] == tokens.index("</s>")
+    assert meta["tokenizer.chat_template"].startswith("{% for m in messages %}")

@@ -230,6 +230,26 @@ def _added_tokens(tokenizer_dir: Path) -> dict[int, bool]:
     return {int(t["id"]): bool(t.get("special")) for t in data.get("added_tokens") or []}
 
 
+def merge_scores(tokenizer_dir: Path, tokens: list, scores: list[float]) -> list[float]:
+    """Scores for llama.cpp's SentencePiece-style tokenizer, which joins the adjacent pair
+    whose result scores highest: from tokenizer.json's merge order (gguf's LlamaHfVocab
+    scores every token the same, which would join pairs in the wrong order)."""
+    try:
+        model = json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+    except (OSError, ValueError, KeyError):
+        return scores
+    ids = {(t.decode("utf-8") if isinstance(t, bytes) else t): i for i, t in enumerate(tokens)}
+    scores = list(scores)
+    seen = set()
+    for rank, merge in enumerate(model.get("merges") or []):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        token_id = ids.get(left + right)
+        if token_id is not None and token_id not in seen:
+            seen.add(token_id)
+            scores[token_id] = -float(rank)
+    return scores
+
+
 def add_tokenizer(writer, tokenizer_dir: Path, model_type: str) -> None:
     """tokenizer.ggml.*: the model (gpt2 / llama), tokens, scores, token types, merges,
     special ids and tokenizer.chat_template, from a saved tokenizer folder."""
@@ -240,6 +260,8 @@ def add_tokenizer(writer, tokenizer_dir: Path, model_type: str) -> None:
         tokens.append(text)
         scores.append(score)
         types.append(kind)
+    if vocab.tokenizer_model == "llama":
+        scores = merge_scores(tokenizer_dir, tokens, scores)
     for token_id, special in _added_tokens(tokenizer_dir).items():
         if token_id < len(types):   # special ones are parsed as one token and may end a turn
             types[token_id] = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from ...config.schema import JobConfig
@@ -93,7 +92,7 @@ def export_gguf(job: JobConfig, run: RunDir, fmt: str, wanted: Path, name: str) 
                 _write_adapter(run, tmp / file_name, model_config, name)
                 text = modelfile_for(tokenizer, str(info.path), f"./{file_name}", system)
             else:
-                _write_merged(job, run, info.path, tmp / file_name, model_config, tokenizer,
+                _write_merged(job, run, info.path, tmp / file_name, model_config,
                               fmt.removeprefix("gguf-"), name)
                 text = modelfile_for(tokenizer, f"./{file_name}", None, system)
         except GgufExportError as exc:
@@ -114,13 +113,11 @@ def _write_adapter(run: RunDir, path: Path, model_config: dict, name: str) -> No
 
 
 def _write_merged(job: JobConfig, run: RunDir, base_path: Path, path: Path, model_config: dict,
-                  tokenizer, precision: str, name: str) -> None:
+                  precision: str, name: str) -> None:
+    """The base model (its folder also holds the tokenizer) merged with the run's adapter."""
     from peft import PeftModel
 
     from .model import load_base_model
     base = load_base_model(job, base_path, quantize=False)
     merged = PeftModel.from_pretrained(base, str(run.final)).merge_and_unload()
-    with tempfile.TemporaryDirectory() as tokenizer_dir:
-        tokenizer.save_pretrained(tokenizer_dir)
-        write_merged_gguf(path, merged.state_dict(), model_config, Path(tokenizer_dir),
-                          precision, name)
+    write_merged_gguf(path, merged.state_dict(), model_config, base_path, precision, name)
