@@ -130,8 +130,10 @@ def test_diffusers_loads_locon_and_the_others_say_why_not(trained):
         name = {"loha": "LoHa", "lokr": "LoKr"}[algo]
         assert formats == ["kohya"]
         assert "No diffusers export" in logs and f"not {name}" in logs
+        files = sorted(run.exports.rglob("*"))
         with pytest.raises(EngineError, match=f"not {name}"):
             export(run, job, "diffusers")
+        assert sorted(run.exports.rglob("*")) == files  # nothing written, nothing left over
         return
     assert formats == ["diffusers", "kohya"] and "No diffusers export" not in logs
     folder = next(e.path for e in result.exports if e.format == "diffusers").parent
