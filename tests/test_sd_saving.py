@@ -178,3 +178,29 @@ def test_what_happens_after_each_step(spec, saves, epoch_files, samples):
     assert [s for s in steps if saves_after(spec, s)] == saves
     assert [s for s in steps if epoch_files_after(spec, s)] == epoch_files
     assert [s for s in steps if samples_after(spec, s)] == samples
+
+
+def test_an_imported_kohya_config_saves_and_samples_as_it_says(tmp_path):
+    from lora_studio.config.kohya import convert_kohya
+
+    imported = convert_kohya({
+        "save_every_n_epochs": 1, "save_last_n_epochs": 1, "save_precision": "fp16",
+        "sample_every_n_epochs": 1, "sample_sampler": "k_euler",
+        "sample_prompts": f"# a comment\n{PROMPT} --n blurry --w 96 --h 64 --s 1 --d 3\n",
+        "epoch": 2, "train_batch_size": 2})
+    assert not imported.unsupported_set
+    data = imported.data
+    job = make_job(TINY_SD, dataset={"path": four_images(tmp_path), "enable_bucket": False},
+                   training={**data["training"], "max_steps": 0}, output=data["output"])
+    events = []
+    run = run_dir(tmp_path)
+    train_sd(job, run, events.append, lambda: False)
+    assert [p.name for p in run.checkpoints.iterdir()] == ["step-000004"]
+    epoch_file = run.exports / f"{NAME}-000001.safetensors"
+    with safe_open(str(epoch_file), framework="pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float16}
+    samples = [e["path"] for e in events if e["type"] == "sample"]
+    assert steps_of(events, "sample") == [2, 4]
+    with Image.open(samples[0]) as image:
+        assert image.size == (96, 64)
+        assert "Sampler: Euler, CFG scale: 7.5, Seed: 3" in image.info["parameters"]
