@@ -382,3 +382,31 @@ def test_sentencepiece_style_tokenizer_gets_llama_model_bytes_and_merge_order_sc
     assert types[tokens.index("</s>")] == gguf.TokenType.CONTROL
     assert meta["tokenizer.ggml.eos_token_id"] == tokens.index("</s>")
     assert meta["tokenizer.chat_template"].startswith("{% for m in messages %}")
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_llama_cpps_sum_of_base_and_adapter_gguf_is_the_merged_weight(lora, tmp_path, rslora):
+    """llama.cpp adds (adapter.lora.alpha / r) * lora_b @ lora_a to each stored weight: that
+    must be PEFT's merged weight in llama.cpp's row order, rsLoRA's alpha / sqrt(r) too."""
+    from peft import get_peft_model_state_dict
+
+    from lora_studio.engine.text.gguf_export import write_adapter_gguf
+    _, model = lora
+    config = {**model.peft_config["default"].to_dict(), "use_rslora": rslora}
+    model_config = json.loads((MODEL / "config.json").read_text())
+    write_adapter_gguf(tmp_path / "a.gguf", get_peft_model_state_dict(model), config,
+                       model_config, "a")
+    reader = gguf.GGUFReader(tmp_path / "a.gguf")
+    found, alpha = tensors(reader), fields(reader)["adapter.lora.alpha"]
+    peft_scale = 8 / (4 ** 0.5 if rslora else 4)
+    for module, heads in (("q_proj", HEADS), ("k_proj", KV_HEADS), ("v_proj", None)):
+        lin = getattr(model.base_model.model.model.layers[1].self_attn, module)
+        base = lin.base_layer.weight.detach().numpy()
+        a, b = peft_pair(model, 1, module)
+        merged = base + peft_scale * b @ a
+        name = f"blk.1.{GGUF_NAMES[module]}.weight"
+        lora_a, lora_b = np.asarray(found[name + ".lora_a"].data), np.asarray(found[name + ".lora_b"].data)
+        stored = llama_cpp_permute(base, heads) if heads else base
+        got = stored + alpha / lora_b.shape[1] * lora_b @ lora_a
+        want = llama_cpp_permute(merged, heads) if heads else merged
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
