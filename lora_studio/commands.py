@@ -94,12 +94,14 @@ def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str
            precision: str | None = None, target: str | None = None) -> int:
     """``lora-studio export``: what the target (or the format's targets) cannot take, then
     one line per file written, "PATH  (FORMAT, SHA-256 HEX)", and the ``ollama create``
-    command when a Modelfile was written. A blocking finding writes nothing."""
+    command when a Modelfile was written, the onnxruntime check of an ONNX export. A
+    blocking finding writes nothing."""
     from .engine.core.control import EngineError
     from .engine.exports import export_run
     from .runs.export_check import FORMAT_TARGETS, TARGET_FORMAT, check_run, describe
     from .runs.exports import run_family
     from .runs.modelfile import MODELFILE, ollama_command
+    from .runs.onnx_check import ONNX_CHECK, check_line
     run = RunDir(Path(run_dir))
     if target is not None:
         if run_family(run) != "text":
@@ -125,6 +127,8 @@ def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str
     for done in written:
         if done.path.name == MODELFILE:
             print(f"Ollama: {ollama_command(_output_name(run, name), done.path)}")
+        if done.path.name == ONNX_CHECK:
+            print(check_line(done.path))
     return 0
 
 

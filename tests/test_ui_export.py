@@ -108,7 +108,8 @@ def test_text_runs_offer_peft_merged_and_gguf(view, qtbot, tmp_path):
     assert view.export_button.text() == "Export (peft)"
     dialog = ExportDialog(view, "text")
     qtbot.addWidget(dialog)
-    assert list(dialog.radios) == ["peft", "merged", "gguf-adapter", "gguf-f16", "gguf-q8_0"]
+    assert list(dialog.radios) == ["peft", "merged", "gguf-adapter", "gguf-f16", "gguf-q8_0", "onnx",
+                                   "onnx-fp16"]
     with qtbot.waitSignal(view.export_ended, timeout=ENDED):
         assert view.export()  # the one-click export, still running when the dialog asks
         dialog.start_export()
@@ -245,3 +246,36 @@ def test_dialog_names_what_the_target_cannot_take_and_shows_the_ollama_command(v
     assert dialog.ollama.isVisible()
     assert dialog.ollama.text() == f'Ollama: ollama create my_lora -f "{modelfile}"'
     dialog.grab().save("/tmp/export_dialog_gguf.png")
+
+
+ONNX_EXPORTER = textwrap.dedent("""
+    import json, pathlib, sys
+    folder = pathlib.Path(sys.argv[1]) / "exports" / "lora-onnx"
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_text("x")
+    (folder / "onnx_check.json").write_text(json.dumps({
+        "onnxruntime": "1.2.3", "prompts": 3, "dtype": "float32", "max_abs_diff": 2e-6,
+        "relative_diff": 1.5e-5, "tolerance": 1e-4, "same_next_token": 1.0, "passed": True}))
+    for name in ("model.onnx", "onnx_check.json"):
+        print(f"{folder / name}  (onnx, SHA-256 ignored)")
+""")
+
+
+def test_dialog_offers_onnx_and_shows_the_onnxruntime_check(view, qtbot, tmp_path):
+    run = finished_run(tmp_path, "text")
+    view.show_run(run.root)
+    dialog = ExportDialog(view, "text")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert {"onnx", "onnx-fp16"} <= set(dialog.radios)
+    dialog.radios["onnx"].click()
+    assert dialog.name.text() == "my_lora-onnx"
+    view.export_command = lambda run_dir, fmt: [sys.executable, "-c", ONNX_EXPORTER, str(run_dir)]
+    with qtbot.waitSignal(view.export_ended, timeout=ENDED):
+        dialog.export_button.click()
+    assert dialog.onnx_check.isVisible()
+    assert dialog.onnx_check.text() == (
+        "onnxruntime 1.2.3 matches the merged PyTorch model on 3 prompts (float32): largest "
+        "logit difference 2e-06, 1.5e-05 of the largest logit (tolerance 0.0001); the same "
+        "next token 100% of the time.")
+    dialog.grab().save("/tmp/export_dialog_onnx.png")

@@ -55,6 +55,14 @@ FORMATS: dict[str, tuple[ExportFormat, ...]] = {
                      "The same, quantised to 8 bits: about half the size of f16, nearly the "
                      "same answers; with a Modelfile.",
                      "{name}-q8_0-gguf"),
+        ExportFormat("onnx", "ONNX merged model, fp32 (onnxruntime)",
+                     "The merged model as model.onnx (no KV cache) with its tokenizer; "
+                     "onnxruntime's logits are checked against PyTorch's on writing.",
+                     "{name}-onnx"),
+        ExportFormat("onnx-fp16", "ONNX merged model, fp16 (onnxruntime)",
+                     "The same in 16-bit: half the size; checked the same way with a looser "
+                     "tolerance.",
+                     "{name}-onnx-fp16"),
     ),
     "image": (
         ExportFormat("kohya", "kohya / A1111 / ComfyUI",

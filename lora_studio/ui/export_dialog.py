@@ -3,7 +3,7 @@ that offers the run family's formats with a line on each, a destination folder a
 name, the save precision of an image LoRA, says what the chosen format's runtimes
 (llama.cpp, Ollama, vLLM) cannot take from a text adapter, runs the chosen export and
 shows the same result as the one-click export, with the `ollama create` command when
-a Modelfile was written."""
+a Modelfile was written and onnxruntime's check of an ONNX export."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,6 +19,7 @@ from ..runs.export_check import FORMAT_TARGETS, check_run, describe
 from ..runs.exports import FORMATS, PRECISIONS, default_name, find_format
 from ..runs.layout import RunDir
 from ..runs.modelfile import MODELFILE, ollama_command
+from ..runs.onnx_check import ONNX_CHECK, check_line
 from ..runs.names import name_problem
 from .worker import export_options
 
@@ -130,6 +131,11 @@ class ExportDialog(QDialog):
         self.ollama.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.ollama.hide()
         layout.addWidget(self.ollama)
+        self.onnx_check = QLabel()   # how onnxruntime's logits matched the merged model's
+        self.onnx_check.setWordWrap(True)
+        self.onnx_check.setTextFormat(Qt.TextFormat.PlainText)
+        self.onnx_check.hide()
+        layout.addWidget(self.onnx_check)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.export_button = self.buttons.addButton("Export",
                                                     QDialogButtonBox.ButtonRole.ApplyRole)
@@ -201,6 +207,7 @@ class ExportDialog(QDialog):
     def start_export(self) -> None:
         self.result.hide()
         self.ollama.hide()
+        self.onnx_check.hide()
         self.status.show()
         if not self.view.export(self.chosen(), self.options()):
             self.status.setText("An export or a run is in progress; try again when it ends.")
@@ -225,6 +232,11 @@ class ExportDialog(QDialog):
                                                                 self.output_name) else name
                 self.ollama.setText("Ollama: " + ollama_command(name, modelfiles[0]))
                 self.ollama.show()
+            checks = [check_line(path) for path, _ in self.view.last_export_files
+                      if Path(path).name == ONNX_CHECK]
+            if checks and checks[0]:
+                self.onnx_check.setText(checks[0])
+                self.onnx_check.show()
         else:
             self.status.setText(self.view.last_export_error)
 

@@ -135,7 +135,8 @@ def export(run: RunDir, job: JobConfig, fmt: str, out_dir: Path | None = None,
     """In ``out_dir`` (the run's exports/): ``peft``, the adapter folder ``<name>/``
     (beside it with -2 when that folder holds something else); ``merged``,
     ``<name>-merged/``, the base model with the adapter merged in; ``gguf-*``, a GGUF
-    folder with an Ollama Modelfile (gguf_folder.py). ``precision`` is
+    folder with an Ollama Modelfile (gguf_folder.py); ``onnx*``, an ONNX model
+    folder checked with onnxruntime (onnx_export.py). ``precision`` is
     for image LoRAs; engine/exports.py refuses it here."""
     out_dir = out_dir or run.exports
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,6 +144,9 @@ def export(run: RunDir, job: JobConfig, fmt: str, out_dir: Path | None = None,
     if fmt.startswith("gguf-"):
         from .gguf_folder import export_gguf
         written = export_gguf(job, run, fmt, wanted, name or job.output.output_name)
+    elif fmt.startswith("onnx"):
+        from .onnx_export import export_onnx
+        written = sorted(p for p in export_onnx(job, run, fmt, wanted).rglob("*") if p.is_file())
     elif fmt == "merged":
         folder = _export_merged_text(job, run, wanted)
         written = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
