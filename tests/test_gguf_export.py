@@ -410,3 +410,25 @@ def test_llama_cpps_sum_of_base_and_adapter_gguf_is_the_merged_weight(lora, tmp_
         got = stored + alpha / lora_b.shape[1] * lora_b @ lora_a
         want = llama_cpp_permute(merged, heads) if heads else merged
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_without_the_gguf_package_the_export_says_what_to_install(lora, capsys, monkeypatch):
+    run, _ = lora
+    monkeypatch.setitem(__import__("sys").modules, "gguf", None)   # import gguf fails
+    assert main(["export", str(run.root), "--format", "gguf-f16", "--name", "no gguf"]) == 1
+    err = capsys.readouterr().err
+    assert 'pip install "lora-studio[gguf]"' in err and "Traceback" not in err
+    assert not (run.exports / "no gguf").exists()
+
+
+def test_an_adapter_tensor_a_gguf_lora_cannot_hold_is_refused_not_dropped(lora, tmp_path):
+    from peft import get_peft_model_state_dict
+
+    from lora_studio.engine.text.gguf_export import GgufExportError, write_adapter_gguf
+    _, model = lora
+    tensors = {**get_peft_model_state_dict(model),
+               "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector":
+                   torch.ones(64)}
+    with pytest.raises(GgufExportError, match="lora_magnitude_vector"):
+        write_adapter_gguf(tmp_path / "a.gguf", tensors, model.peft_config["default"].to_dict(),
+                           json.loads((MODEL / "config.json").read_text()), "a")

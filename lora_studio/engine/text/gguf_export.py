@@ -177,6 +177,11 @@ def write_adapter_gguf(path: Path, tensors: dict, adapter_config: dict, model_co
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
     writer.add_name(name)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    other = sorted(k for k in tensors if not k.endswith((".lora_A.weight", ".lora_B.weight")))
+    if other:
+        raise GgufExportError(f"The adapter holds tensors a GGUF LoRA has no place for "
+                              f"({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}). "
+                              "Export the merged model instead.")
     for key in sorted(tensors):
         if ".lora_A." not in key:
             continue

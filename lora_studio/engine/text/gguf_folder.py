@@ -79,6 +79,13 @@ def modelfile_for(tokenizer, source: str, adapter: str | None, system: str | Non
 def export_gguf(job: JobConfig, run: RunDir, fmt: str, wanted: Path, name: str) -> list[Path]:
     """``wanted/`` (or beside it): the GGUF file ``fmt`` names and its Modelfile."""
     from .model import load_tokenizer, resolve_model
+    try:
+        import gguf  # noqa: F401 - an optional extra
+    except ImportError:
+        raise EngineError("config", f"The {fmt} export needs the gguf package, which is not "
+                                    "installed.",
+                          'Install it: pip install "lora-studio[gguf]" (or pip install gguf).'
+                          ) from None
     refuse_blocking(run, fmt)
     info = resolve_model(job)
     model_config = json.loads((info.path / "config.json").read_text(encoding="utf-8"))
