@@ -193,6 +193,14 @@ class ExportDialog(QDialog):
         self.findings.setText(describe(found))
         self.findings.setStyleSheet("color: #b00020;" if self.blocked else "color: #8a5a00;")
         self.findings.setVisible(bool(found))
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        """Grow to show every wrapped line: a label's new lines do not resize the dialog."""
+        self.layout().activate()
+        needed = self.layout().totalHeightForWidth(self.width())
+        if needed > self.height():
+            self.resize(self.width(), needed)
 
     def options(self) -> list[str]:
         """`lora-studio export` options for the choices that differ from the defaults."""
