@@ -142,6 +142,8 @@ def test_merged_gguf_f16_holds_the_merged_weights_tokenizer_and_template(lora):
     end = tokenizer.convert_tokens_to_ids("<|end|>")
     assert meta["tokenizer.ggml.token_type"][end] == gguf.TokenType.CONTROL
     assert meta["tokenizer.chat_template"] == tokenizer.chat_template
+    # the template starts with <s>; llama.cpp adds it (the Ollama template leaves it out)
+    assert meta["tokenizer.ggml.add_bos_token"] is True
     assert meta["general.file_type"] == gguf.LlamaFileType.MOSTLY_F16
 
 

@@ -50,6 +50,13 @@ def _renders(tokenizer) -> Renders | None:
         return None
 
 
+def bos_first(tokenizer) -> bool:
+    """Whether the chat template begins a conversation with the BOS token."""
+    renders = _renders(tokenizer)
+    return bool(renders and tokenizer.bos_token
+                and renders.without_system.startswith(tokenizer.bos_token))
+
+
 def training_system_prompt(job: JobConfig) -> str | None:
     """The system prompt every training record began with, or None (records without
     one, with different ones, or a dataset no longer readable)."""
@@ -100,7 +107,7 @@ def export_gguf(job: JobConfig, run: RunDir, fmt: str, wanted: Path, name: str) 
                 text = modelfile_for(tokenizer, str(info.path), f"./{file_name}", system)
             else:
                 _write_merged(job, run, info.path, tmp / file_name, model_config,
-                              fmt.removeprefix("gguf-"), name)
+                              fmt.removeprefix("gguf-"), name, bos_first(tokenizer))
                 text = modelfile_for(tokenizer, f"./{file_name}", None, system)
         except GgufExportError as exc:
             raise EngineError("config", str(exc), "Choose another format.") from None
@@ -120,11 +127,11 @@ def _write_adapter(run: RunDir, path: Path, model_config: dict, name: str) -> No
 
 
 def _write_merged(job: JobConfig, run: RunDir, base_path: Path, path: Path, model_config: dict,
-                  precision: str, name: str) -> None:
+                  precision: str, name: str, bos: bool) -> None:
     """The base model (its folder also holds the tokenizer) merged with the run's adapter."""
     from peft import PeftModel
 
     from .model import load_base_model
     base = load_base_model(job, base_path, quantize=False)
     merged = PeftModel.from_pretrained(base, str(run.final)).merge_and_unload()
-    write_merged_gguf(path, merged.state_dict(), model_config, base_path, precision, name)
+    write_merged_gguf(path, merged.state_dict(), model_config, base_path, precision, name, bos)
