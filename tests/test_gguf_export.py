@@ -345,7 +345,7 @@ def test_llama3_rope_scaling_is_written_as_llama_cpps_rope_freqs(tmp_path):
         llama3_rope_factors({**SMALL, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
 
 
-def spm_style_tokenizer(folder: Path) -> Path:
+def spm_style_tokenizer(folder: Path, prepend: bool = True) -> Path:
     """A Llama 2 / Mistral / Gemma style tokenizer.json: BPE with byte fallback, '▁' for
     spaces, merges in the order they apply."""
     from tokenizers import Tokenizer, decoders, models, normalizers
@@ -355,7 +355,8 @@ def spm_style_tokenizer(folder: Path) -> Path:
     vocab = {t: i for i, t in enumerate(specials + [f"<0x{b:02X}>" for b in range(256)] + pieces)}
     merges = [("▁", "t"), ("h", "e"), ("▁t", "he"), ("a", "t"), ("▁", "a")]
     tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁")] * prepend
+                                          + [normalizers.Replace(" ", "▁")])
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
                                      decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
@@ -384,6 +385,13 @@ def test_sentencepiece_style_tokenizer_gets_llama_model_bytes_and_merge_order_sc
     assert types[tokens.index("</s>")] == gguf.TokenType.CONTROL
     assert meta["tokenizer.ggml.eos_token_id"] == tokens.index("</s>")
     assert meta["tokenizer.chat_template"].startswith("{% for m in messages %}")
+    assert meta["tokenizer.ggml.add_space_prefix"] is True   # Llama 2 / Mistral: '▁' first
+
+
+def test_a_tokenizer_without_the_leading_space_says_so_to_llama_cpp(tmp_path):
+    from lora_studio.engine.text.gguf_export import adds_space_prefix
+    assert adds_space_prefix(spm_style_tokenizer(tmp_path / "llama2"))
+    assert not adds_space_prefix(spm_style_tokenizer(tmp_path / "gemma", prepend=False))
 
 
 @pytest.mark.parametrize("rslora", [False, True])

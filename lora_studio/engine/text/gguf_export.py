@@ -235,6 +235,29 @@ def _added_tokens(tokenizer_dir: Path) -> dict[int, bool]:
     return {int(t["id"]): bool(t.get("special")) for t in data.get("added_tokens") or []}
 
 
+def _parts(step: dict | None) -> list[dict]:
+    if not step:
+        return []
+    return [p for inner in step.get("normalizers") or step.get("pretokenizers") or [step]
+            for p in _parts(inner)] if step.get("type") == "Sequence" else [step]
+
+
+def adds_space_prefix(tokenizer_dir: Path) -> bool:
+    """Whether a SentencePiece-style tokenizer.json puts '▁' before the text (Llama 2,
+    Mistral; Gemma does not): llama.cpp's add_space_prefix, true unless told."""
+    try:
+        data = json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    for step in _parts(data.get("normalizer")) + _parts(data.get("pre_tokenizer")):
+        if step.get("type") == "Prepend" and step.get("prepend") == "\u2581":
+            return True
+        if step.get("type") == "Metaspace":
+            return step.get("prepend_scheme", "always") != "never" and \
+                step.get("add_prefix_space", True)
+    return False
+
+
 def merge_scores(tokenizer_dir: Path, tokens: list, scores: list[float]) -> list[float]:
     """Scores for llama.cpp's SentencePiece-style tokenizer, which joins the adjacent pair
     whose result scores highest: from tokenizer.json's merge order (gguf's LlamaHfVocab
@@ -269,6 +292,7 @@ def add_tokenizer(writer, tokenizer_dir: Path, model_type: str, bos_first: bool 
         types.append(kind)
     if vocab.tokenizer_model == "llama":
         scores = merge_scores(tokenizer_dir, tokens, scores)
+        writer.add_add_space_prefix(adds_space_prefix(tokenizer_dir))
     for token_id, special in _added_tokens(tokenizer_dir).items():
         if token_id < len(types):   # special ones are parsed as one token and may end a turn
             types[token_id] = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
