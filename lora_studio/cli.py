@@ -259,7 +259,27 @@ def add_export(sub) -> None:
     p.set_defaults(run=cmd_export)
 
 
-SUBCOMMANDS: tuple[Callable, ...] = (add_presets, add_check, add_train, add_demo, add_export)
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import commands
+    return commands.compare(args.run_dir, args.records, args.top)
+
+
+def add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="what a text run's adapter changed on held-out records",
+                       description="Answer up to --records held-out records of RUN_DIR (greedy) "
+                                   "with the base model and with the run's final adapter, and "
+                                   "print the --top records whose ROUGE-L against the record's "
+                                   "own answer changed most, the two answers side by side.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--records", type=int, default=16, metavar="N",
+                   help="held-out records to answer (default 16)")
+    p.add_argument("--top", type=int, default=5, metavar="N",
+                   help="records to list (default 5)")
+    p.set_defaults(run=cmd_compare)
+
+
+SUBCOMMANDS: tuple[Callable, ...] = (add_presets, add_check, add_train, add_demo, add_export,
+                                     add_compare)
 
 # ---- entry -------------------------------------------------------------------
 

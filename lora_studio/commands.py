@@ -132,6 +132,22 @@ def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str
     return 0
 
 
+def compare(run_dir: Path, records: int, top: int) -> int:
+    """``lora-studio compare``: the held-out records whose answers the adapter changed
+    most, base and adapter side by side."""
+    from .engine.core.control import EngineError
+    from .engine.text.compare import compare_run, side_by_side
+    if records < 1 or top < 1:
+        print("--records and --top must be at least 1.", file=sys.stderr)
+        return 1
+    try:
+        print(side_by_side(compare_run(run_dir, records, top)))
+    except EngineError as exc:
+        print(f"{exc.message}\n  hint: {exc.hint}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _output_name(run: RunDir, name: str | None) -> str:
     if name:
         return name

@@ -42,14 +42,20 @@ def _normal(text: str) -> str:
     return " ".join(text.split())
 
 
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F-measure of one answer."""
+    _, rouge_scorer = _libraries()
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_WordTokenizer())
+    return scorer.score(reference, prediction)["rougeL"].fmeasure
+
+
 def score(predictions: list[str], references: list[str]) -> dict[str, float]:
     """{"bleu", "rougeL", "exact_match"} of the predictions, one reference each."""
     if len(predictions) != len(references) or not predictions:
         raise ValueError("one prediction per reference, and at least one")
     sacrebleu, rouge_scorer = _libraries()
     bleu = sacrebleu.corpus_bleu(predictions, [references]).score
-    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_WordTokenizer())
-    rouge = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+    rouge = [rouge_l(pred, ref) for pred, ref in zip(predictions, references)]
     exact = [_normal(p) == _normal(r) for p, r in zip(predictions, references)]
     return {"bleu": float(bleu), "rougeL": sum(rouge) / len(rouge),
             "exact_match": sum(exact) / len(exact)}
