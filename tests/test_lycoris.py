@@ -152,3 +152,23 @@ def test_loha_and_lokr_have_no_diffusers_conversion(algo):
     job = make_job(TINY_SD, network=NETWORKS[algo])
     with pytest.raises(EngineError, match="load LoRA and LoCon files"):
         to_diffusers({}, job.network)
+
+
+def test_the_playground_draws_a_locon_run_as_trained_and_says_why_not_for_the_others(trained):
+    from lora_studio.playground.errors import PlaygroundError
+    from lora_studio.playground.image import ImageBackend
+    from lora_studio.runs.adapter_sources import adapter_source
+    from lora_studio.config.jobfile import write_job_toml
+    algo, job, run, result, events = trained
+    write_job_toml(job, run.job_toml)  # as the window's runs have it
+    backend = ImageBackend(str(TINY_SD))
+    if algo != "locon":
+        with pytest.raises(PlaygroundError, match="not LoHa|not LoKr"):
+            backend.load_adapter("run", adapter_source(run.root))
+        assert not backend.peft_names
+        return
+    final = load_file(run.final / "adapter.safetensors")
+    want = unet_out(trained_unet(job, final))
+    backend.load_adapter("run", adapter_source(run.root))
+    backend.set_active(["run"], [1.0])
+    torch.testing.assert_close(unet_out(backend.pipe.unet), want, rtol=1e-4, atol=1e-5)

@@ -14,6 +14,7 @@ from ..config.jobfile import JobFileError, read_job_toml
 from ..config.parse import parse_job
 from ..engine.core.control import EngineError
 from ..engine.core.safetensors_io import read_metadata
+from ..engine.image.export import to_diffusers
 from ..engine.image.model import load_sd
 from ..runs.adapter_sources import AdapterSource
 from ..runs.xy_grid import SAMPLERS
@@ -21,6 +22,8 @@ from .errors import PlaygroundError
 from .slots import AdapterSlots
 
 META_ALPHA = ("lora_studio.alpha", "ss_network_alpha")
+# Tensor names of LoRA Studio's own adapters (PEFT's LoRA, LoHa, LoKr).
+OWN_MARKERS = (".lora_A.", ".hada_", ".lokr_")
 
 
 def _scaled_for_diffusers(tensors: dict[str, torch.Tensor], alpha: float | None) -> dict:
@@ -55,24 +58,44 @@ class ImageBackend(AdapterSlots):
         self.base = self.pipe.unet
         self.model_name = self.sd.info.path.name
 
-    def _alpha(self, source: AdapterSource) -> float | None:
-        if source.job_toml is not None:
-            try:
-                return read_job_toml(source.job_toml)[0].network.alpha
-            except JobFileError as exc:
-                raise PlaygroundError("config", str(exc), "The run's job.toml gives the "
-                                                          "adapter's alpha; fix it.") from exc
-        metadata = read_metadata(source.weights)
-        return next((float(metadata[k]) for k in META_ALPHA if k in metadata), None)
+    def _own_for_diffusers(self, source: AdapterSource) -> dict:
+        """A LoRA Studio adapter as diffusers reads it: a run's through its job's network
+        (each layer's own alpha / rank: LoCon's convs have the conv alpha); a loose file
+        with the alpha in its header."""
+        from safetensors.torch import load_file
+        tensors = load_file(str(source.weights))
+        if source.job_toml is None:
+            metadata = read_metadata(source.weights)
+            alpha = next((float(metadata[k]) for k in META_ALPHA if k in metadata), None)
+            return _scaled_for_diffusers(tensors, alpha)
+        try:
+            network = read_job_toml(source.job_toml)[0].network
+        except JobFileError as exc:
+            raise PlaygroundError("config", str(exc), "The run's job.toml gives the "
+                                                      "adapter's alpha; fix it.") from exc
+        try:
+            return to_diffusers(tensors, network)
+        except EngineError as exc:
+            raise PlaygroundError("config", f"{source.weights}: {exc.message}",
+                                  "Draw with the run's kohya export (exports/) in ComfyUI or "
+                                  "A1111; the Playground draws LoRA and LoCon networks.") from exc
+        except ValueError as exc:  # a tensor no LoRA Studio network has
+            raise PlaygroundError("config", f"{source.weights}: {exc}.",
+                                  "Pick the run's final/ folder or one of its checkpoints, or a "
+                                  "kohya / diffusers LoRA file.") from exc
 
     def load_adapter(self, name: str, source: AdapterSource) -> None:
-        from safetensors.torch import load_file
         peft_name = self._new_slot(name)
         if source.kind == "file" and not any(k.startswith(("unet.", "text_encoder"))
-                                             and ".lora_A." in k for k in _keys(source)):
+                                             and any(m in k for m in OWN_MARKERS)
+                                             for k in _keys(source)):
             what: str | dict = str(source.weights)   # kohya / diffusers: diffusers converts them
         else:
-            what = _scaled_for_diffusers(load_file(str(source.weights)), self._alpha(source))
+            try:
+                what = self._own_for_diffusers(source)
+            except PlaygroundError:
+                self._forget(name)
+                raise
         try:
             self.pipe.load_lora_weights(what, adapter_name=peft_name)
         except (ValueError, RuntimeError, KeyError, OSError) as exc:
