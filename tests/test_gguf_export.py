@@ -442,3 +442,59 @@ def test_an_adapter_tensor_a_gguf_lora_cannot_hold_is_refused_not_dropped(lora, 
     with pytest.raises(GgufExportError, match="lora_magnitude_vector"):
         write_adapter_gguf(tmp_path / "a.gguf", tensors, model.peft_config["default"].to_dict(),
                            json.loads((MODEL / "config.json").read_text()), "a")
+
+
+def run_with_template(lora, tmp_path, chat_template):
+    """The fixture's adapter in a run whose job set dataset.chat_template."""
+    import shutil
+    run, _ = lora
+    job, _ = parse_job({"model": {"path": str(MODEL), "family": "text"},
+                        "dataset": {"path": str(tmp_path / "none.jsonl"),
+                                    "chat_template": chat_template},
+                        "output": {"output_name": "plain"}})
+    other = new_run_dir(tmp_path / "runs", "plain")
+    write_job_toml(job, other.job_toml)
+    for name in ("adapter_model.safetensors", ADAPTER_CONFIG):
+        shutil.copy(run.final / name, other.final / name)
+    return other
+
+
+def test_plain_chat_template_renders_what_training_tokenised():
+    from transformers import AutoTokenizer
+
+    from lora_studio.data.text_records import Turn
+    from lora_studio.engine.text.gguf_folder import PLAIN_CHAT_TEMPLATE
+    from lora_studio.engine.text.tokens import _fallback_pieces
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    turns = (Turn("system", "Be brief."), Turn("user", "Hi?"), Turn("assistant", "Hello."),
+             Turn("user", "And?"), Turn("assistant", "Bye."))
+    trained = "".join(p if isinstance(p, str) else tokenizer.decode(p)
+                      for p, _ in _fallback_pieces(tokenizer, turns))
+    tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+    assert tokenizer.apply_chat_template([{"role": t.role, "content": t.content} for t in turns],
+                                         tokenize=False) == trained
+
+
+def test_a_run_trained_without_the_models_template_exports_the_plain_one(lora, tmp_path):
+    from lora_studio.engine.text.gguf_folder import PLAIN_CHAT_TEMPLATE
+    run = run_with_template(lora, tmp_path, "none")
+    assert main(["export", str(run.root), "--format", "gguf-q8_0"]) == 0
+    folder = run.exports / "plain-q8_0-gguf"
+    meta = fields(gguf.GGUFReader(folder / "plain-q8_0.gguf"))
+    assert meta["tokenizer.chat_template"] == PLAIN_CHAT_TEMPLATE
+    text = (folder / "Modelfile").read_text(encoding="utf-8")
+    assert ('TEMPLATE """{{ if .System }}System: {{ .System }}\n{{ end }}User: {{ .Prompt }}\n'
+            'Assistant: {{ .Response }}<|end|>\n"""') in text
+    assert "PARAMETER stop <|end|>" in text.splitlines()
+
+
+def test_a_runs_own_chat_template_goes_into_the_gguf_and_the_modelfile(lora, tmp_path):
+    custom = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<pad>{% endfor %}"
+              "{% if add_generation_prompt %}<assistant>{% endif %}")
+    run = run_with_template(lora, tmp_path, custom)
+    assert main(["export", str(run.root), "--format", "gguf-f16"]) == 0
+    folder = run.exports / "plain-f16-gguf"
+    assert fields(gguf.GGUFReader(folder / "plain-f16.gguf"))["tokenizer.chat_template"] == custom
+    text = (folder / "Modelfile").read_text(encoding="utf-8")
+    assert "<user>{{ .Prompt }}<pad><assistant>{{ .Response }}<pad>" in text
+    assert "PARAMETER stop <pad>" in text.splitlines()

@@ -278,11 +278,13 @@ def merge_scores(tokenizer_dir: Path, tokens: list, scores: list[float]) -> list
     return scores
 
 
-def add_tokenizer(writer, tokenizer_dir: Path, model_type: str, bos_first: bool = False) -> None:
+def add_tokenizer(writer, tokenizer_dir: Path, model_type: str, bos_first: bool = False,
+                  chat_template: str | None = None) -> None:
     """tokenizer.ggml.*: the model (gpt2 / llama), tokens, scores, token types, merges,
     special ids and tokenizer.chat_template, from a saved tokenizer folder. ``bos_first``:
     the chat template begins with the BOS token, so llama.cpp must add it (its chat code
-    drops the template's own, and Ollama's template leaves it out)."""
+    drops the template's own, and Ollama's template leaves it out). ``chat_template``: the
+    one training used, in place of the folder's."""
     import gguf
     vocab = _vocab(tokenizer_dir)
     tokens, scores, types = [], [], []
@@ -306,13 +308,16 @@ def add_tokenizer(writer, tokenizer_dir: Path, model_type: str, bos_first: bool 
     writer.add_token_types(types)
     special = gguf.SpecialVocab(tokenizer_dir, load_merges=vocab.tokenizer_model == "gpt2",
                                 n_vocab=len(tokens))
+    if chat_template:
+        special.chat_template = chat_template
     special.add_to_gguf(writer, quiet=True)
     if bos_first and "bos" not in special.add_special_token:
         writer.add_add_bos_token(True)
 
 
 def write_merged_gguf(path: Path, state_dict: dict, model_config: dict, tokenizer_dir: Path,
-                      precision: str, name: str, bos_first: bool = False) -> None:
+                      precision: str, name: str, bos_first: bool = False,
+                      chat_template: str | None = None) -> None:
     """The merged model's weights (``state_dict``, transformers names) as a GGUF model
     llama.cpp and Ollama load, in ``precision`` ('f16' or 'q8_0'); norms stay f32, and a
     weight whose rows do not split into q8_0 blocks of 32 stays f16."""
@@ -325,7 +330,8 @@ def write_merged_gguf(path: Path, state_dict: dict, model_config: dict, tokenize
     writer = _writer(path, arch, model_config)
     writer.add_name(name)
     writer.add_file_type(gguf.LlamaFileType[file_type])
-    add_tokenizer(writer, tokenizer_dir, model_config.get("model_type", ""), bos_first)
+    add_tokenizer(writer, tokenizer_dir, model_config.get("model_type", ""), bos_first,
+                  chat_template)
     if rope_factors is not None:
         writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
                           rope_factors)

@@ -20,6 +20,14 @@ from .gguf_export import GgufExportError, write_adapter_gguf, write_merged_gguf
 GGUF_FILES = {"gguf-adapter": "{name}-lora.gguf", "gguf-f16": "{name}-f16.gguf",
               "gguf-q8_0": "{name}-q8_0.gguf"}
 
+# tokens.py's plain format (dataset.chat_template = 'none', or a model without a
+# template) as a chat template, so llama.cpp and Ollama prompt the way training did.
+PLAIN_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ 'System: ' + message['content'] + '\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\nAssistant: ' }}"
+    "{% else %}{{ message['content'] + eos_token + '\n' }}{% endif %}{% endfor %}")
+
 
 def refuse_blocking(run: RunDir, fmt: str) -> None:
     """EngineError listing what the format's targets cannot take, before anything is written."""
@@ -86,6 +94,7 @@ def modelfile_for(tokenizer, source: str, adapter: str | None, system: str | Non
 def export_gguf(job: JobConfig, run: RunDir, fmt: str, wanted: Path, name: str) -> list[Path]:
     """``wanted/`` (or beside it): the GGUF file ``fmt`` names and its Modelfile."""
     from .model import load_tokenizer, resolve_model
+    from .tokens import template_in_use
     try:
         import gguf  # noqa: F401 - an optional extra
     except ImportError:
@@ -97,6 +106,8 @@ def export_gguf(job: JobConfig, run: RunDir, fmt: str, wanted: Path, name: str) 
     info = resolve_model(job)
     model_config = json.loads((info.path / "config.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(info.path)
+    if not template_in_use(tokenizer, job.dataset.chat_template):
+        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     file_name = GGUF_FILES[fmt].format(name=name)
     system = training_system_prompt(job)
     tmp = temp_dir_beside(wanted)
@@ -107,7 +118,7 @@ def export_gguf(job: JobConfig, run: RunDir, fmt: str, wanted: Path, name: str) 
                 text = modelfile_for(tokenizer, str(info.path), f"./{file_name}", system)
             else:
                 _write_merged(job, run, info.path, tmp / file_name, model_config,
-                              fmt.removeprefix("gguf-"), name, bos_first(tokenizer))
+                              fmt.removeprefix("gguf-"), name, tokenizer)
                 text = modelfile_for(tokenizer, f"./{file_name}", None, system)
         except GgufExportError as exc:
             raise EngineError("config", str(exc), "Choose another format.") from None
@@ -127,11 +138,13 @@ def _write_adapter(run: RunDir, path: Path, model_config: dict, name: str) -> No
 
 
 def _write_merged(job: JobConfig, run: RunDir, base_path: Path, path: Path, model_config: dict,
-                  precision: str, name: str, bos: bool) -> None:
-    """The base model (its folder also holds the tokenizer) merged with the run's adapter."""
+                  precision: str, name: str, tokenizer) -> None:
+    """The base model (its folder also holds the tokenizer) merged with the run's adapter,
+    with the chat template training used."""
     from peft import PeftModel
 
     from .model import load_base_model
     base = load_base_model(job, base_path, quantize=False)
     merged = PeftModel.from_pretrained(base, str(run.final)).merge_and_unload()
-    write_merged_gguf(path, merged.state_dict(), model_config, base_path, precision, name, bos)
+    write_merged_gguf(path, merged.state_dict(), model_config, base_path, precision, name,
+                      bos_first(tokenizer), tokenizer.chat_template)
