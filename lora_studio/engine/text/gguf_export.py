@@ -63,13 +63,6 @@ def permute(weights: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarr
             .swapaxes(1, 2).reshape(weights.shape))
 
 
-def unpermute(weights: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
-    if n_head_kv is not None and n_head != n_head_kv:
-        n_head = n_head_kv
-    return (weights.reshape(n_head, weights.shape[0] // n_head // 2, 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
-
-
 def _permuted(name: str, data: np.ndarray, arch: GgufArch, config: dict) -> np.ndarray:
     if not arch.permute_qk:
         return data
