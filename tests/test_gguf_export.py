@@ -301,7 +301,9 @@ def test_merged_gguf_of_other_families(tmp_path, kind, arch, permuted, extra):
 
     from lora_studio.engine.text.gguf_export import write_merged_gguf
     torch.manual_seed(0)
-    model = getattr(transformers, f"{kind}ForCausalLM")(getattr(transformers, f"{kind}Config")(**SMALL))
+    config = getattr(transformers, f"{kind}Config")(
+        **{**SMALL, "vocab_size": 400 if kind == "Qwen2" else SMALL["vocab_size"]})
+    model = getattr(transformers, f"{kind}ForCausalLM")(config)
     model.save_pretrained(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     write_merged_gguf(tmp_path / "m.gguf", model.state_dict(), config, MODEL, "f16", kind)
@@ -314,6 +316,11 @@ def test_merged_gguf_of_other_families(tmp_path, kind, arch, permuted, extra):
     norm = model.state_dict()["model.norm.weight"].numpy()
     shift = 1 if kind.startswith("Gemma") else 0   # Gemma's norms scale by 1 + weight
     np.testing.assert_array_equal(np.asarray(found["output_norm.weight"].data), norm + shift)
+    tokens = fields(reader)["tokenizer.ggml.tokens"]
+    assert len(tokens) == config["vocab_size"] == found["token_embd.weight"].shape[-1]
+    if kind == "Qwen2":   # an embedding larger than the tokenizer: one unused token a row
+        assert tokens[-1] == "[PAD399]" and tokens[383] != "[PAD383]"
+        assert fields(reader)["tokenizer.ggml.token_type"][-1] == gguf.TokenType.UNUSED
     if kind == "Gemma2":
         meta = fields(reader)
         assert (meta["gemma2.attn_logit_softcapping"], meta["gemma2.final_logit_softcapping"],

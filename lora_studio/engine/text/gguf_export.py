@@ -70,7 +70,7 @@ def _permuted(name: str, data: np.ndarray, arch: GgufArch, config: dict) -> np.n
     if ".q_proj." in name:
         return permute(data, heads, heads)
     if ".k_proj." in name:
-        return permute(data, heads, config.get("num_key_value_heads", heads))
+        return permute(data, heads, config.get("num_key_value_heads") or heads)
     return data
 
 
@@ -84,7 +84,7 @@ def _writer(path: Path, arch: GgufArch, config: dict):
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_feed_forward_length(config["intermediate_size"])
     writer.add_head_count(heads)
-    writer.add_head_count_kv(config.get("num_key_value_heads", heads))
+    writer.add_head_count_kv(config.get("num_key_value_heads") or heads)
     writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-6))
     writer.add_rope_freq_base(_rope_theta(config))
     writer.add_rope_dimension_count(head_dim)
@@ -272,12 +272,13 @@ def merge_scores(tokenizer_dir: Path, tokens: list, scores: list[float]) -> list
 
 
 def add_tokenizer(writer, tokenizer_dir: Path, model_type: str, bos_first: bool = False,
-                  chat_template: str | None = None) -> None:
+                  chat_template: str | None = None, n_vocab: int | None = None) -> None:
     """tokenizer.ggml.*: the model (gpt2 / llama), tokens, scores, token types, merges,
     special ids and tokenizer.chat_template, from a saved tokenizer folder. ``bos_first``:
     the chat template begins with the BOS token, so llama.cpp must add it (its chat code
     drops the template's own, and Ollama's template leaves it out). ``chat_template``: the
-    one training used, in place of the folder's."""
+    one training used, in place of the folder's. ``n_vocab``: the embedding's rows, which
+    llama.cpp needs one token each for."""
     import gguf
     vocab = _vocab(tokenizer_dir)
     tokens, scores, types = [], [], []
@@ -288,6 +289,14 @@ def add_tokenizer(writer, tokenizer_dir: Path, model_type: str, bos_first: bool 
     if vocab.tokenizer_model == "llama":
         scores = merge_scores(tokenizer_dir, tokens, scores)
         writer.add_add_space_prefix(adds_space_prefix(tokenizer_dir))
+    if n_vocab is not None and len(tokens) > n_vocab:
+        raise GgufExportError(f"The tokenizer in {tokenizer_dir} has {len(tokens)} tokens but "
+                              f"the model's embedding only {n_vocab}; the GGUF would not load. "
+                              "Export the merged model in transformers format instead.")
+    for i in range(len(tokens), n_vocab or 0):   # rows of the embedding no token uses (Qwen)
+        tokens.append(f"[PAD{i}]")
+        scores.append(0.0)
+        types.append(gguf.TokenType.UNUSED)
     for token_id, special in _added_tokens(tokenizer_dir).items():
         if token_id < len(types):   # special ones are parsed as one token and may end a turn
             types[token_id] = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
@@ -324,7 +333,7 @@ def write_merged_gguf(path: Path, state_dict: dict, model_config: dict, tokenize
     writer.add_name(name)
     writer.add_file_type(gguf.LlamaFileType[file_type])
     add_tokenizer(writer, tokenizer_dir, model_config.get("model_type", ""), bos_first,
-                  chat_template)
+                  chat_template, model_config["vocab_size"])
     if rope_factors is not None:
         writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
                           rope_factors)
