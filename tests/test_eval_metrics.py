@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from lora_studio.engine import text
 from lora_studio.engine.core import trainer
@@ -150,3 +151,24 @@ def test_the_log_line_names_the_metrics_and_the_best_by_the_metric():
     assert line == ("Eval loss 3.0000, ROUGE-L 0.25, BLEU 12.35, exact match 0 at step 8 "
                     "(best ROUGE-L 0.3000 at step 4): no better ROUGE-L in 2 evaluation(s), "
                     "stopping early.")
+
+
+def test_batched_answers_equal_one_prompt_at_a_time(monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from lora_studio.engine.text import eval_generation
+    from lora_studio.engine.text.eval_generation import HeldOutPrompt, generate_answers
+    from lora_studio.engine.text.tokens import prompt_ids
+    tokenizer = _tokenizer()
+    model = AutoModelForCausalLM.from_pretrained(MODEL)
+    torch.manual_seed(1)
+    with torch.no_grad():   # the shipped weights answer with EOS at once; these do not
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    prompts = [HeldOutPrompt(prompt_ids(tokenizer, q, True), "-", n) for q, n in
+               [("What colour is a banana?", 12), ("Hi", 5),
+                ("Tell me a long story about the sea and ships", 20), ("Why?", 9)]]
+    batched = generate_answers(model, tokenizer, prompts, "cpu")
+    monkeypatch.setattr(eval_generation, "GENERATE_BATCH", 1)
+    assert batched == generate_answers(model, tokenizer, prompts, "cpu")
+    assert all(batched) and len(set(batched)) == 4
