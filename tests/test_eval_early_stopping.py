@@ -21,7 +21,8 @@ def _evaluations(losses, every=2, patience=2, total=100):
     spec = LoopSpec(total_steps=total, steps_per_epoch=total, eval_every_n_steps=every,
                     early_stopping_patience=patience)
     hooks = LoopHooks(epoch_batches=None, batch_items=None, loss_sum=None, save_checkpoint=None,
-                      evaluate=lambda step: 0.0, mark_best=lambda s, l: marked.append(s))
+                      evaluate=lambda step: 0.0,
+                      mark_best=lambda s, l, scores: marked.append(s))
     ev = Evaluations(spec, hooks, events.append, None)
     stops = [ev.record(every * (i + 1), loss) for i, loss in enumerate(losses)]
     return stops, marked, events
@@ -40,7 +41,8 @@ def test_a_resumed_run_remembers_its_best_from_the_step():
     events = []
     spec = LoopSpec(total_steps=100, steps_per_epoch=100, eval_every_n_steps=2,
                     early_stopping_patience=2)
-    hooks = LoopHooks(None, None, None, None, evaluate=lambda s: 0.0, mark_best=lambda s, l: None)
+    hooks = LoopHooks(None, None, None, None, evaluate=lambda s: 0.0,
+                      mark_best=lambda s, l, scores: None)
     ev = Evaluations(spec, hooks, events.append, best=(4, 1.0))
     assert ev.record(6, 1.5) is False and ev.record(8, 1.2) is True
 

@@ -76,7 +76,7 @@ def test_a_higher_rouge_is_better():
     spec = LoopSpec(total_steps=100, steps_per_epoch=100, eval_every_n_steps=2,
                     early_stopping_patience=2, early_stopping_metric="rougeL")
     hooks = LoopHooks(None, None, None, None, evaluate=lambda s: {},
-                      mark_best=lambda s, v: marked.append((s, v)))
+                      mark_best=lambda s, v, scores: marked.append((s, v)))
     ev = Evaluations(spec, hooks, events.append, None)
     # the loss falls all along; ROUGE-L is best at step 4, so that is the best
     stops = [ev.record(2 * (i + 1), loss, {"rougeL": r, "bleu": 1.0, "exact_match": 0.0})
@@ -172,3 +172,28 @@ def test_batched_answers_equal_one_prompt_at_a_time(monkeypatch):
     monkeypatch.setattr(eval_generation, "GENERATE_BATCH", 1)
     assert batched == generate_answers(model, tokenizer, prompts, "cpu")
     assert all(batched) and len(set(batched)) == 4
+
+
+def test_a_resumed_run_reports_the_scores_of_its_earlier_best(tmp_path, monkeypatch):
+    from lora_studio.engine.core import loop
+    losses = iter([2.0, 1.0, 1.5, 1.7])   # best at step 4, before the resume
+    real_record = loop.Evaluations.record
+    monkeypatch.setattr(loop.Evaluations, "record", lambda self, step, loss, metrics=None:
+                        real_record(self, step, next(losses), metrics))
+    job = make_job(dataset={"eval_split": 0.1}, output={"eval_every_n_steps": 2,
+                                                         "save_every_n_steps": 2},
+                   training={"max_steps": 8})
+    folder = new_run_dir(tmp_path, "resumed")
+    first = Recorder()
+    trainer.train(job, folder, first, StopRequest(lambda: len(first.of("progress")) >= 4),
+                  text.prepare)
+    assert first.of("finished")[-1]["status"] == "cancelled"
+    best_rouge = first.of("eval")[1]["rougeL"]
+    again = Recorder()
+    trainer.train(job, folder, again, StopRequest(), text.prepare,
+                  resume=folder.checkpoints / "step-000004")
+    assert [e["step"] for e in again.of("eval")] == [6, 8]
+    finished = again.of("finished")[-1]
+    assert (finished["best_step"], finished["best_eval_loss"]) == (4, 1.0)
+    assert finished["best_rougeL"] == best_rouge
+    assert again.of("eval")[-1]["best_loss"] == 1.0

@@ -248,9 +248,20 @@ def resolve_resume(path: Path) -> Path:
 BEST = "BEST.json"  # in checkpoints/: the step, metric and value of the best evaluation
 
 
-def write_best(root: Path, step: int, value: float, metric: str = "eval_loss") -> None:
-    atomic_write_text(Path(root) / BEST,
-                      json.dumps({"step": step, "metric": metric, "value": value}) + "\n")
+def write_best(root: Path, step: int, value: float, metric: str = "eval_loss",
+               scores: dict | None = None) -> None:
+    """``scores``: every figure of that evaluation, which a resumed run reports again."""
+    atomic_write_text(Path(root) / BEST, json.dumps({"step": step, "metric": metric,
+                                                     "value": value,
+                                                     "scores": scores or {}}) + "\n")
+
+
+def read_best_scores(root: Path) -> dict:
+    try:
+        scores = json.loads((Path(root) / BEST).read_text(encoding="utf-8"))["scores"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return scores if isinstance(scores, dict) else {}
 
 
 def read_best(root: Path, before: int | None = None,

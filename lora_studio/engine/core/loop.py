@@ -70,7 +70,8 @@ class LoopHooks:
     save_epoch: Callable[[int, int], None] | None = None   # (epoch, step) -> that epoch's files
     evaluate: Callable[[int], dict] | None = None          # step -> {"loss": mean held-out
                                                            # loss, generation metrics...}
-    mark_best: Callable[[int, float], None] | None = None  # a new best (step, metric value)
+    mark_best: Callable[[int, float, dict], None] | None = None  # a new best (step, metric
+                                                                 # value, every score)
 
 
 @dataclass
@@ -180,9 +181,9 @@ class Evaluations:
     step alone."""
 
     def __init__(self, spec: LoopSpec, hooks: LoopHooks, emit: Emit,
-                 best: tuple[int, float] | None):
+                 best: tuple[int, float] | None, best_scores: dict | None = None):
         self.spec, self.hooks, self.emit, self.best = spec, hooks, emit, best
-        self.best_scores: dict = {}
+        self.best_scores: dict = dict(best_scores or {})
 
     def _better(self, value: float) -> bool:
         if self.best is None:
@@ -214,7 +215,7 @@ class Evaluations:
         if self._better(value):
             self.best, self.best_scores = (step, value), scores
             if self.hooks.mark_best is not None:
-                self.hooks.mark_best(step, value)
+                self.hooks.mark_best(step, value, scores)
         stale = self._since_best(step)
         patience = self.spec.early_stopping_patience
         stopping = bool(patience) and stale >= patience and step < self.spec.total_steps
@@ -262,16 +263,18 @@ def train_loop(accelerator, model, optimizer, scheduler, params, spec: LoopSpec,
                hooks: LoopHooks, emit: Emit, stop: Callable[[], bool],
                start_step: int = 0, monitor: GpuMonitor | None = None,
                hardware_interval_s: float = HARDWARE_INTERVAL_S,
-               best: tuple[int, float] | None = None) -> LoopOutcome:
+               best: tuple[int, float] | None = None,
+               best_scores: dict | None = None) -> LoopOutcome:
     """Train from ``start_step`` to ``spec.total_steps`` or until ``stop``. The main
     process emits a ``hardware`` event at the start, every ``hardware_interval_s``
-    seconds and at the end (``monitor``: the GPU reader, tests pass a fake one)."""
+    seconds and at the end (``monitor``: the GPU reader, tests pass a fake one).
+    ``best``, ``best_scores``: a resumed run's best evaluation so far."""
     hardware = hardware_reporter(accelerator, emit, monitor, hardware_interval_s) \
         if accelerator.is_main_process else None
     try:
         return _run_steps(accelerator, model, optimizer, scheduler, params, spec, hooks, emit,
                           stop, start_step, hardware.poll if hardware else lambda: False,
-                          Evaluations(spec, hooks, emit, best))
+                          Evaluations(spec, hooks, emit, best, best_scores))
     finally:
         if hardware is not None:
             hardware.poll(force=True)  # the peak, also when the run failed (out of memory)

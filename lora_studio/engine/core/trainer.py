@@ -13,8 +13,8 @@ import torch
 from ...config.schema import JobConfig
 from ...runs.events import Emit, event
 from ...runs.layout import RunDir
-from .checkpoint import (checkpoint_dir, load_checkpoint, load_resumable, read_best, restore_rng,
-                         save_checkpoint_in_step, write_best)
+from .checkpoint import (checkpoint_dir, load_checkpoint, load_resumable, read_best,
+                         read_best_scores, restore_rng, save_checkpoint_in_step, write_best)
 from .control import EngineError, Phases, StopRequest
 from .family import Exported, RunContext, Trainee
 from .loop import LoopHooks, LoopOutcome, LoopSpec, make_accelerator, train_loop
@@ -140,10 +140,10 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
             trainee.set_train(True)
         return scores
 
-    def mark_best(step: int, value: float) -> None:
+    def mark_best(step: int, value: float, scores: dict) -> None:
         save(step)
         if main:
-            write_best(run.checkpoints, step, value, metric)
+            write_best(run.checkpoints, step, value, metric, scores)
 
     spec = LoopSpec(total_steps=total, steps_per_epoch=per_epoch, gradient_accumulation_steps=gas,
                     max_grad_norm=job.optimizer.max_grad_norm,
@@ -162,11 +162,12 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
                       save_checkpoint=save, sample=sample,
                       save_epoch=save_epoch if write_epoch else None,
                       evaluate=evaluate if eval_batches else None, mark_best=mark_best)
+    best = read_best(run.checkpoints, start, metric) if checkpoint else None
     trainee.set_train(True)
     try:
         outcome = train_loop(accelerator, model, optimizer, scheduler, params, spec, hooks,
-                             emit_main, stop, start_step=start,
-                             best=read_best(run.checkpoints, start, metric) if checkpoint else None)
+                             emit_main, stop, start_step=start, best=best,
+                             best_scores=read_best_scores(run.checkpoints) if best else None)
     finally:
         trainee.set_train(False)
     result = RunResult(outcome, trainee)
