@@ -202,6 +202,13 @@ def test_eval_losses_are_plotted_beside_the_training_loss_and_logged(view):
     log = view.log_view.toPlainText()
     assert "Eval loss 3.0000 at step 6 (best 2.0000 at step 4)." in log
     assert "eval 3.0000" in view.series.readout(6)
+    assert "ROUGE-L" not in view.series.readout(6)
+    view.handle_event(event("eval", step=6, loss=3.0, rougeL=0.4125, bleu=12.5, exact_match=0.25,
+                            metric="eval_loss", best_step=4, best_value=2.0, since_best=1,
+                            early_stopping=False))
+    assert "eval 3.0000  ·  ROUGE-L 0.412" in view.series.readout(6)
+    assert "Eval loss 3.0000, ROUGE-L 0.4125, BLEU 12.5, exact match 0.25 at step 6" in \
+        view.log_view.toPlainText()
     # A resume from step 3 replaces the evaluations at and after it.
     view.handle_event(event("progress", step=3, total=6, epoch=1, loss=1.0, lr=1e-4, it_s=1.0,
                             eta_s=1.0))

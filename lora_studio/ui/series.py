@@ -41,19 +41,22 @@ class TrainingSeries:
         self._ema_weight = 0.0  # for the bias correction of the first points
         self.eval_steps: list[float] = []   # held-out loss: a point every N steps
         self.eval_loss: list[float] = []
+        self.eval_rouge: list[float | None] = []   # ROUGE-L of the answers, when measured
 
     def clear(self) -> None:
         self.n = 0
         self.lr_max = 0.0
         self._ema = 0.0
         self._ema_weight = 0.0
-        self.eval_steps, self.eval_loss = [], []
+        self.eval_steps, self.eval_loss, self.eval_rouge = [], [], []
 
-    def add_eval(self, step: float, loss: float) -> None:
-        """An eval loss; a resumed run's evaluations replace those at or after its step."""
+    def add_eval(self, step: float, loss: float, rouge: float | None = None) -> None:
+        """An eval loss (and ROUGE-L); a resumed run's evaluations replace those at or
+        after its step."""
         keep = [i for i, s in enumerate(self.eval_steps) if s < step]
         self.eval_steps = [self.eval_steps[i] for i in keep] + [step]
         self.eval_loss = [self.eval_loss[i] for i in keep] + [loss]
+        self.eval_rouge = [self.eval_rouge[i] for i in keep] + [rouge]
 
     def _grow(self) -> None:
         size = len(self.steps) * 2
@@ -71,6 +74,7 @@ class TrainingSeries:
         kept = [i for i, s in enumerate(self.eval_steps) if s < step]
         self.eval_steps = [self.eval_steps[i] for i in kept]
         self.eval_loss = [self.eval_loss[i] for i in kept]
+        self.eval_rouge = [self.eval_rouge[i] for i in kept]
         self._resmooth()
 
     def set_smoothing(self, weight: float) -> None:
@@ -108,7 +112,10 @@ class TrainingSeries:
             if math.isfinite(value):
                 parts.append(f"{label} {value:{fmt}}")
         if self.steps[i] in self.eval_steps:
-            parts.append(f"eval {self.eval_loss[self.eval_steps.index(self.steps[i])]:.4f}")
+            at = self.eval_steps.index(self.steps[i])
+            parts.append(f"eval {self.eval_loss[at]:.4f}")
+            if self.eval_rouge[at] is not None:
+                parts.append(f"ROUGE-L {self.eval_rouge[at]:.3f}")
         return "  ·  ".join(parts)
 
     def _update_ema(self, loss: float) -> float:

@@ -287,7 +287,7 @@ class TrainingView(QWidget):
         elif kind == "eval":
             step, loss = number(ev, "step"), number(ev, "loss")
             if step is not None and loss is not None:
-                self.series.add_eval(step, loss)
+                self.series.add_eval(step, loss, number(ev, "rougeL"))
                 self.log_view.appendPlainText(eval_line(ev))
         elif kind == "log":
             self.log_view.appendPlainText(str(ev.get("message", "")))
