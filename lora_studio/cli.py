@@ -261,13 +261,14 @@ def add_export(sub) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import commands
-    return commands.compare(args.run_dir, args.records, args.top)
+    return commands.compare(args.run_dir, args.records, args.top, args.against)
 
 
 def add_compare(sub) -> None:
     p = sub.add_parser("compare", help="what a text run's adapter changed on held-out records",
                        description="Answer up to --records held-out records of RUN_DIR (greedy) "
-                                   "with the base model and with the run's final adapter, and "
+                                   "with the base model (or --against another run's adapter) "
+                                   "and with the run's final adapter, and "
                                    "print the --top records whose ROUGE-L against the record's "
                                    "own answer changed most, the two answers side by side.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -275,6 +276,9 @@ def add_compare(sub) -> None:
                    help="held-out records to answer (default 16)")
     p.add_argument("--top", type=int, default=5, metavar="N",
                    help="records to list (default 5)")
+    p.add_argument("--against", type=Path, metavar="OTHER_RUN",
+                   help="compare with another run's final adapter on the same base model "
+                        "instead of the base model alone")
     p.set_defaults(run=cmd_compare)
 
 

@@ -132,16 +132,18 @@ def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str
     return 0
 
 
-def compare(run_dir: Path, records: int, top: int) -> int:
+def compare(run_dir: Path, records: int, top: int, against: Path | None = None) -> int:
     """``lora-studio compare``: the held-out records whose answers the adapter changed
-    most, base and adapter side by side."""
+    most, base (or the ``against`` run's adapter) and adapter side by side."""
     from .engine.core.control import EngineError
     from .engine.text.compare import compare_run, side_by_side
     if records < 1 or top < 1:
         print("--records and --top must be at least 1.", file=sys.stderr)
         return 1
     try:
-        print(side_by_side(compare_run(run_dir, records, top)))
+        found = compare_run(run_dir, records, top, against)
+        print(side_by_side(found, *(("base", "adapter") if against is None else
+                                    (Path(against).name, Path(run_dir).name))))
     except EngineError as exc:
         print(f"{exc.message}\n  hint: {exc.hint}", file=sys.stderr)
         return 1
