@@ -16,7 +16,9 @@ def _type(qtbot, editor_widget, text):
     qtbot.keyClicks(editor_widget, text)
 
 
-def test_demo_run_from_the_window(window, qtbot, tmp_path):
+def test_demo_run_from_the_window(window, qtbot, tmp_path, monkeypatch):
+    # A fresh token cache: records another test tokenised would skip the tokenising phase.
+    monkeypatch.setenv("LORA_STUDIO_CACHE_DIR", str(tmp_path / "cache"))
     assert window.state.preset_name == "Demo: tiny text model (CPU)"
     window.tabs.setCurrentIndex(1)
     rows = window.panel.rows

@@ -42,12 +42,21 @@ def window(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_STUDIO_CONFIG_DIR", str(tmp_path / "config"))
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     win = MainWindow(settings=settings, gpu_read=no_gpu)
-    qtbot.addWidget(win)
+    qtbot.addWidget(win, before_close_func=_close_without_asking)
     win.show()
     yield win
     if win.training.is_running:
         win.training.worker.stop_grace_s = 0.5
     win.shutdown()
+
+
+def _close_without_asking(win) -> None:
+    """pytest-qt closes the window before the fixture's own teardown: a test that failed
+    with a run going or captions unsaved must not leave a question nobody answers."""
+    win.ask_stop_run = lambda: True
+    win.browser.ask_unsaved = lambda summary, action: "discard"
+    if win.training.is_running:
+        win.training.worker.stop_grace_s = 0.5
 
 
 def answer_questions(monkeypatch, button):
