@@ -163,3 +163,32 @@ def test_serve_answers_records_between_batches_and_stops_when_stdin_ends(tokeniz
     serve(io.StringIO(json.dumps({**request, "path": str(tmp_path / "missing.jsonl")}) + "\n"), out)
     error = json.loads(out.getvalue())
     assert error["type"] == "error" and "missing.jsonl" in error["message"]
+
+
+def test_the_scan_child_uses_the_tokenizer_without_torch(tmp_path):
+    """The token view loads the tokenizer class its config names, as AutoTokenizer would,
+    without AutoTokenizer's model registry that imports torch (issue 16: never torch)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import json, sys\n"
+        "from lora_studio.engine.text.token_view import _load\n"
+        "from lora_studio.engine.text.tokens import tokenise_pieces\n"
+        f"tok, settings, loaded = _load({{'tokenizer': {str(root / 'resources' / 'tiny-text-model')!r},"
+        f" 'path': {str(root / 'resources' / 'demo-text' / 'chat.jsonl')!r}, 'max_seq_length': 128}})\n"
+        "ids = tok('Ahoy, matey!', add_special_tokens=False)['input_ids']\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'ids': ids,"
+        " 'template': tok.chat_template, 'records': len(loaded.records)}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    from lora_studio.engine.text.model import load_tokenizer
+    engine = load_tokenizer(root / "resources" / "tiny-text-model")  # what training uses
+    assert not result["torch"] and result["records"] == 34
+    assert result["ids"] == engine("Ahoy, matey!", add_special_tokens=False)["input_ids"]
+    assert result["template"] == engine.chat_template

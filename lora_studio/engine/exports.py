@@ -11,7 +11,7 @@ from ..runs.layout import RunDir
 from ..runs.names import name_problem
 from .core.control import EngineError
 from .core.family import Exported
-from .families import family_package
+from .families import family_entry, family_package
 
 TRAINED = {"text": TEXT_ADAPTER, "image": IMAGE_ADAPTER}   # what final/ holds, by family
 
@@ -64,4 +64,5 @@ def export_run(run_root: str | Path, fmt: str | None = None, output: str | Path 
             raise EngineError("io", f"Cannot create the folder {out_dir}: "
                                     f"{exc.strerror or exc}.",
                               "Choose a folder you can write to.") from None
-    return family_package(family).export(run, job, fmt, out_dir, name, precision)
+    return family_entry(family_package(family), "export")(run, job, fmt, out_dir, name,
+                                                          precision)

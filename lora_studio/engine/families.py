@@ -36,3 +36,11 @@ def detect_family(job: JobConfig) -> str:
         raise EngineError("config", f"Cannot tell what kind of model {job.model.path} is.",
                           "Set model.family to text, sd1, sd2 or sdxl.")
     return family
+
+
+def family_entry(package: ModuleType, name: str):
+    """A family's ``prepare`` or ``export`` function. The text package loads them only
+    when asked (so its tokenizing code imports no torch), and then its ``export``
+    submodule, once imported, can stand on the package where the function would."""
+    entry = getattr(package, name)
+    return getattr(entry, name) if isinstance(entry, ModuleType) else entry

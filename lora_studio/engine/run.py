@@ -10,7 +10,7 @@ from ..config.schema import JobConfig
 from ..runs.events import Emit, event
 from ..runs.layout import RunDir
 from .core.control import Cancelled, StopRequest, error_event
-from .families import detect_family, family_package
+from .families import detect_family, family_entry, family_package
 from .trackers import open_trackers, tracked
 
 
@@ -81,7 +81,7 @@ def run(job: JobConfig, run_dir: str | Path, emit: Emit,
             package = family_package(detect_family(job))
             from .core.trainer import train
         oom_hint = package.OOM_HINT
-        train(job, run_folder, emit, stop, package.prepare, resume)
+        train(job, run_folder, emit, stop, family_entry(package, "prepare"), resume)
     except Cancelled:
         emit(event("finished", status="cancelled", step=resume_step(resume), checkpoint=None,
                    message="Stopped before training started."))

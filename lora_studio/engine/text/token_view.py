@@ -36,7 +36,8 @@ from ...data.chat_template import TemplateProblem
 from ...data.text_records import TextDataError, TextRecord
 from ...data.text_sources import SourceError, load_mixed
 from ..core.control import EngineError
-from .tokens import IGNORE, has_target, joined, record_pieces, template_in_use, tokenise_pieces
+from .tokens import (IGNORE, has_target, joined, record_pieces, template_in_use, tokenise_pieces,
+                     tokenizer_by_name)
 
 BATCH = 1000
 SHOWN_PROBLEMS = 50
@@ -165,8 +166,10 @@ def record_tokens(record: TextRecord, tokenizer, settings: Settings) -> dict:
 
 
 def _load(request: dict):
-    from .model import load_tokenizer
-    tokenizer = load_tokenizer(Path(request["tokenizer"]))
+    tokenizer = tokenizer_by_name(request["tokenizer"])
+    if tokenizer is None:  # no class named: AutoTokenizer's registry decides (loads torch)
+        from .model import load_tokenizer
+        tokenizer = load_tokenizer(Path(request["tokenizer"]))
     settings = settings_for(tokenizer, request)
     loaded = load_mixed(request["path"], (), request.get("format", "auto"),
                         request.get("columns", ()), int(request.get("seed", 0)))

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...config.schema import JobConfig
 from ...data.chat_template import (TemplateProblem, is_custom, output_limit, preflight,
@@ -25,6 +25,9 @@ from ...data.chat_template import (TemplateProblem, is_custom, output_limit, pre
 from ...data.loss_turns import is_response
 from ...data.text_records import TextRecord, Turn
 from ..core.control import EngineError
+
+if TYPE_CHECKING:
+    import torch
 
 IGNORE = -100
 
@@ -267,7 +270,30 @@ def encode_records(records: list[TextRecord], tokenizer, job: JobConfig,
     return encoded, stats
 
 
+def tokenizer_by_name(path: str | Path):
+    """The tokenizer class tokenizer_config.json names, imported by its name, or None
+    when it names none. AutoTokenizer picks the same class but imports torch on the way
+    (its model registry); the token view's child must not."""
+    import json
+
+    import transformers
+    try:
+        config = json.loads((Path(path) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = config.get("tokenizer_class") if isinstance(config, dict) else None
+    cls = next((getattr(transformers, n, None) for n in (name, (name or "").removesuffix("Fast"))
+                if n and getattr(transformers, n, None) is not None), None)
+    if cls is None:
+        return None
+    tokenizer = cls.from_pretrained(str(path))
+    if tokenizer.pad_token_id is None:  # as model.load_tokenizer does for training
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    import torch
     width = max(len(x.input_ids) for x in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
