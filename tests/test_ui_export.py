@@ -279,3 +279,17 @@ def test_dialog_offers_onnx_and_shows_the_onnxruntime_check(view, qtbot, tmp_pat
         "logit difference 2e-06, 1.5e-05 of the largest logit (tolerance 0.0001); the same "
         "next token 100% of the time.")
     dialog.grab().save("/tmp/export_dialog_onnx.png")
+
+
+def test_the_dialogs_precision_starts_at_the_jobs_and_fp32_is_then_asked_for(qtbot, tmp_path):
+    run = finished_run(tmp_path, "sd1")
+    job, _ = parse_job({"model": {"family": "sd1"}, "output": {"save_precision": "fp16"}})
+    write_job_toml(job, run.job_toml)
+    view = TrainingView(no_gpu)
+    qtbot.addWidget(view)
+    view.show_run(run.root)
+    dialog = ExportDialog(view, "image")
+    qtbot.addWidget(dialog)
+    assert dialog.precision.currentData() == "fp16" and dialog.options() == []
+    dialog.precision.setCurrentIndex(dialog.precision.findData("fp32"))
+    assert dialog.options() == ["--precision", "fp32"]  # without it the job's fp16 would apply

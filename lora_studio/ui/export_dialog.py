@@ -87,7 +87,7 @@ class ExportDialog(QDialog):
         run = view.run.root if view.run is not None else Path.cwd()
         self.run_dir = RunDir(run)
         self.run_exports = run / "exports"
-        self.output_name = _output_name(run)
+        self.output_name, self.job_precision = _job_output(run)
         form = QFormLayout()
         self.folder = QLineEdit(str(self.run_exports))
         self.folder.textChanged.connect(self._check)
@@ -103,6 +103,7 @@ class ExportDialog(QDialog):
         self.precision = QComboBox()
         for precision in PRECISIONS:
             self.precision.addItem(PRECISION_LABELS[precision], precision)
+        self.precision.setCurrentIndex(max(0, self.precision.findData(self.job_precision)))
         form.addRow("Precision:", self.precision)
         self.precision.setVisible(family == "image")
         form.labelForField(self.precision).setVisible(family == "image")
@@ -210,7 +211,8 @@ class ExportDialog(QDialog):
         return export_options(
             output=None if folder == self.run_exports else folder,
             name=None if name == default_name(self.chosen(), self.output_name) else name,
-            precision=None if precision == "fp32" else precision)
+            # Without --precision the export uses the job's save_precision.
+            precision=None if precision == self.job_precision else precision)
 
     def start_export(self) -> None:
         self.result.hide()
@@ -249,9 +251,11 @@ class ExportDialog(QDialog):
             self.status.setText(self.view.last_export_error)
 
 
-def _output_name(run: Path) -> str:
-    """The job's output name, which the exports are named after."""
+def _job_output(run: Path) -> tuple[str, str]:
+    """The job's output name, which the exports are named after, and its save precision,
+    which an export uses unless told otherwise."""
     try:
-        return read_job_toml(run / "job.toml")[0].output.output_name
+        output = read_job_toml(run / "job.toml")[0].output
     except JobFileError:
-        return run.name
+        return run.name, "fp32"
+    return output.output_name, output.save_precision
