@@ -293,3 +293,16 @@ def test_the_dialogs_precision_starts_at_the_jobs_and_fp32_is_then_asked_for(qtb
     assert dialog.precision.currentData() == "fp16" and dialog.options() == []
     dialog.precision.setCurrentIndex(dialog.precision.findData("fp32"))
     assert dialog.options() == ["--precision", "fp32"]  # without it the job's fp16 would apply
+
+
+def test_a_loha_run_cannot_pick_the_diffusers_format(qtbot, tmp_path):
+    run = finished_run(tmp_path, "sd1")
+    job, _ = parse_job({"model": {"family": "sd1"}, "network": {"algo": "loha"}})
+    write_job_toml(job, run.job_toml)
+    view = TrainingView(no_gpu)
+    qtbot.addWidget(view)
+    view.show_run(run.root)
+    dialog = ExportDialog(view, "image")
+    qtbot.addWidget(dialog)
+    assert not dialog.radios["diffusers"].isEnabled() and dialog.radios["kohya"].isEnabled()
+    assert "not LoHa" in dialog.radios["diffusers"].toolTip()

@@ -11,6 +11,9 @@ from .schema import NetworkConfig
 CONV_3X3_TARGETS = ("conv1", "conv2", "conv")  # resnets' convs, down/upsamplers' conv
 CONV_1X1_TARGETS = ("conv_shortcut",)
 CONV_ALGOS = ("locon", "loha", "lokr")
+# Algos diffusers cannot load, and why (the export, `check` and the Export dialog say it).
+NO_DIFFUSERS = {algo: f"diffusers' Stable Diffusion pipelines (0.42) load LoRA and LoCon files "
+                      f"but not {name}" for algo, name in {"loha": "LoHa", "lokr": "LoKr"}.items()}
 # kohya's ss_network_module and network_args "algo" per algo, as kohya / LyCORIS write them.
 KOHYA_MODULE = {"lora": "networks.lora", "locon": "networks.lora",
                 "loha": "lycoris.kohya", "lokr": "lycoris.kohya"}

@@ -33,6 +33,7 @@ from .optimizers import ADAPTIVE, ADAPTIVE_LR_LOW, INSTALL_OPTIMIZERS, SCHEDULE_
 from .jobfile import job_to_dict
 from .model_info import (IMAGE_DEFAULT_TARGETS, TEXT_ENCODER_DEFAULT_TARGETS, Layers, ModelInfo,
                          ModelInfoError, inspect_model, matching_layers, target_candidates)
+from .network import NO_DIFFUSERS
 from .parse import parse_job
 from .paths import path_candidates, resolve_local_path
 from .sample_prompts import OPTIONS as PROMPT_OPTIONS
@@ -535,7 +536,7 @@ def _network_algo(ctx: Context) -> Iterable[Finding]:
         yield Finding("network.dropout", "warning",
                       f"{_title('network.dropout')} is not applied to {net.algo} layers.",
                       f"Set it to 0, or use {algo} lora / locon for dropout.", "network-option-unused")
-    if net.algo in ("loha", "lokr"):
+    if net.algo in NO_DIFFUSERS:
         yield Finding("network.algo", "info",
                       f"A {net.algo} network exports only the kohya format (ComfyUI, A1111): "
                       "diffusers' Stable Diffusion pipelines cannot load it.",

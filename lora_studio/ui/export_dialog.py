@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDialogButtonBo
                                QRadioButton, QVBoxLayout, QWidget)
 
 from ..config.jobfile import JobFileError, read_job_toml
+from ..config.network import NO_DIFFUSERS
 from ..runs.export_check import FORMAT_TARGETS, check_run, describe
 from ..runs.exports import FORMATS, PRECISIONS, default_name, find_format
 from ..runs.layout import RunDir
@@ -87,7 +88,10 @@ class ExportDialog(QDialog):
         run = view.run.root if view.run is not None else Path.cwd()
         self.run_dir = RunDir(run)
         self.run_exports = run / "exports"
-        self.output_name, self.job_precision = _job_output(run)
+        self.output_name, self.job_precision, algo = _job_output(run)
+        if family == "image" and algo in NO_DIFFUSERS and "diffusers" in self.radios:
+            self.radios["diffusers"].setEnabled(False)
+            self.radios["diffusers"].setToolTip(f"{NO_DIFFUSERS[algo]}: use the kohya format.")
         form = QFormLayout()
         self.folder = QLineEdit(str(self.run_exports))
         self.folder.textChanged.connect(self._check)
@@ -251,11 +255,11 @@ class ExportDialog(QDialog):
             self.status.setText(self.view.last_export_error)
 
 
-def _job_output(run: Path) -> tuple[str, str]:
-    """The job's output name, which the exports are named after, and its save precision,
-    which an export uses unless told otherwise."""
+def _job_output(run: Path) -> tuple[str, str, str]:
+    """The job's output name, which the exports are named after, its save precision,
+    which an export uses unless told otherwise, and its network type."""
     try:
-        output = read_job_toml(run / "job.toml")[0].output
+        job = read_job_toml(run / "job.toml")[0]
     except JobFileError:
-        return run.name, "fp32"
-    return output.output_name, output.save_precision
+        return run.name, "fp32", "lora"
+    return job.output.output_name, job.output.save_precision, job.network.algo

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from lora_studio.config.network import KOHYA_MODULE, kohya_network_args, rank_alpha
+from lora_studio.config.network import KOHYA_MODULE, NO_DIFFUSERS, kohya_network_args, rank_alpha
 from lora_studio.config.schema import JobConfig, NetworkConfig
 from lora_studio.data.tags import tag_counts
 from lora_studio.fsutil import settle, sha256_file, temp_beside, temp_dir_beside
@@ -55,9 +55,6 @@ KOHYA_SUFFIXES = {
     "hada_w2_a": "hada_w2_a", "hada_w2_b": "hada_w2_b",
     "lokr_w1": "lokr_w1", "lokr_w2": "lokr_w2", "lokr_w2_a": "lokr_w2_a", "lokr_w2_b": "lokr_w2_b",
 }
-# Algos diffusers cannot load, and why (said in the run log and by the export).
-NO_DIFFUSERS = {algo: f"diffusers' Stable Diffusion pipelines (0.42) load LoRA and LoCon files "
-                      f"but not {name}" for algo, name in {"loha": "LoHa", "lokr": "LoKr"}.items()}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
