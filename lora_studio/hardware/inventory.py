@@ -330,14 +330,8 @@ def _targeted(module: str, targets: Iterable[str]) -> bool:
 def lora_shapes(inventory: Mapping[str, tuple[int, ...]], targets: Iterable[str], rank: int,
                 conv1d: bool = False) -> Inventory:
     """The LoRA A and B matrices PEFT adds for `targets` (Linear, Conv1D, Conv2d, Embedding)."""
-    targets = tuple(targets)
     out: Inventory = {}
-    for name, shape in inventory.items():
-        if not name.endswith(".weight") or len(shape) not in (2, 4):
-            continue
-        module = name[: -len(".weight")]
-        if not _targeted(module, targets):
-            continue
+    for module, shape in adapted_weights(inventory, targets).items():
         if len(shape) == 4:  # Conv2d: A keeps the kernel, B is 1x1
             n_out, n_in, kh, kw = shape
             out[f"{module}.lora_A.weight"] = (rank, n_in, kh, kw)
@@ -379,14 +373,8 @@ def lycoris_shapes(inventory: Mapping[str, tuple[int, ...]], targets: Iterable[s
                    algo: str, factor: int = -1) -> Inventory:
     """The LoHa / LoKr tensors PEFT adds for `targets` (Linear and Conv2d, convs' kernels
     folded into the second factor as PEFT does without its effective-conv option)."""
-    targets = tuple(targets)
     out: Inventory = {}
-    for name, shape in inventory.items():
-        if not name.endswith(".weight") or len(shape) not in (2, 4):
-            continue
-        module = name[: -len(".weight")]
-        if not _targeted(module, targets):
-            continue
+    for module, shape in adapted_weights(inventory, targets).items():
         n_out, n_in, kernel = shape[0], shape[1], tuple(shape[2:])
         if algo == "loha":
             for i in (1, 2):
