@@ -281,28 +281,27 @@ def test_dialog_offers_onnx_and_shows_the_onnxruntime_check(view, qtbot, tmp_pat
     dialog.grab().save("/tmp/export_dialog_onnx.png")
 
 
-def test_the_dialogs_precision_starts_at_the_jobs_and_fp32_is_then_asked_for(qtbot, tmp_path):
+def _image_dialog(qtbot, tmp_path, **sections) -> ExportDialog:
+    """The Export dialog of a finished SD 1.x run whose job has ``sections``."""
     run = finished_run(tmp_path, "sd1")
-    job, _ = parse_job({"model": {"family": "sd1"}, "output": {"save_precision": "fp16"}})
+    job, _ = parse_job({"model": {"family": "sd1"}, **sections})
     write_job_toml(job, run.job_toml)
     view = TrainingView(no_gpu)
     qtbot.addWidget(view)
     view.show_run(run.root)
     dialog = ExportDialog(view, "image")
     qtbot.addWidget(dialog)
+    return dialog
+
+
+def test_the_dialogs_precision_starts_at_the_jobs_and_fp32_is_then_asked_for(qtbot, tmp_path):
+    dialog = _image_dialog(qtbot, tmp_path, output={"save_precision": "fp16"})
     assert dialog.precision.currentData() == "fp16" and dialog.options() == []
     dialog.precision.setCurrentIndex(dialog.precision.findData("fp32"))
     assert dialog.options() == ["--precision", "fp32"]  # without it the job's fp16 would apply
 
 
 def test_a_loha_run_cannot_pick_the_diffusers_format(qtbot, tmp_path):
-    run = finished_run(tmp_path, "sd1")
-    job, _ = parse_job({"model": {"family": "sd1"}, "network": {"algo": "loha"}})
-    write_job_toml(job, run.job_toml)
-    view = TrainingView(no_gpu)
-    qtbot.addWidget(view)
-    view.show_run(run.root)
-    dialog = ExportDialog(view, "image")
-    qtbot.addWidget(dialog)
+    dialog = _image_dialog(qtbot, tmp_path, network={"algo": "loha"})
     assert not dialog.radios["diffusers"].isEnabled() and dialog.radios["kohya"].isEnabled()
     assert "not LoHa" in dialog.radios["diffusers"].toolTip()
