@@ -223,8 +223,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from . import commands
     if args.merged and args.format not in (None, "merged"):
         raise CliError(f"--merged is --format merged; it cannot go with --format {args.format}")
-    return commands.export(args.run_dir, "merged" if args.merged else args.format,
-                           args.output, args.name, args.precision, args.target)
+    fmt = "merged" if args.merged else args.format
+    if args.kv_cache:
+        from .runs.exports import KV_CACHE_FORMAT
+        if fmt not in KV_CACHE_FORMAT:
+            raise CliError(f"--kv-cache goes with --format {' or '.join(KV_CACHE_FORMAT)}, "
+                           f"not {fmt or 'the default format'}")
+        fmt = KV_CACHE_FORMAT[fmt]
+    return commands.export(args.run_dir, fmt, args.output, args.name, args.precision,
+                           args.target)
 
 
 def add_export(sub) -> None:
@@ -240,6 +247,10 @@ def add_export(sub) -> None:
                    choices=sorted({f.name for found in FORMATS.values() for f in found}),
                    help="one of the formats above; default: the first for the run's family")
     p.add_argument("--merged", action="store_true", help="the same as --format merged")
+    p.add_argument("--kv-cache", action="store_true",
+                   help="with --format onnx or onnx-fp16: the decoder graph with "
+                        "past_key_values inputs and present outputs (the same as --format "
+                        "onnx-kv or onnx-kv-fp16)")
     p.add_argument("--output", type=Path, metavar="DIR",
                    help="the folder to write into (created if missing); default: RUN_DIR/exports")
     p.add_argument("--name", metavar="NAME",

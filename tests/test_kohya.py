@@ -73,7 +73,9 @@ def test_values_that_do_not_fit_become_findings():
     # max_train_epochs overrides max_train_steps in kohya_ss.
     assert result.data["training"]["epochs"] == 25 and "max_steps" not in result.data["training"]
     assert "noise_offset" not in result.data["training"]  # Multires noise
-    assert any("reg_data_dir" in f.message for f in by_path["dataset.path"])
+    # Regularisation images come along (kohya's reg folder of N_class folders).
+    assert result.data["dataset"]["reg_path"] == "/data/reg"
+    assert "reg_data_dir" not in result.unsupported and "dataset.path" not in by_path
     assert "huggingface_token" not in result.unsupported
     assert all(f.level in ("warning", "info") for f in result.findings)
 

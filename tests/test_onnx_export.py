@@ -1,6 +1,6 @@
 """ONNX export of a merged text model (issue 20): onnxruntime runs the graph and its
-logits match the merged PyTorch model's; fp16; the check written and shown; an
-unsupported family or a failed check writes nothing."""
+logits match the merged PyTorch model's, with and without the KV-cache graph; fp16; the
+check written and shown; an unsupported family or a failed check writes nothing."""
 import json
 import shutil
 
@@ -75,6 +75,68 @@ def test_fp16_export_is_checked_with_its_own_tolerance(trained):
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
 
 
+def _greedy_with_cache(session, config, ids, steps, dtype=np.float32):
+    """Greedy tokens as a generator drives the KV-cache graph: one prefill from an empty
+    cache, then one token per call fed the last call's present tensors."""
+    names = [i.name for i in session.get_inputs()][3:]
+    heads = config.num_key_value_heads
+    head_dim = config.hidden_size // config.num_attention_heads
+    past = [np.zeros((1, heads, 0, head_dim), dtype) for _ in names]
+    tokens, step = [], ids
+    for _ in range(steps):
+        length = (past[0].shape[2] + step.shape[1])
+        logits, *past = session.run(None, {
+            "input_ids": step, "attention_mask": np.ones((1, length), np.int64),
+            "position_ids": np.arange(length - step.shape[1], length)[None],
+            **dict(zip(names, past))})
+        tokens.append(int(logits[0, -1].argmax()))
+        step = np.array([[tokens[-1]]])
+    return tokens, logits
+
+
+def test_kv_cache_export_generates_what_the_merged_model_generates(trained, capsys):
+    from transformers import AutoConfig, AutoTokenizer
+    assert main(["export", str(trained.root), "--format", "onnx", "--kv-cache"]) == 0
+    assert "a prefill and one decoding step from its KV cache" in capsys.readouterr().out
+    folder = trained.exports / "t-onnx-kv"
+    check = json.loads((folder / ONNX_CHECK).read_text())
+    assert check["passed"] and check["kv_cache"] is True and check["decode_steps"] == 1
+    assert check["step_relative_diff"] <= check["tolerance"] == 1e-4
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    config = AutoConfig.from_pretrained(folder)
+    layers = config.num_hidden_layers
+    assert [i.name for i in session.get_inputs()] == [
+        "input_ids", "attention_mask", "position_ids",
+        *[f"past_key_values.{i}.{p}" for i in range(layers) for p in ("key", "value")]]
+    assert [o.name for o in session.get_outputs()] == [
+        "logits", *[f"present.{i}.{p}" for i in range(layers) for p in ("key", "value")]]
+    # A prompt the check did not use, six tokens through the cache against generate().
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = tokenizer("Ahoy, what be the colour of a plum?", return_tensors="pt")["input_ids"]
+    tokens, last = _greedy_with_cache(session, config, ids.numpy(), 6)
+    merged = _merged(trained)
+    with torch.no_grad():
+        want = merged.generate(ids, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+        want_last = merged(input_ids=want[:, :-1]).logits[:, -1:].numpy()
+    assert tokens == want[0, ids.shape[1]:].tolist()
+    assert np.abs(last - want_last).max() <= 1e-4 * np.abs(want_last).max()
+
+
+def test_kv_cache_fp16_export_runs_on_the_cpu_and_is_checked(trained):
+    [check] = [d for d in export_run(trained.root, "onnx-kv-fp16") if d.path.name == ONNX_CHECK]
+    data = json.loads(check.path.read_text())
+    assert data["dtype"] == "float16" and data["kv_cache"] and data["passed"]
+    session = ort.InferenceSession(str(check.path.parent / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    assert {i.type for i in session.get_inputs()[3:]} == {"tensor(float16)"}
+    assert {o.type for o in session.get_outputs()} == {"tensor(float16)"}
+
+
+def test_kv_cache_goes_only_with_an_onnx_format(trained, capsys):
+    assert main(["export", str(trained.root), "--format", "merged", "--kv-cache"]) == 2
+    assert "--kv-cache goes with --format onnx or onnx-fp16" in capsys.readouterr().err
+
+
 def test_a_failed_check_writes_nothing(trained, monkeypatch):
     from lora_studio.engine.text import onnx_export
     monkeypatch.setitem(onnx_export.TOLERANCE, "float32", 0.0)
@@ -83,7 +145,9 @@ def test_a_failed_check_writes_nothing(trained, monkeypatch):
     assert not [p for p in trained.exports.iterdir() if "strict" in p.name]
 
 
-def test_an_unsupported_family_is_refused_before_anything_is_written(trained, tmp_path, capsys):
+@pytest.mark.parametrize("fmt", ["onnx", "onnx-kv"])
+def test_an_unsupported_family_is_refused_before_anything_is_written(trained, tmp_path, capsys,
+                                                                    fmt):
     odd = tmp_path / "odd model"
     shutil.copytree(MODEL, odd)
     config = json.loads((odd / "config.json").read_text())
@@ -94,7 +158,7 @@ def test_an_unsupported_family_is_refused_before_anything_is_written(trained, tm
     (run_copy / "job.toml").write_text(job.replace(str(MODEL), str(odd).replace("\\", "/")),
                                        encoding="utf-8")
     before = sorted(p.name for p in (run_copy / "exports").iterdir())
-    assert main(["export", str(run_copy), "--format", "onnx"]) == 1
+    assert main(["export", str(run_copy), "--format", fmt]) == 1
     err = capsys.readouterr().err
     assert "does not support this model's family ('rwkv')" in err and "--format merged" in err
     assert sorted(p.name for p in (run_copy / "exports").iterdir()) == before
@@ -114,5 +178,6 @@ def test_the_other_exportable_families(family, tmp_path):
         if "token" in name.name or name.name == "special_tokens_map.json":
             shutil.copy(name, folder / name.name)
     run = _train(tmp_path / "runs", path=str(folder))
-    [check] = [d for d in export_run(run.root, "onnx") if d.path.name == ONNX_CHECK]
-    assert json.loads(check.path.read_text())["passed"]
+    for fmt in ("onnx", "onnx-kv"):
+        [check] = [d for d in export_run(run.root, fmt) if d.path.name == ONNX_CHECK]
+        assert json.loads(check.path.read_text())["passed"]

@@ -109,7 +109,7 @@ def test_text_runs_offer_peft_merged_and_gguf(view, qtbot, tmp_path):
     dialog = ExportDialog(view, "text")
     qtbot.addWidget(dialog)
     assert list(dialog.radios) == ["peft", "merged", "gguf-adapter", "gguf-f16", "gguf-q8_0", "onnx",
-                                   "onnx-fp16"]
+                                   "onnx-fp16", "onnx-kv", "onnx-kv-fp16"]
     with qtbot.waitSignal(view.export_ended, timeout=ENDED):
         assert view.export()  # the one-click export, still running when the dialog asks
         dialog.start_export()
@@ -267,7 +267,9 @@ def test_dialog_offers_onnx_and_shows_the_onnxruntime_check(view, qtbot, tmp_pat
     dialog = ExportDialog(view, "text")
     qtbot.addWidget(dialog)
     dialog.show()
-    assert {"onnx", "onnx-fp16"} <= set(dialog.radios)
+    assert {"onnx", "onnx-fp16", "onnx-kv", "onnx-kv-fp16"} <= set(dialog.radios)
+    dialog.radios["onnx-kv"].click()
+    assert dialog.name.text() == "my_lora-onnx-kv"
     dialog.radios["onnx"].click()
     assert dialog.name.text() == "my_lora-onnx"
     view.export_command = lambda run_dir, fmt: [sys.executable, "-c", ONNX_EXPORTER, str(run_dir)]

@@ -23,6 +23,8 @@ from .schema import SCHEMA_VERSION
 SIMPLE_KEYS: dict[str, tuple[str, str]] = {
     "pretrained_model_name_or_path": ("model.path", "str"),
     "train_data_dir": ("dataset.path", "str"),
+    "reg_data_dir": ("dataset.reg_path", "str"),
+    "prior_loss_weight": ("dataset.prior_loss_weight", "float"),
     "caption_extension": ("dataset.caption_extension", "str"),
     "enable_bucket": ("dataset.enable_bucket", "bool"),
     "min_bucket_reso": ("dataset.min_bucket_reso", "int"),
@@ -544,12 +546,7 @@ def convert_kohya(config: dict, fallback_name: str = "kohya import") -> KohyaImp
     known = set(SIMPLE_KEYS) | SPECIAL_KEYS | HANDLED_AUTOMATICALLY
     unsupported = {k: v for k, v in config.items() if k not in known}
     result = KohyaImport(conv.data, conv.meta(fallback_name), conv.findings, unsupported)
-    if _is_set(config.get("reg_data_dir", "")):
-        result.findings.append(Finding(
-            "dataset.path", "warning", "Regularisation images (reg_data_dir) are not supported and "
-            "were not imported.", "Train without them, or add a few of them to your dataset.",
-            "kohya-unsupported"))
-    listed = [k for k in result.unsupported_set if k != "reg_data_dir"]
+    listed = list(result.unsupported_set)
     if listed:
         result.findings.append(Finding(
             "", "warning", f"{len(listed)} kohya_ss setting(s) have no equivalent in LoRA Studio and "

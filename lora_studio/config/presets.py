@@ -40,7 +40,7 @@ SUFFIX = ".toml"
 META_KEYS = ("name", "description", "model_family", "vram_class", "schema_version", "author")
 VRAM_CLASS = re.compile(r"^(\d+(\.\d+)?\s*GB|CPU)$", re.IGNORECASE)
 # Paths that are looked up beside the preset file (see paths.path_candidates).
-RELATIVE_TO_PRESET = ("model.path", "dataset.path")
+RELATIVE_TO_PRESET = ("model.path", "dataset.path", "dataset.reg_path")
 
 Origin = Literal["built-in", "user"]
 

@@ -144,6 +144,17 @@ class DatasetConfig(Section):
     caption_dropout_rate: float = field(
         0.0, title="Caption dropout", group="Dataset", advanced=True, applies_to="image",
         help="Fraction of steps trained with an empty caption.", ge=0.0, le=1.0)
+    reg_path: str = field(
+        "", title="Regularisation images", group="Dataset", widget="dir", local_path=True,
+        applies_to="image",
+        help="DreamBooth prior preservation, as kohya's reg_data_dir: a folder of 'N_class' "
+             "folders (e.g. '1_dog') with pictures of the class your subject belongs to. Each "
+             "epoch trains as many of them as training samples; one without a caption file is "
+             "captioned with its class. Empty trains without them.")
+    prior_loss_weight: float = field(
+        1.0, title="Prior loss weight", group="Dataset", advanced=True, applies_to="image",
+        help="The regularisation images' loss is multiplied by this (kohya's "
+             "prior_loss_weight); 0 gives them no say.", ge=0.0, le=100.0)
     cache_latents: bool = field(
         True, title="Cache latents", group="Dataset", applies_to="image",
         help="Encode images with the VAE once and reuse the latents (disables random crop and flip).")

@@ -21,6 +21,7 @@ from typing import Any
 from ..data.chat_template import TemplateProblem, preflight
 from ..data.captions import caption_read_errors
 from ..data.folder_levels import folder_level_slip
+from ..data.reg_images import nesting, reg_repeats
 from ..data.scan import (IMAGE_EXTENSIONS, DatasetError, ImageDataset, count_records, scan_images,
                          scan_text_files)
 from ..data.text_sources import (SourceError, cached_hub_dataset, hub_hint, looks_like_hub_id,
@@ -70,6 +71,12 @@ RULES: dict[str, str] = {
     "repeat-folder-level": "a kohya 'N_name' folder opened itself, or from one level too high, "
                            "so its repeats are not used",
     "captions-unreadable": "caption files that cannot be decoded as text",
+    "reg-missing": "a regularisation folder that does not exist or is not a folder",
+    "reg-empty": "a regularisation folder without images",
+    "reg-nested": "a regularisation folder inside the dataset folder, or the other way round",
+    "reg-counts": "how many regularisation images an epoch trains, and those left unused",
+    "reg-without-class": "regularisation images outside an 'N_class' folder and without captions",
+    "prior-weight-without-reg": "a prior loss weight set without regularisation images",
     "quant-both": "4-bit and 8-bit loading both on",
     "quant-image-job": "4-/8-bit loading on an image job",
     "quant-needs-cuda": "4-/8-bit loading without an NVIDIA GPU",
@@ -177,6 +184,7 @@ class Context:
     model: ModelInfo | None = None
     family: str = "auto"            # declared, else detected; "auto" when unknown
     images: ImageDataset | None = None
+    reg: ImageDataset | None = None  # the regularisation images, when a reg folder is set
     text_records: int | None = None
 
     @property
@@ -186,10 +194,18 @@ class Context:
         return "text" if self.family == "text" else "image"
 
     @property
+    def reg_samples(self) -> int:
+        """Reg samples per epoch: as many as training samples, as kohya cycles them."""
+        if self.images is None or self.reg is None:
+            return 0
+        return sum(reg_repeats(self.images.samples_per_epoch, [i.repeats for i in self.reg.items]))
+
+    @property
     def samples_per_epoch(self) -> int | None:
         if self.images is not None:
-            return self.images.samples_per_epoch
+            return self.images.samples_per_epoch + self.reg_samples
         return self.text_records
+
 
     @property
     def total_steps(self) -> int | None:
@@ -295,7 +311,7 @@ def _dataset_facts(ctx: Context) -> list[Finding]:
     try:
         if ctx.kind == "image":
             ctx.images = scan_images(path, ds.caption_extension, ds.repeats)
-            return _image_dataset_findings(ctx.images)
+            return _image_dataset_findings(ctx.images) + _reg_facts(ctx, path)
         if ctx.kind == "text":
             if path.is_dir() and _folder_has_images(path):
                 return [Finding("dataset.path", "error", f"'{path.name}' is a folder of images, but "
@@ -386,6 +402,75 @@ def _image_dataset_findings(data: ImageDataset) -> list[Finding]:
         out.append(Finding("dataset.path", "warning", slip.message,
                            f"Set {_title('dataset.path')} to '{slip.fix}'{samples}.",
                            "repeat-folder-level"))
+    return out
+
+
+REG_NESTING = {
+    "same": ("is also the dataset folder", "Keep the regularisation images in a folder of "
+             "their own, beside the dataset folder (e.g. 'reg/1_dog')."),
+    "reg_in_train": ("is inside the dataset folder, so its images would also train as a "
+                     "concept", "Move it out, beside the dataset folder (e.g. 'project/reg' "
+                     "next to 'project/img')."),
+    "train_in_reg": ("holds the dataset folder, so the training images would also count as "
+                     "regularisation images", "Keep the two folders side by side (e.g. "
+                     "'project/img' and 'project/reg')."),
+}
+
+
+def _reg_facts(ctx: Context, train_path: Path) -> list[Finding]:
+    """Scan the regularisation folder, if one is set, and say what it holds."""
+    ds = ctx.job.dataset
+    if not ds.reg_path.strip():
+        return []
+    path = resolve_local_path(ds.reg_path, ctx.base_dir)
+    if path is None or not path.is_dir():
+        what = "was not found" if path is None else "is a file, not a folder"
+        return [Finding("dataset.reg_path", "error", f"The regularisation folder "
+                        f"'{ds.reg_path.strip()}' {what}.",
+                        "Pick the folder holding your 'N_class' folders (e.g. 'reg' with "
+                        "'1_dog' in it), or empty the field to train without them.",
+                        "reg-missing")]
+    nested = nesting(train_path, path)
+    if nested:
+        what, hint = REG_NESTING[nested]
+        return [Finding("dataset.reg_path", "error", f"The regularisation folder '{path}' "
+                        f"{what}.", hint, "reg-nested")]
+    try:
+        ctx.reg = scan_images(path, ds.caption_extension, 1, is_reg=True)
+    except DatasetError as exc:
+        return [Finding("dataset.reg_path", "error", exc.message, exc.hint, "reg-missing")]
+    reg = ctx.reg
+    out = [Finding("dataset.reg_path", f.level, f"Regularisation images: {f.message}", f.hint,
+                   f.rule) for f in _passed_over(reg.problems)]
+    if not reg.images:
+        ctx.reg = None
+        out.append(Finding("dataset.reg_path", "warning", f"The regularisation folder '{path}' "
+                           "holds no images; training goes on without them.",
+                           "Put pictures of the class in 'N_class' folders inside it (e.g. "
+                           "'1_dog/dog1.png'), or empty the field.", "reg-empty"))
+        return out
+    unnamed = [i for i in reg.items if not i.class_tokens and i.caption_path is None]
+    if unnamed:
+        out.append(Finding("dataset.reg_path", "warning",
+                           f"{len(unnamed)} regularisation image(s) have neither a caption file "
+                           "nor an 'N_class' folder whose name gives their class: "
+                           f"{_names((i.image_path for i in unnamed), len(unnamed))}. They "
+                           "train with an empty caption.",
+                           "Move them into a folder named after their class, e.g. '1_dog'.",
+                           "reg-without-class"))
+    train = ctx.images.samples_per_epoch if ctx.images else 0
+    if train:
+        used = reg_repeats(train, [i.repeats for i in reg.items])
+        unused = sum(1 for n in used if n == 0)
+        left = (f" {unused} of them are not used: there are more than training samples."
+                if unused else "")
+        out.append(Finding("dataset.reg_path", "info",
+                           f"{reg.images} regularisation image(s) in {len(reg.folders)} "
+                           f"folder(s); each epoch trains {sum(used)} of them beside the "
+                           f"{train} training samples (loss weight {ds.prior_loss_weight:g})."
+                           + left, "Nothing to do." if not unused else
+                           "Nothing to do; raise the repeats of your concept folders to use "
+                           "more of them.", "reg-counts"))
     return out
 
 
@@ -1147,6 +1232,17 @@ def _responses_only(ctx: Context) -> Iterable[Finding]:
                       "Plain-text records have no responses, so 'loss on responses only' has nothing "
                       "to train on.", f"Turn off {_title('dataset.train_on_responses_only')}.",
                       "responses-only-plain-text")
+
+
+@_check
+def _prior_weight(ctx: Context) -> Iterable[Finding]:
+    ds = ctx.job.dataset
+    if ctx.kind == "image" and not ds.reg_path.strip() and ds.prior_loss_weight != 1.0:
+        yield Finding("dataset.prior_loss_weight", "info",
+                      f"{_title('dataset.prior_loss_weight')} is {ds.prior_loss_weight:g}, but "
+                      "no regularisation images are set, so it does nothing.",
+                      f"Set {_title('dataset.reg_path')}, or reset the weight to 1.",
+                      "prior-weight-without-reg")
 
 
 @_check

@@ -58,6 +58,8 @@ class ImageItem:
     repeats: int
     folder: str                # top-level sub-folder name ("10_sks dog"); "" for the root
     caption_empty: bool = False  # the caption file holds only blanks
+    class_tokens: str = ""     # the folder's name after 'N_' ("sks dog"); "" for the root
+    is_reg: bool = False       # a regularisation image (see reg_images.py)
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,8 @@ def _caption_of(listing: Listing, image: str, caption_ext: str, by_folded: dict,
 
 
 def _scan_folder(listing: Listing, caption_ext: str, repeats: int, concept: str,
-                 problems: list[Skipped]) -> list[ImageItem]:
+                 problems: list[Skipped], class_tokens: str = "", is_reg: bool = False
+                 ) -> list[ImageItem]:
     """Images directly inside one listed folder, paired with their captions; pipes,
     devices and pictures in formats that are not trained go to `problems`."""
     files = {e.name: e for e in listing.files}
@@ -196,7 +199,8 @@ def _scan_folder(listing: Listing, caption_ext: str, repeats: int, concept: str,
         if not is_image_file(name):
             continue
         caption, blank = _caption_of(listing, name, caption_ext, by_folded, files, problems)
-        items.append(ImageItem(listing.folder / name, caption, repeats, concept, blank))
+        items.append(ImageItem(listing.folder / name, caption, repeats, concept, blank,
+                               class_tokens, is_reg))
     return items
 
 
@@ -207,21 +211,22 @@ def _repeat_folder_problem(path: Path, exc: RepeatPrefixError) -> Skipped:
 
 
 def _concept_folders(root: Listing, default_repeats: int, seen: set, problems: list[Skipped]
-                     ) -> tuple[list[tuple[os.DirEntry, int]], list[str]]:
-    """(folder, repeats) of the top-level folders to scan, and the '0_' ones skipped.
+                     ) -> tuple[list[tuple[os.DirEntry, int, str]], list[str]]:
+    """(folder, repeats, class tokens) of the top-level folders to scan, and the '0_'
+    ones skipped.
     Real folders are claimed before any walk, so one that is also reached through a
     link (from another concept, or a top-level link) trains with its own repeats."""
     scan, zero = [], []
     for sub in by_name(root.dirs):
         try:
-            repeats, _ = parse_repeat_folder(sub.name, default_repeats)
+            repeats, class_tokens = parse_repeat_folder(sub.name, default_repeats)
         except RepeatPrefixError as exc:
             problems.append(_repeat_folder_problem(Path(sub.path), exc))
             continue
         if repeats == 0:
             zero.append(sub.name)
         elif sub.is_symlink() or claim(Path(sub.path), seen, problems):
-            scan.append((sub, repeats))
+            scan.append((sub, repeats, class_tokens))
     return scan, zero
 
 
@@ -234,8 +239,9 @@ def _list_root(root: Path) -> Listing:
 
 
 def scan_images(root: str | os.PathLike, caption_extension: str = ".txt",
-                default_repeats: int = 1) -> ImageDataset:
-    """List the images of a kohya-style dataset folder with their captions and repeats.
+                default_repeats: int = 1, is_reg: bool = False) -> ImageDataset:
+    """List the images of a kohya-style dataset folder with their captions and repeats
+    (`is_reg`: a regularisation folder, its items marked so).
     Decodes nothing; raises DatasetError when the folder is missing or unreadable.
     Whatever else is not used (an unreadable sub-folder, a pipe named like a caption,
     a .psd, a folder reached twice through a link) is in `problems`, named."""
@@ -251,15 +257,16 @@ def scan_images(root: str | os.PathLike, caption_extension: str = ".txt",
     seen: set = set()
     claim(root, seen, problems)
     top = _list_root(root)
-    items = _scan_folder(top, caption_ext, default_repeats, "", problems)
+    items = _scan_folder(top, caption_ext, default_repeats, "", problems, is_reg=is_reg)
     folders = [ConceptFolder("", default_repeats, len(items))] if items else []
     concepts, zero = _concept_folders(top, default_repeats, seen, problems)
-    for sub, repeats in concepts:
+    for sub, repeats, class_tokens in concepts:
         if sub.is_symlink() and not claim(Path(sub.path), seen, problems):
             continue
         found: list[ImageItem] = []
         for listing in walk(Path(sub.path), seen, problems):
-            found.extend(_scan_folder(listing, caption_ext, repeats, sub.name, problems))
+            found.extend(_scan_folder(listing, caption_ext, repeats, sub.name, problems,
+                                      class_tokens, is_reg))
         if found:
             folders.append(ConceptFolder(sub.name, repeats, len(found)))
             items.extend(found)

@@ -63,6 +63,15 @@ FORMATS: dict[str, tuple[ExportFormat, ...]] = {
                      "The same in 16-bit: half the size; checked the same way with a looser "
                      "tolerance.",
                      "{name}-onnx-fp16"),
+        ExportFormat("onnx-kv", "ONNX merged model with KV cache, fp32 (onnxruntime, "
+                     "transformers.js)",
+                     "model.onnx taking and returning past_key_values, as Optimum lays it out: "
+                     "each new token costs one step; checked on a prefill and a cached step.",
+                     "{name}-onnx-kv"),
+        ExportFormat("onnx-kv-fp16", "ONNX merged model with KV cache, fp16",
+                     "The same in 16-bit: half the size; checked the same way with a looser "
+                     "tolerance.",
+                     "{name}-onnx-kv-fp16"),
     ),
     "image": (
         ExportFormat("kohya", "kohya / A1111 / ComfyUI",
@@ -75,6 +84,9 @@ FORMATS: dict[str, tuple[ExportFormat, ...]] = {
     ),
 }
 
+
+# --kv-cache: the ONNX format with the KV-cache graph for each without it.
+KV_CACHE_FORMAT = {"onnx": "onnx-kv", "onnx-fp16": "onnx-kv-fp16"}
 
 # Save precisions of an image LoRA export; None keeps the trained tensors' own (fp32).
 PRECISIONS = ("fp32", "fp16", "bf16")

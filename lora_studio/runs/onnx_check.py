@@ -14,8 +14,10 @@ def check_line(path: str | Path) -> str:
     cannot be read."""
     try:
         check = json.loads(Path(path).read_text(encoding="utf-8"))
+        steps = (" (a prefill and one decoding step from its KV cache)"
+                 if check.get("kv_cache") else "")
         return (f"onnxruntime {check['onnxruntime']} matches the merged PyTorch model on "
-                f"{check['prompts']} prompts ({check['dtype']}): largest logit difference "
+                f"{check['prompts']} prompts{steps} ({check['dtype']}): largest logit difference "
                 f"{check['max_abs_diff']:.3g}, {check['relative_diff']:.3g} of the largest logit "
                 f"(tolerance {check['tolerance']:g}); the same next token "
                 f"{check['same_next_token']:.0%} of the time.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from lora_studio.config.schema import JobConfig
 from lora_studio.data.buckets import BucketReport, bucket_for, bucket_report, resize_and_crop
 from lora_studio.data.captions import CaptionReadError, read_caption
 from lora_studio.data.images import SkippedImage, check_images, load_rgb
+from lora_studio.data.reg_images import reg_caption, reg_repeats
 from lora_studio.data.scan import IMAGE_EXTENSIONS, DatasetError, ImageDataset, scan_images
 
 from lora_studio.runs.events import event
@@ -34,6 +35,7 @@ class TrainImage:
     folder: str                   # kohya concept folder ("4_demo"), "" for the root
     size: tuple[int, int]         # (width, height), upright
     bucket: tuple[int, int]       # (width, height) it is trained at
+    is_reg: bool = False          # a regularisation image: its loss counts prior_loss_weight
 
 
 @dataclass(frozen=True)
@@ -79,22 +81,32 @@ def skipped_log(skipped: tuple[SkippedImage, ...]) -> dict:
                                                  f"{shown}{more}", skipped=len(skipped))
 
 
-def load_image_set(job: JobConfig, root: Path,
-                   phase: Callable[..., None] = lambda *args: None) -> ImageSet:
-    """Scan, read captions, drop unusable images and bucket. Each image dropped, and
-    whatever the scan passed over, is named in `skipped` (the run log shows them)."""
-    ds = job.dataset
-    phase("scanning the dataset")
+def _scan(root: Path, caption_extension: str, repeats: int, is_reg: bool = False) -> ImageDataset:
     try:
-        scan = scan_images(root, ds.caption_extension, ds.repeats)
+        scan = scan_images(root, caption_extension, repeats, is_reg)
     except DatasetError as exc:
         raise EngineError("data", exc.message, exc.hint) from None
     refuse_bad_repeats(scan)
-    sizes, skipped = check_images([item.image_path for item in scan.items],
+    return scan
+
+
+def load_image_set(job: JobConfig, root: Path,
+                   phase: Callable[..., None] = lambda *args: None) -> ImageSet:
+    """Scan, read captions, drop unusable images and bucket. Each image dropped, and
+    whatever the scan passed over, is named in `skipped` (the run log shows them).
+    Regularisation images (dataset.reg_path) come after the training images, with the
+    repeats that give an epoch as many of them as training samples."""
+    ds = job.dataset
+    phase("scanning the dataset")
+    scans = [_scan(root, ds.caption_extension, ds.repeats)]
+    if ds.reg_path.strip():
+        scans.append(_scan(Path(ds.reg_path), ds.caption_extension, 1, is_reg=True))
+    items = [item for scan in scans for item in scan.items]
+    sizes, skipped = check_images([item.image_path for item in items],
                                   lambda done, total: phase("checking images", done, total))
-    skipped = scan_warnings(scan) + skipped
+    skipped = [s for scan in scans for s in scan_warnings(scan)] + skipped
     images = []
-    for item in scan.items:
+    for item in items:
         if item.image_path not in sizes:
             continue
         try:
@@ -102,18 +114,30 @@ def load_image_set(job: JobConfig, root: Path,
         except CaptionReadError as exc:
             skipped.append(SkippedImage(item.image_path, str(exc)))
             continue
+        if item.is_reg:
+            caption = reg_caption(caption, item.class_tokens)
         w, h = sizes[item.image_path]
         bucket = bucket_for(w, h, ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso,
                             ds.bucket_reso_steps) if ds.enable_bucket else (ds.resolution, ds.resolution)
         images.append(TrainImage(item.image_path, " ".join(caption.split("\n")), item.repeats,
-                                 item.folder, (w, h), bucket))
-    if not images:
+                                 item.folder, (w, h), bucket, item.is_reg))
+    if not any(not im.is_reg for im in images):
         raise EngineError("data", f"No usable images in '{root}' ({len(skipped)} skipped"
                           f"{': ' + skipped[0].message if skipped else ''}).",
                           "Put .png / .jpg / .webp images (with .txt captions beside them) in the "
                           "dataset folder or its 'N_name' sub-folders.")
+    images = with_reg_repeats(images)
     report = bucket_report((im.bucket, im.repeats) for im in images)
     return ImageSet(tuple(images), tuple(skipped), report)
+
+
+def with_reg_repeats(images: list[TrainImage]) -> list[TrainImage]:
+    """The training images, then the reg images that are used, each with the repeats
+    that make an epoch's reg samples match its training samples (kohya's cycling)."""
+    train = [im for im in images if not im.is_reg]
+    reg = [im for im in images if im.is_reg]
+    counts = reg_repeats(sum(im.repeats for im in train), [im.repeats for im in reg])
+    return train + [replace(im, repeats=n) for im, n in zip(reg, counts) if n]
 
 
 @dataclass(frozen=True)

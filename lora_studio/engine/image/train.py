@@ -120,9 +120,16 @@ class ImageTrainee:
         cond = self._cond(captions)
         time_ids = torch.tensor(crops, device=self.ctx.device, dtype=cond.hidden.dtype) \
             if self.base.is_sdxl else None
-        return diffusion_loss(model, self.noise_scheduler, latents_t, cond, time_ids,
-                              self.base.prediction_type, tr.noise_offset, tr.min_snr_gamma,
-                              generators, self.base.pipe.unet.dtype).sum()
+        losses = diffusion_loss(model, self.noise_scheduler, latents_t, cond, time_ids,
+                                self.base.prediction_type, tr.noise_offset, tr.min_snr_gamma,
+                                generators, self.base.pipe.unet.dtype)
+        return (losses * self.loss_weights(batch).to(losses.device)).sum()
+
+    def loss_weights(self, batch: MicroBatch) -> torch.Tensor:
+        """1 for a training image, the prior loss weight for a regularisation image."""
+        prior = self.job.dataset.prior_loss_weight
+        return torch.tensor([prior if self.image_set.images[i].is_reg else 1.0
+                             for i in batch.indices])
 
     def set_train(self, mode: bool) -> None:
         for module in self.adapted.values():
@@ -169,6 +176,15 @@ def prepare(job: JobConfig, ctx: RunContext) -> ImageTrainee:
         ctx.emit(skipped_log(image_set.skipped))
     ctx.emit(event("log", level="info", message="Buckets: " + "; ".join(
         image_set.report.lines(tr.batch_size))))
+    reg = [im for im in image_set.images if im.is_reg]
+    if reg:
+        ctx.emit(event("log", level="info", message=(
+            f"Regularisation: {len(reg)} images, {sum(im.repeats for im in reg)} samples per "
+            f"epoch beside {sum(im.repeats for im in image_set.images if not im.is_reg)} "
+            f"training samples, loss weight {ds.prior_loss_weight:g}.")))
+    elif ds.reg_path.strip():
+        ctx.emit(event("log", level="warning", message=f"No usable regularisation images in "
+                       f"'{ds.reg_path}'; training goes on without them."))
     pipe.to(ctx.device)
     adapted = add_lora(base, job)
     if tr.gradient_checkpointing:

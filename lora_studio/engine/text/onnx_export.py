@@ -1,14 +1,19 @@
 """An ONNX export of a text run: the base model with the adapter merged in, exported
-with torch.onnx (the TorchScript exporter: input_ids and attention_mask in, logits out,
-any batch and length, no KV-cache inputs), in fp32 or fp16, with the tokenizer,
-config.json and generation_config.json beside it.
+with torch.onnx (the TorchScript exporter), in fp32 or fp16, with the tokenizer,
+config.json and generation_config.json beside it. Without the KV cache the graph is
+input_ids and attention_mask in, logits out, any batch and length; with it
+(onnx_kv.py) it also takes past_key_values.{i}.key/value and position_ids and returns
+present.{i}.key/value, the layout Optimum, onnxruntime-genai and transformers.js read.
 
-Hugging Face Optimum's exporter is not used: its releases require transformers < 4.58
-and this project runs on transformers 5. The export is checked before it is kept:
-onnxruntime runs it on fixed prompts (one padded batch among them) and its logits must
-match the merged PyTorch model's within TOLERANCE; the figures are written beside the
-model (runs/onnx_check.py). A model family not in EXPORTABLE is refused before anything
-is loaded or written."""
+Hugging Face Optimum's exporter is not used: every optimum-onnx release (0.0.1 to
+0.1.0) requires transformers < 4.58 (optimum 1.27's own exporter < 4.54) and this
+project runs on transformers 5; installed anyway, optimum-onnx 0.1.0 fails on import
+(transformers 5 has no modeling_utils.get_parameter_dtype). The export is checked
+before it is kept: onnxruntime runs it on fixed prompts (one padded batch among them;
+with the cache, a prefill and one decoding step fed its own present tensors) and its
+logits must match the merged PyTorch model's within TOLERANCE; the figures are written
+beside the model (runs/onnx_check.py). A model family not in EXPORTABLE is refused
+before anything is loaded or written."""
 from __future__ import annotations
 
 import json
@@ -23,8 +28,11 @@ from ...fsutil import atomic_write_text, settle, temp_dir_beside
 from ...runs.layout import RunDir
 from ...runs.onnx_check import ONNX_CHECK
 from ..core.control import EngineError
+from .onnx_kv import compare_with_past, export_graph_with_past
 
-ONNX_FORMATS = {"onnx": "float32", "onnx-fp16": "float16"}
+# --format -> (dtype, with the KV-cache graph)
+ONNX_FORMATS = {"onnx": ("float32", False), "onnx-fp16": ("float16", False),
+                "onnx-kv": ("float32", True), "onnx-kv-fp16": ("float16", True)}
 MODEL_FILE = "model.onnx"
 OPSET = 17
 # Decoder families whose export tests/test_onnx_export.py runs through onnxruntime.
@@ -80,7 +88,7 @@ def check_batches(tokenizer) -> list[dict[str, torch.Tensor]]:
     return batches
 
 
-def compare(session, reference, batches, dtype: str) -> dict:
+def compare(session, reference, batches) -> dict:
     """onnxruntime's logits against ``reference`` (the merged fp32 model) on the real
     (unpadded) positions of every batch."""
     worst, scale, same, total = 0.0, 0.0, 0, 0
@@ -94,10 +102,8 @@ def compare(session, reference, batches, dtype: str) -> dict:
             scale = max(scale, float(want.abs().max()))
             same += int((got.argmax(-1) == want.argmax(-1)).sum())
             total += int(real.sum())
-    relative = worst / max(scale, 1e-12)
-    return {"dtype": dtype, "prompts": len(CHECK_PROMPTS), "max_abs_diff": worst,
-            "largest_logit": scale, "relative_diff": relative, "tolerance": TOLERANCE[dtype],
-            "same_next_token": same / max(total, 1), "passed": relative <= TOLERANCE[dtype]}
+    return {"max_abs_diff": worst, "largest_logit": scale,
+            "relative_diff": worst / max(scale, 1e-12), "same_next_token": same / max(total, 1)}
 
 
 def export_onnx(job: JobConfig, run: RunDir, fmt: str, wanted: Path) -> Path:
@@ -116,7 +122,7 @@ def export_onnx(job: JobConfig, run: RunDir, fmt: str, wanted: Path) -> Path:
                           "Export it as a merged model (--format merged) and convert that with "
                           "a tool that knows the family.")
     runtime = _runtime()
-    dtype = ONNX_FORMATS[fmt]
+    dtype, kv_cache = ONNX_FORMATS[fmt]
     tokenizer = load_tokenizer(info.path)
     merged = PeftModel.from_pretrained(load_base_model(job, info.path, quantize=False),
                                        str(run.final)).merge_and_unload().float().eval()
@@ -124,11 +130,19 @@ def export_onnx(job: JobConfig, run: RunDir, fmt: str, wanted: Path) -> Path:
     try:
         exported = merged if dtype == "float32" else _half_copy(merged)
         batches = check_batches(tokenizer)
-        _export_graph(exported, batches[0], tmp / MODEL_FILE)
+        if kv_cache:
+            export_graph_with_past(exported, batches[-1], tmp / MODEL_FILE, OPSET)
+        else:
+            _export_graph(exported, batches[0], tmp / MODEL_FILE)
         session = runtime.InferenceSession(str(tmp / MODEL_FILE),
                                            providers=["CPUExecutionProvider"])
-        check = {**compare(session, merged, batches, dtype), "onnxruntime": runtime.__version__,
-                 "exporter": f"torch.onnx (TorchScript), opset {OPSET}", "kv_cache": False}
+        found = (compare_with_past(session, merged, batches, getattr(torch, dtype)) if kv_cache
+                 else compare(session, merged, batches))
+        check = {**found, "dtype": dtype, "prompts": len(CHECK_PROMPTS),
+                 "tolerance": TOLERANCE[dtype],
+                 "passed": found["relative_diff"] <= TOLERANCE[dtype],
+                 "onnxruntime": runtime.__version__,
+                 "exporter": f"torch.onnx (TorchScript), opset {OPSET}", "kv_cache": kv_cache}
         del session
         if not check["passed"]:
             raise EngineError("internal", f"The ONNX graph's logits differ from the merged "
