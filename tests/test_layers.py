@@ -25,6 +25,7 @@ FORBIDDEN = {
     "lora_studio.runs": ("lora_studio.engine", "lora_studio.ui", "lora_studio.cli",
                          "lora_studio.commands", "torch", "PySide6"),
     "lora_studio.playground": ("lora_studio.ui", "lora_studio.cli", "lora_studio.commands"),
+    "lora_studio.captioning": ("lora_studio.ui", "lora_studio.cli", "lora_studio.commands"),
     "lora_studio.hardware": ("lora_studio.engine", "lora_studio.ui", "lora_studio.cli",
                              "lora_studio.commands"),
 }

@@ -95,6 +95,27 @@ class CaptionSession:
             self._assign(key, new)
         return True
 
+    def adopt_written(self, keys: Iterable[int], label: str) -> list[int]:
+        """Take in captions another process has just written to disk (auto-captioning)
+        as one undoable command: what is on disk now is the saved text, and undo brings
+        back every caption as it was here before, in one step. Returns the images
+        changed."""
+        triples = []
+        for i in sorted(set(keys)):
+            try:
+                cf = read_caption(self.files[i].path)
+            except CaptionReadError as exc:
+                self.read_errors[i] = str(exc)
+                continue
+            self.files[i] = cf
+            self.read_errors.pop(i, None)
+            self.conflicts.pop(i, None)
+            triples.append((i, self.texts[i], cf.text))
+        cmd = self.undo_stack.push(label, triples)
+        for key, _old, new in cmd.changes if cmd else ():
+            self._assign(key, new)
+        return [key for key, _old, _new in cmd.changes] if cmd else []
+
     def undo(self) -> list[int]:
         """Undo the last command; returns the images it touched."""
         restored = self.undo_stack.undo()
