@@ -50,6 +50,7 @@ def world(tmp_path_factory):
         "config_only": llama_folder(d / "config only", weights=False),
         "missing": d / "does not exist",
         "images": _images(d / "images", 4),
+        "reg": _images(d / "reg" / "1_dog", 3, caption=None).parent,
         "uncaptioned": _images(_images(d / "uncaptioned", 2), 7, caption=None, name="raw"),
         "blank_captions": _images(d / "blank", 3, caption=b"\xef\xbb\xbf \r\n"),
         "zero_folder": d / "zero",
@@ -60,6 +61,7 @@ def world(tmp_path_factory):
         "a_file": d / "a file.txt",
     }
     _images(d / "zero" / "0_unused", 1)
+    _images(d / "reg", 1, caption=None, name="loose")  # a reg image without a class folder
     _images(d / "zero" / "3_used", 2)
     (d / "empty").mkdir()
     w["jsonl"].write_text("\n".join(json.dumps({"prompt": f"q{i}", "response": f"a{i}"})
@@ -188,6 +190,18 @@ CASES = [
          "dataset.path", needles=("'4_demo', which means 4 repeats", "8 samples per epoch instead of 2")),
     Case("repeat-folder-level", "image", {"dataset.path": "@levels_project"}, "warning",
          "dataset.path", needles=("'levels' is one level above", "Open 'img'", "8 samples per epoch")),
+    Case("reg-missing", "image", {"dataset.reg_path": "@missing"}, "error", "dataset.reg_path",
+         needles=("was not found", "N_class")),
+    Case("reg-empty", "image", {"dataset.reg_path": "@empty_dir"}, "warning", "dataset.reg_path",
+         needles=("holds no images",)),
+    Case("reg-nested", "image", {"dataset.reg_path": "@images"}, "error", "dataset.reg_path",
+         needles=("also the dataset folder",)),
+    Case("reg-counts", "image", {"dataset.reg_path": "@reg"}, "info", "dataset.reg_path",
+         needles=("4 regularisation image(s) in 2 folder(s)", "trains 4 of them beside the 4")),
+    Case("reg-without-class", "image", {"dataset.reg_path": "@reg"}, "warning", "dataset.reg_path",
+         needles=("loose0.png", "'1_dog'")),
+    Case("prior-weight-without-reg", "image", {"dataset.prior_loss_weight": 0.5}, "info",
+         "dataset.prior_loss_weight"),
     Case("quant-both", "text", {"model.load_in_4bit": True, "model.load_in_8bit": True}, "error",
          "model.load_in_8bit"),
     Case("quant-image-job", "image", {"model.load_in_4bit": True}, "error", "model.load_in_4bit"),
