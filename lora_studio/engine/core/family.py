@@ -24,6 +24,7 @@ import torch
 
 from ...runs.events import Emit
 from ...runs.layout import RunDir
+from .item_losses import ItemLossMeter
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class Trainee(Protocol):
     model: torch.nn.Module          # what accelerate prepares (DDP wraps it)
     param_groups: list[dict]        # torch optimizer groups; a group's own "lr" is kept
     started_facts: dict             # extra fields of the 'started' event
+    # Optional: each item's loss, added to by loss_sum; the core writes it with every
+    # checkpoint (item_loss.json) and keeps it across a resume.
+    item_losses: ItemLossMeter | None
 
     def epoch_batches(self, epoch: int) -> Sequence[Any]:
         """Every micro-batch of ``epoch`` in training order, a pure function of (seed,

@@ -17,6 +17,8 @@ from .checkpoint import (checkpoint_dir, load_checkpoint, load_resumable, read_b
                          read_best_scores, restore_rng, save_checkpoint_in_step, write_best)
 from .control import EngineError, Phases, StopRequest
 from .family import Exported, RunContext, Trainee
+from .item_losses import STATE_KEY as ITEM_LOSS_STATE
+from .item_losses import ItemLossMeter
 from .loop import LoopHooks, LoopOutcome, LoopSpec, make_accelerator, train_loop
 from .optim import build_optimizer, build_scheduler
 from .order import shard, steps_per_epoch, total_steps
@@ -85,6 +87,11 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
                                         "checkpoint was written: the data order differs from "
                                         "the original run."))
             restore_rng(checkpoint.rng)
+    item_losses: ItemLossMeter | None = getattr(trainee, "item_losses", None)
+    if checkpoint and item_losses is not None and \
+            not item_losses.restore(checkpoint.state.get(ITEM_LOSS_STATE, {}), main):
+        emit_main(event("log", level="info", message="The checkpoint holds no per-item losses "
+                                                     "for this dataset: they count from here."))
     start = checkpoint.step if checkpoint else 0
     emit_main(event("started", family=trainee.family, total_steps=total, start_step=start,
                     dataset_size=trainee.dataset_size,
@@ -95,12 +102,14 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
     emit_main(event("phase", phase="first step"))
 
     def save(step: int) -> Path | None:
+        kept = {} if item_losses is None else \
+            {ITEM_LOSS_STATE: item_losses.save(accelerator, run.root, step)}
         return save_checkpoint_in_step(
             accelerator, emit, run.checkpoints, step, trainable=trainee.trainable_state,
             optimizer=optimizer, scheduler=scheduler,
             state={"family": trainee.family, "epoch": step // per_epoch,
                    "step_in_epoch": step % per_epoch, "total_steps": total,
-                   "dataset_size": trainee.dataset_size, "seed": tr.seed},
+                   "dataset_size": trainee.dataset_size, "seed": tr.seed, **kept},
             keep_last=job.output.save_last_n)
 
     def sample(step: int) -> None:

@@ -14,7 +14,9 @@ from ...config.schema import JobConfig
 from ...data.buckets import resize_and_crop
 from ...data.caption_options import captions_vary, prepare_caption
 from ...runs.events import event
+from ...runs.item_loss import dataset_root, item_key
 from ..core.family import Exported, RunContext
+from ..core.item_losses import ItemLossMeter
 from ..core.optim import TRAIN_UNTIL_STEP
 from .data import (ImageSet, LatentCache, MicroBatch, TrainImage, epoch_batches,
                    latent_caching_possible, load_image_set, pixels, sample_seed, skipped_log)
@@ -51,6 +53,9 @@ class ImageTrainee:
                                       "lr": opt.text_encoder_lr or opt.learning_rate,
                                       TRAIN_UNTIL_STEP: self.job.network.stop_text_encoder_training})
         self.started_facts = {"samples_per_epoch": sum(im.repeats for im in self.image_set.images)}
+        root = dataset_root(self.job.dataset.path)
+        self.item_losses = ItemLossMeter([item_key(im.path, root) for im in self.image_set.images],
+                                         "image", root, self.ctx.device)
 
     @property
     def dataset_size(self) -> int:
@@ -123,7 +128,9 @@ class ImageTrainee:
         losses = diffusion_loss(model, self.noise_scheduler, latents_t, cond, time_ids,
                                 self.base.prediction_type, tr.noise_offset, tr.min_snr_gamma,
                                 generators, self.base.pipe.unet.dtype)
-        return (losses * self.loss_weights(batch).to(losses.device)).sum()
+        weighted = losses * self.loss_weights(batch).to(losses.device)
+        self.item_losses.add(batch.indices, weighted)
+        return weighted.sum()
 
     def loss_weights(self, batch: MicroBatch) -> torch.Tensor:
         """1 for a training image, the prior loss weight for a regularisation image."""

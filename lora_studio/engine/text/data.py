@@ -37,10 +37,20 @@ def load_dataset(job: JobConfig, tokenizer, emit: Emit,
     encoded, stats, hit = encode_cached(loaded.records, tokenizer, job,
                                         lambda done, total: phase("tokenising", done, total))
     _report(job, encoded, stats, hit, len(loaded.problems), emit)
+    mark_origins(encoded, loaded.records, stats.skipped)
     emit(event("log", level="info", message=f"{len(encoded)} record(s) from {len(loaded.files)} "
                                             f"file(s), formats {loaded.formats}.",
                records=len(encoded), formats=loaded.formats))
     return encoded
+
+
+def mark_origins(encoded: list[Encoded], records: Sequence[TextRecord], skipped: list[int]) -> None:
+    """Each encoded record's (file, line): the records in order, less those left out."""
+    left_out = set(skipped)
+    kept = [r for i, r in enumerate(records) if i not in left_out]
+    if len(kept) == len(encoded):  # a miscount would name wrong records: then none
+        for item, record in zip(encoded, kept):
+            item.origin = (record.source, record.line)
 
 
 def _streamed(job: JobConfig, tokenizer, emit: Emit, phase: Callable[..., None]) -> TokenStore:

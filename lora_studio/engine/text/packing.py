@@ -37,25 +37,32 @@ def pack(lengths: Sequence[int], capacity: int) -> list[tuple[int, ...]]:
 
 def collate_packed(rows: Sequence[Sequence[Encoded]], pad_id: int) -> dict[str, torch.Tensor]:
     """input_ids, labels and position_ids of packed rows (no attention mask: the
-    positions separate the records). A shorter row is padded with a block of its own."""
-    built = []
+    positions separate the records), and ``records``: which record of the batch (0, 1,
+    ... across the rows in order) each token belongs to, for the per-record loss. A
+    shorter row is padded with a block of its own (record 0, whose labels there are
+    ignored)."""
+    built, at = [], 0
     for row in rows:
-        ids, labels, positions = [], [], []
+        ids, labels, positions, records = [], [], [], []
         for item in row:
             ids += item.input_ids
             labels += [IGNORE] + item.labels[1:]
             positions += range(len(item.input_ids))
-        built.append((ids, labels, positions))
-    width = max(len(ids) for ids, _, _ in built)
+            records += [at] * len(item.input_ids)
+            at += 1
+        built.append((ids, labels, positions, records))
+    width = max(len(ids) for ids, *_ in built)
     out = {"input_ids": torch.full((len(rows), width), pad_id, dtype=torch.long),
            "labels": torch.full((len(rows), width), IGNORE, dtype=torch.long),
-           "position_ids": torch.zeros((len(rows), width), dtype=torch.long)}
-    for r, (ids, labels, positions) in enumerate(built):
+           "position_ids": torch.zeros((len(rows), width), dtype=torch.long),
+           "records": torch.zeros((len(rows), width), dtype=torch.long)}
+    for r, (ids, labels, positions, records) in enumerate(built):
         n = len(ids)
         out["input_ids"][r, :n] = torch.tensor(ids)
         out["labels"][r, :n] = torch.tensor(labels)
         out["position_ids"][r, :n] = torch.tensor(positions)
         out["position_ids"][r, n:] = torch.arange(width - n)
+        out["records"][r, :n] = torch.tensor(records)
     return out
 
 

@@ -26,7 +26,7 @@ from ..core.safetensors_io import atomic_save_safetensors
 from .token_store import TokenStore, is_complete, write_store
 from .tokens import Encoded, EncodeStats, encode_each, encode_records
 
-FORMAT = 1
+FORMAT = 2  # 2: the indices of the records left out (per-record losses)
 KEEP = 32
 _SLICE = 1 << 20
 
@@ -58,7 +58,8 @@ def _write(path: Path, encoded: list[Encoded], stats: EncodeStats) -> None:
                "input_ids": torch.tensor([t for e in encoded for t in e.input_ids], dtype=torch.int32),
                "labels": torch.tensor([t for e in encoded for t in e.labels], dtype=torch.int32)}
     meta = {"stats": json.dumps({"truncated": stats.truncated, "no_target": stats.no_target,
-                                 "template_errors": stats.template_errors})}
+                                 "template_errors": stats.template_errors,
+                                 "skipped": stats.skipped})}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors(tensors, path, meta)
 
@@ -73,7 +74,8 @@ def _read(path: Path) -> tuple[list[Encoded], EncodeStats]:
     for n in lengths:
         encoded.append(Encoded(ids[at:at + n], labels[at:at + n]))
         at += n
-    return encoded, EncodeStats(meta["truncated"], meta["no_target"], meta["template_errors"])
+    return encoded, EncodeStats(meta["truncated"], meta["no_target"], meta["template_errors"],
+                                meta["skipped"])
 
 
 def _prune(folder: Path) -> None:

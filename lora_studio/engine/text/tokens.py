@@ -36,6 +36,9 @@ IGNORE = -100
 class Encoded:
     input_ids: list[int]
     labels: list[int]
+    # (file, line) of the record it came from, for the per-record loss (data.py); not
+    # cached, since the cache is keyed by content and the same records may lie elsewhere
+    origin: tuple[Path, int] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -43,6 +46,7 @@ class EncodeStats:
     truncated: int = 0
     no_target: int = 0                       # nothing left to learn after truncation
     template_errors: list[str] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # indices of the records left out
 
 
 def template_in_use(tokenizer, setting: str) -> bool:
@@ -250,10 +254,12 @@ def encode_each(records: Iterable[TextRecord], tokenizer, job: JobConfig, stats:
                               exc.hint) from None
         except Exception as exc:  # a Jinja template can raise anything (TemplateError, ...)
             stats.template_errors.append(f"{record.source}:{record.line}: {exc}")
+            stats.skipped.append(done)
             continue
         stats.truncated += cut
         if not has_target(item.labels):
             stats.no_target += 1
+            stats.skipped.append(done)
             continue
         yield item
 

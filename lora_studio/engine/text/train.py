@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from ...config.schema import JobConfig
 from ...fsutil import atomic_write_text
 from ...runs.events import event
+from ...runs.item_loss import dataset_root, record_key
 from ..core.family import Exported, RunContext
+from ..core.item_losses import ItemLossMeter
 from ..core.metadata import training_metadata
 from ..core.order import chunks, epoch_order
 from .data import held_out, load_dataset
@@ -38,11 +40,33 @@ def causal_lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
                            ignore_index=IGNORE, reduction="sum")
 
 
-def padded_loss_sum(model, items: list[Encoded], pad_id: int, device) -> torch.Tensor:
-    """The summed loss of records padded to the longest, with an attention mask."""
+def record_losses(logits: torch.Tensor, labels: torch.Tensor, owners: torch.Tensor,
+                  n_records: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss as causal_lm_loss_sum, each record's mean loss over its label
+    tokens). ``owners``: the record (0 .. n_records-1) each position belongs to. All on
+    the device: no count comes back to the host."""
+    shifted = logits[:, :-1, :].float()
+    targets = labels[:, 1:].reshape(-1)
+    tokens = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets,
+                             ignore_index=IGNORE, reduction="none")
+    owner = owners[:, 1:].reshape(-1)
+    sums = tokens.new_zeros(n_records).index_add_(0, owner, tokens)
+    counts = tokens.new_zeros(n_records).index_add_(0, owner, (targets != IGNORE).float())
+    return tokens.sum(), sums / counts.clamp(min=1)
+
+
+def padded_forward(model, items: list[Encoded], pad_id: int, device
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(logits, batch) of records padded to the longest, with an attention mask."""
     batch = collate(items, pad_id)
     logits = model(input_ids=batch["input_ids"].to(device, non_blocking=True),
                    attention_mask=batch["attention_mask"].to(device, non_blocking=True)).logits
+    return logits, batch
+
+
+def padded_loss_sum(model, items: list[Encoded], pad_id: int, device) -> torch.Tensor:
+    """The summed loss of records padded to the longest."""
+    logits, batch = padded_forward(model, items, pad_id, device)
     return causal_lm_loss_sum(logits, batch["labels"].to(device, non_blocking=True))
 
 
@@ -69,6 +93,16 @@ class TextTrainee:
         # Packed: a batch holds rows of records (packing.py); else a batch holds records.
         self.rows = pack(list(lengths_of(self.data)),
                          self.job.dataset.max_seq_length) if self.job.dataset.packing else None
+        self.item_losses = self._item_loss_meter()
+
+    def _item_loss_meter(self) -> ItemLossMeter | None:
+        """Records keyed by file and line; a streamed dataset's records stay on disk and
+        carry no origin, so it records none."""
+        if not isinstance(self.data, list) or not all(e.origin for e in self.data):
+            return None
+        root = dataset_root(self.job.dataset.path)
+        return ItemLossMeter([record_key(*e.origin, root) for e in self.data], "text", root,
+                             self.ctx.device)
 
     @property
     def dataset_size(self) -> int:
@@ -115,7 +149,9 @@ class TextTrainee:
                              f"{with_:.0%} with packing (dataset.packing is "
                              f"{'on' if self.rows is not None else 'off'}).")
 
-    def loss_sum(self, model, indices) -> torch.Tensor:
+    def _forward(self, model, indices) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, labels, owners) of a micro-batch; owners: the record of the batch
+        (in _records order) each position belongs to."""
         device = self.ctx.device
         if self.rows is not None:
             batch = collate_packed([[self.data[j] for j in self.rows[i]] for i in indices],
@@ -123,9 +159,23 @@ class TextTrainee:
             logits = model(input_ids=batch["input_ids"].to(device, non_blocking=True),
                            position_ids=batch["position_ids"].to(device, non_blocking=True),
                            use_cache=False).logits
-            return causal_lm_loss_sum(logits, batch["labels"].to(device, non_blocking=True))
-        return padded_loss_sum(model, [self.data[i] for i in indices], self.tokenizer.pad_token_id,
-                               device)
+            return logits, batch["labels"], batch["records"]
+        logits, batch = padded_forward(model, [self.data[i] for i in indices],
+                                       self.tokenizer.pad_token_id, device)
+        rows, width = batch["labels"].shape
+        return logits, batch["labels"], torch.arange(rows).unsqueeze(1).expand(rows, width)
+
+    def loss_sum(self, model, indices) -> torch.Tensor:
+        device = self.ctx.device
+        logits, labels, owners = self._forward(model, indices)
+        labels = labels.to(device, non_blocking=True)
+        if self.item_losses is None:
+            return causal_lm_loss_sum(logits, labels)
+        records = self._records(indices)
+        total, means = record_losses(logits, labels, owners.to(device, non_blocking=True),
+                                     len(records))
+        self.item_losses.add(records, means)
+        return total
 
     def set_train(self, mode: bool) -> None:
         self.model.train(mode)
