@@ -1,13 +1,16 @@
 """What the dataset browser says about one image and about the open folder: file
 size, pixel size and bucket, folder and repeats, caption file, problems; the
-message after opening; the filter summary. Plain text, no window."""
+message after opening; the filter summary; the folder groups (training and
+regularisation images). Plain text, no window."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .buckets import bucket_for
 from .health import PROBLEMS, image_size
-from .scan import ImageDataset, ImageItem
+from .reg_images import nesting, reg_repeats
+from .scan import DatasetError, ImageDataset, ImageItem, scan_images
 from .session import CaptionSession
 
 
@@ -33,6 +36,9 @@ def image_facts(session: CaptionSession, item: ImageItem, key: int,
     error, caption (its file, encoding and line endings) and problems."""
     path = session.image_paths[key]
     facts = {"file": path.name, "folder": item.folder, "repeats": item.repeats}
+    if item.is_reg:
+        facts["group"] = (f"regularisation image of class '{item.class_tokens}'"
+                          if item.class_tokens else "regularisation image, no class folder")
     try:
         facts["size"] = human_size(path.stat().st_size)
     except OSError:
@@ -48,23 +54,84 @@ def image_facts(session: CaptionSession, item: ImageItem, key: int,
         facts["error"] = check.error
     cf = session.files[key]
     endings = "CRLF" if cf.newline == "\r\n" else "LF"
+    missing = (f"no caption file: trains as its class '{item.class_tokens}'"
+               if item.is_reg and item.class_tokens else "no caption file yet")
     facts["caption"] = (session.read_errors.get(key)
                         or (f"{cf.path.name} ({cf.encoding}, {endings})" if cf.exists
-                            else "no caption file yet"))
+                            else missing))
     facts["problems"] = ", ".join(PROBLEMS[p] for p in sorted(session.problems(key)))
     return facts
 
 
-def opened_message(dataset: ImageDataset, not_used: int, removed_temp: int) -> str:
-    """The status line after a folder opens."""
+def opened_message(dataset: ImageDataset, not_used: int, removed_temp: int,
+                   reg: ImageDataset | None = None, reg_problem: str = "") -> str:
+    """The status line after a folder opens (with the job's regularisation images)."""
     skipped = (f" Skipped (0 repeats): {', '.join(dataset.skipped_folders)}."
                if dataset.skipped_folders else "")
     passed = (f" Not used: {not_used} file(s) or folder(s), listed under Health."
               if not_used else "")
     leftovers = (f" Removed {removed_temp} leftover temp file(s) of an interrupted save."
                  if removed_temp else "")
+    regs = (f" Regularisation: {reg.images} images in {reg.root}, "
+            f"{reg_samples(dataset, reg)} samples per epoch." if reg is not None else "")
+    regs += f" {reg_problem}" if reg_problem else ""
     return (f"{dataset.images} images in {dataset.root}, "
-            f"{dataset.samples_per_epoch} samples per epoch.{skipped}{passed}{leftovers}")
+            f"{dataset.samples_per_epoch} samples per epoch.{regs}{skipped}{passed}{leftovers}")
+
+
+def reg_samples(dataset: ImageDataset, reg: ImageDataset) -> int:
+    return sum(reg_repeats(dataset.samples_per_epoch, [i.repeats for i in reg.items]))
+
+
+# The dataset browser's folder choice: None shows every image, else (is_reg, folder name),
+# the folder None for the whole group.
+Group = tuple[bool, str | None] | None
+
+
+def folder_choices(dataset: ImageDataset, reg: ImageDataset | None) -> list[tuple[str, Group]]:
+    """(label, group) of the browser's folder list: the training images and their
+    folders, then the regularisation images and their class folders."""
+    out: list[tuple[str, Group]] = [(f"All images ({dataset.images + (reg.images if reg else 0)})",
+                                     None)]
+    groups = [(False, dataset, "Training images")] + ([(True, reg, "Regularisation images")]
+                                                      if reg is not None else [])
+    for is_reg, data, title in groups:
+        if reg is not None:
+            out.append((f"{title} ({data.images})", (is_reg, None)))
+        for f in data.folders:
+            label = f.name or "(top folder)"
+            prefix = "  reg · " if is_reg else ("  " if reg is not None else "")
+            out.append((f"{prefix}{label} — ×{f.repeats} repeats, {f.images} images",
+                        (is_reg, f.name)))
+    return out
+
+
+def in_group(item: ImageItem, group: Group) -> bool:
+    if group is None:
+        return True
+    is_reg, folder = group
+    return item.is_reg == is_reg and (folder is None or item.folder == folder)
+
+
+def reg_for_browser(root: Path, reg_path: str, caption_extension: str
+                    ) -> tuple[ImageDataset | None, str]:
+    """The job's regularisation images to show beside the folder opened at `root`, or
+    None and why not (nothing set: no reason)."""
+    if not reg_path.strip():
+        return None, ""
+    folder = Path(reg_path)
+    if not folder.is_dir():
+        return None, f"The regularisation folder '{reg_path}' was not found."
+    nested = nesting(root, folder)
+    if nested:
+        return None, (f"The regularisation folder '{folder}' and this folder hold one "
+                      "another, so its images are not shown as a group of their own.")
+    try:
+        reg = scan_images(folder, caption_extension, 1, is_reg=True)
+    except DatasetError as exc:
+        return None, exc.message
+    return (reg, "") if reg.images else (None, f"The regularisation folder '{folder}' holds "
+                                               "no images.")
 
 
 def filter_summary(shown: int, total: int, tag: str | None, problem: str | None) -> str:

@@ -233,6 +233,9 @@ class MainWindow(QMainWindow):
             self.browser.kind_banner.clear()  # the job now fits the dataset
         self.browser.set_bucket_params(ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso,
                                        ds.bucket_reso_steps)
+        reg = resolve_local_path(ds.reg_path, self.preset_bar.base_dir) \
+            if ds.reg_path.strip() else None
+        self.browser.set_reg_path(str(reg) if reg is not None else ds.reg_path)
 
     def _apply_fit(self, values: dict) -> None:
         self.panel.apply_values(values)

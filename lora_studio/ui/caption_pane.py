@@ -24,6 +24,8 @@ def facts_html(facts: dict, resolution: int) -> str:
         lines.append(f"{facts['dimensions']} px · bucket {facts['bucket']} at {resolution}")
     if facts["folder"]:
         lines.append(f"folder {facts['folder']} · ×{facts['repeats']} repeats")
+    if facts.get("group"):
+        lines.append(facts["group"])
     lines.append(f"caption: {facts['caption']}")
     for bad in (facts["problems"], facts.get("error")):
         if bad:

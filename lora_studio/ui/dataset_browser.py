@@ -16,7 +16,8 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLin
 
 from ..data.folder_levels import folder_level_slip
 from ..data.health import passed_over_groups
-from ..data.image_facts import BucketSettings, filter_summary, image_facts, opened_message
+from ..data.image_facts import (BucketSettings, filter_summary, folder_choices, image_facts,
+                                in_group, opened_message, reg_for_browser)
 from ..data.leftovers import remove_stale_temp_files
 from ..data.scan import DatasetError, caption_path_for, scan_images, scan_text_files
 from ..data.session import CaptionSession, SaveReport, load_caption
@@ -51,6 +52,7 @@ class DatasetBrowser(QWidget):
         self.opened_path: Path | None = None  # as given to the last open that succeeded
         self.opened_kind = ""  # "image" or "text"
         self.caption_extension, self.default_repeats = ".txt", 1  # the job's, for Open folder…
+        self.reg_path = ""  # the job's regularisation folder, shown as a group of its own
         self.buckets = BucketSettings()
         self._current = -1
         self._filter_tag: str | None = None
@@ -200,8 +202,9 @@ class DatasetBrowser(QWidget):
                 or not self._may_leave_text("opening an image folder"):
             return False
         self.health.stop()
+        reg, reg_problem = reg_for_browser(dataset.root, self.reg_path, caption_extension)
         self.root = dataset.root
-        self.items = dataset.items
+        self.items = dataset.items + (reg.items if reg else ())
         self.passed_over = passed_over_groups(dataset.problems)
         self.folders = dataset.folders
         self.session = None
@@ -209,24 +212,23 @@ class DatasetBrowser(QWidget):
         self._filter_tag = self._filter_problem = None
         self.folder_combo.blockSignals(True)
         self.folder_combo.clear()
-        self.folder_combo.addItem(f"All folders ({len(self.items)})", None)
-        for f in dataset.folders:
-            label = f.name or "(top folder)"
-            self.folder_combo.addItem(f"{label} — ×{f.repeats} repeats, {f.images} images", f.name)
+        for label, group in folder_choices(dataset, reg):
+            self.folder_combo.addItem(label, group)
         self.folder_combo.setCurrentIndex(0)
         self.folder_combo.blockSignals(False)
-        self.grid_model.set_images([it.image_path for it in dataset.items],
-                                   [it.image_path.name for it in dataset.items])
+        self.grid_model.set_images([it.image_path for it in self.items],
+                                   [("reg · " if it.is_reg else "") + it.image_path.name
+                                    for it in self.items])
         self._set_page(0)
         self._show_current(-1)
         self.side.tag_model.set_counts({})
         self.side.health_list.clear()
         self._update_filter_label()
         self._caption_paths = [it.caption_path or caption_path_for(it.image_path, dataset.caption_extension)
-                               for it in dataset.items]
+                               for it in self.items]
         removed = remove_stale_temp_files({p.parent for p in self._caption_paths})
         self._opened_message = opened_message(
-            dataset, sum(len(g.paths) for g in self.passed_over), len(removed))
+            dataset, sum(len(g.paths) for g in self.passed_over), len(removed), reg, reg_problem)
         self.show_message(f"{self._opened_message} Reading captions…")
         self._loaded_captions = []
         self.caption_timer.start()  # the grid paints first; captions follow in slices
@@ -418,9 +420,9 @@ class DatasetBrowser(QWidget):
         self._commit_editor()
         keys = self.session.filter(tag=self._filter_tag, problem=self._filter_problem,
                                    text=self.search.text() or None)
-        folder = self.folder_combo.currentData()
-        if folder is not None:
-            keys = [k for k in keys if self.items[k].folder == folder]
+        group = self.folder_combo.currentData()
+        if group is not None:
+            keys = [k for k in keys if in_group(self.items[k], group)]
         current = self._current
         self.grid_model.set_keys(keys)
         if not self.grid.show_key(current) and not (keys and self.grid.show_key(keys[0])):
@@ -480,6 +482,13 @@ class DatasetBrowser(QWidget):
 
     def set_keep_tokens(self, n: int) -> None:
         self.caption_pane.keep_spin.setValue(n)
+
+    def set_reg_path(self, path: str) -> None:
+        """The job's regularisation folder; an open image folder is shown again with it."""
+        if path != self.reg_path:
+            self.reg_path = path
+            if self.opened_kind == "image" and self.opened_path is not None:
+                self.open_folder(self.opened_path)
 
     def set_bucket_params(self, resolution: int, min_side: int, max_side: int, step: int) -> None:
         self.buckets = BucketSettings(resolution, min_side, max_side, step)
