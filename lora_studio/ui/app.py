@@ -221,6 +221,7 @@ class MainWindow(QMainWindow):
             self.state.values["dataset.train_on_responses_only"] is True)
         self.browser.text_view.set_job(self.state.job, self.preset_bar.base_dir)
         folder = runs_folder(self.state.values["output.output_dir"] or "runs")
+        self.browser.set_runs_folder(folder)
         if folder != self.runs.folder:
             self.runs.set_folder(folder)
         self.fit_box.update_fit(self.state.job, self.preset_bar.base_dir)

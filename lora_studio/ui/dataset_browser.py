@@ -22,11 +22,14 @@ from ..data.leftovers import remove_stale_temp_files
 from ..data.scan import DatasetError, caption_path_for, scan_images, scan_text_files
 from ..data.session import CaptionSession, SaveReport, load_caption
 from ..data.tags import add_tag, batch_preview, remove_tag, replace_tag
+from ..runs.item_loss import ItemLossError, read_item_losses
 from .banner import Banner
 from .caption_pane import CaptionPane
 from .find_replace import FindReplaceDialog
 from .health_runner import HealthRunner
 from .image_grid import ImageGrid, ImageGridModel
+from .loss_picker import LossPicker
+from .loss_state import LossOverlay
 from .tag_health_panel import TagHealthPanel
 from .text_dataset_view import TextDatasetView
 from .thumbnails import ThumbnailLoader
@@ -104,6 +107,10 @@ class DatasetBrowser(QWidget):
         for w in (self.open_button, self.open_text_button, self.folder_combo):
             top.addWidget(w)
         top.addWidget(self.search, 100)
+        self.loss_picker = LossPicker()
+        self.loss_picker.run_chosen.connect(self.show_losses)
+        self.loss_picker.sort_changed.connect(self._sort_by_loss)
+        top.addWidget(self.loss_picker)
         top.addStretch(1)
         for w in (self.undo_button, self.redo_button, self.find_button, self.save_button):
             top.addWidget(w)
@@ -248,6 +255,8 @@ class DatasetBrowser(QWidget):
     def _opened(self, path, kind: str) -> None:
         self.opened_path, self.opened_kind = Path(path), kind
         self.kind_banner.clear()
+        self.loss_picker.refresh(path)
+        self.show_losses(self.loss_picker.current_run())
         self.dataset_opened.emit(str(path), kind)
 
     def _may_leave(self, action: str) -> bool:
@@ -296,6 +305,8 @@ class DatasetBrowser(QWidget):
                                       loaded=self._loaded_captions)
         self._loaded_captions = []
         self.grid_model.set_session(self.session)
+        if self.grid_model.losses is not None:
+            self._apply_filters()  # worst first, now that there are captions to filter
         self._update_filter_label()
         self._refresh_tags()
         self._refresh_health()
@@ -423,6 +434,8 @@ class DatasetBrowser(QWidget):
         group = self.folder_combo.currentData()
         if group is not None:
             keys = [k for k in keys if in_group(self.items[k], group)]
+        if self.grid_model.losses is not None and self.loss_picker.worst_first.isChecked():
+            keys = self.grid_model.losses.worst_first(keys)
         current = self._current
         self.grid_model.set_keys(keys)
         if not self.grid.show_key(current) and not (keys and self.grid.show_key(keys[0])):
@@ -711,6 +724,44 @@ class DatasetBrowser(QWidget):
 
     def show_message(self, text: str) -> None:
         self.status.setText(text)
+
+    # -- per-item loss of a run ------------------------------------------------
+    def show_losses(self, run) -> bool:
+        """Show each image's (or record's) loss in ``run`` (a run folder, "" for none);
+        False with a message when the run has none to show."""
+        losses = None
+        if run:
+            try:
+                losses = read_item_losses(run)
+                if losses is None:
+                    self.show_message(f"The run '{Path(run).name}' recorded no per-item losses "
+                                      "(a streamed text dataset, or a run from before they "
+                                      "were recorded).")
+            except ItemLossError as exc:
+                self.show_message(f"{exc.message} {exc.hint}")
+        if losses is not None:
+            self.loss_picker.choose(run)
+        overlay = None
+        if losses is not None and losses.kind == "image" and self.opened_kind == "image":
+            overlay = LossOverlay.for_images(losses, [it.image_path for it in self.items])
+            self.show_message(overlay.summary())
+        self.grid_model.set_losses(overlay)
+        self.text_view.set_losses(losses if losses is not None and losses.kind == "text"
+                                  else None)
+        if self.opened_kind == "text" and losses is not None:
+            self.show_message(self.text_view.loss_summary())
+        self._sort_by_loss(self.loss_picker.worst_first.isChecked())
+        return losses is not None
+
+    def set_runs_folder(self, folder: Path) -> None:
+        """Where 'Loss from run' looks for runs of the open dataset (the job's)."""
+        if folder != self.loss_picker.runs_folder:
+            self.loss_picker.runs_folder = folder
+            self.loss_picker.refresh(self.opened_path)
+
+    def _sort_by_loss(self, worst_first: bool) -> None:
+        self.text_view.sort_by_loss(worst_first)
+        self._apply_filters()
 
     # -- find and replace ------------------------------------------------------
     def show_find(self) -> FindReplaceDialog | None:

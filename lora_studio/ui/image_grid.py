@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QAbstractItemView, QListView
 
 from ..data.health import PROBLEMS
 from ..data.session import CaptionSession
+from .loss_state import LossOverlay
 from .thumbnails import THUMB_SIZE, ThumbnailCache, ThumbnailDelegate, ThumbnailLoader, broken_image
 
 
@@ -26,6 +27,7 @@ class ImageGridModel(QAbstractListModel):
         self.names: list[str] = []
         self.keys: list[int] = []
         self._row_of: dict[int, int] = {}
+        self.losses: LossOverlay | None = None  # a run's loss of each image (the badges)
         self._placeholder = QImage(THUMB_SIZE, THUMB_SIZE, QImage.Format.Format_RGB32)
         self._placeholder.fill(QColor(58, 58, 62))
         self._broken = broken_image()
@@ -41,6 +43,11 @@ class ImageGridModel(QAbstractListModel):
         self.keys = list(range(len(image_paths)))
         self._row_of = {k: r for r, k in enumerate(self.keys)}
         self.endResetModel()
+
+    def set_losses(self, losses: LossOverlay | None) -> None:
+        self.losses = losses
+        if self.keys:
+            self.dataChanged.emit(self.index(0), self.index(len(self.keys) - 1))
 
     def set_session(self, session: CaptionSession) -> None:
         self.session = session
@@ -73,7 +80,11 @@ class ImageGridModel(QAbstractListModel):
             return img
         if role == Qt.ItemDataRole.ToolTipRole:
             problems = ", ".join(PROBLEMS[p] for p in sorted(session.problems(key))) if session else ""
-            return str(self.image_paths[key]) + (f"\n{problems}" if problems else "")
+            badge = self.losses.badge(key) if self.losses else None
+            return str(self.image_paths[key]) + (f"\n{problems}" if problems else "") + \
+                (f"\n{badge.tip}" if badge else "")
+        if role == ThumbnailDelegate.LOSS_ROLE:
+            return self.losses.badge(key) if self.losses else None
         if role == ThumbnailDelegate.PROBLEM_ROLE:
             return bool(session and session.problems(key))
         if role == Qt.ItemDataRole.UserRole:

@@ -14,7 +14,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QHea
 from ..data.chat_record import chat_record
 from ..data.record_columns import Column, cell_text, field_title, record_columns
 from ..data.text_table import TextTable, TextTableError
+from ..runs.item_loss import ItemLosses
 from .chat_record_view import ChatRecordView
+from .loss_state import LossOverlay
 from .token_view import TokenView
 
 PREVIEW_CHARS = 120
@@ -22,48 +24,75 @@ TEXT_COLUMN_WIDTH = 180
 
 
 class RecordTableModel(QAbstractTableModel):
+    """Rows are the table's records in ``order`` (view row -> record), the worst-learned
+    first when sorted by a run's loss, which is then a column of its own."""
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self.table: TextTable | None = None
         self.columns: list[Column] = []
+        self.order: list[int] = []
+        self.losses: LossOverlay | None = None
 
-    def set_table(self, table: TextTable | None) -> None:
+    def set_table(self, table: TextTable | None, losses: LossOverlay | None = None,
+                  worst_first: bool = False) -> None:
         self.beginResetModel()
         self.table = table
         self.columns = record_columns([r.obj for r in table.rows], table.format) if table else []
+        self.losses = losses
+        rows = list(range(len(table.rows))) if table else []
+        self.order = losses.worst_first(rows) if losses and worst_first else rows
         self.endResetModel()
 
+    @property
+    def fixed(self) -> list[str]:
+        """The headers of the columns before the record's fields."""
+        return ["Line", "Status"] + (["Loss"] if self.losses else [])
+
+    def record(self, view_row: int) -> int:
+        return self.order[view_row] if 0 <= view_row < len(self.order) else -1
+
+    def view_row(self, record: int) -> int:
+        return self.order.index(record) if record in self.order else -1
+
     def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() or self.table is None else len(self.table.rows)
+        return 0 if parent.isValid() or self.table is None else len(self.order)
 
     def columnCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else 2 + len(self.columns)
+        return 0 if parent.isValid() else len(self.fixed) + len(self.columns)
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
         if role != Qt.ItemDataRole.DisplayRole or orientation != Qt.Orientation.Horizontal:
             return None
-        return (["Line", "Status"] + [c.title for c in self.columns])[section]
+        return (self.fixed + [c.title for c in self.columns])[section]
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid() or self.table is None:
             return None
-        row = self.table.rows[index.row()]
+        record = self.order[index.row()]
+        row = self.table.rows[record]
         col = index.column()
+        badge = self.losses.badge(record) if self.losses and col == 2 else None
         if role == Qt.ItemDataRole.DisplayRole:
             if col == 0:
                 return row.line
             if col == 1:
                 return ("edited, " if row.edited else "") + ("skipped" if row.error else "ok")
-            text = cell_text(row.obj, self.columns[col - 2])
+            if col == 2 and self.losses:
+                return badge.text if badge else "–"
+            text = cell_text(row.obj, self.columns[col - len(self.fixed)])
             text = " ".join(text.split())
             return text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")
-        if role == Qt.ItemDataRole.ToolTipRole and row.error:
-            return row.error
+        if role == Qt.ItemDataRole.ToolTipRole and (row.error or badge):
+            return badge.tip if badge else row.error
         if role == Qt.ItemDataRole.ForegroundRole and col == 1 and row.error:
             return QColor("#d32f2f")
+        if role == Qt.ItemDataRole.BackgroundRole and badge:
+            return QColor(211, 47, 47, int(160 * badge.heat))
         return None
 
-    def row_changed(self, r: int) -> None:
+    def row_changed(self, record: int) -> None:
+        r = self.view_row(record)
         self.dataChanged.emit(self.index(r, 0), self.index(r, self.columnCount() - 1))
 
 
@@ -78,6 +107,8 @@ class TextDatasetView(QWidget):
         self._editors: list[tuple[tuple, QPlainTextEdit]] = []
         self._row = -1
         self.responses_only = True  # dataset.train_on_responses_only of the job
+        self.item_losses: ItemLosses | None = None  # a run's, shown as a column
+        self.worst_first = False
 
         self.model = RecordTableModel(self)
         self.view = QTableView()
@@ -147,12 +178,7 @@ class TextDatasetView(QWidget):
         self.table = table
         self.save_error = ""
         self._row = -1
-        self.model.set_table(table)
-        for col in range(self.model.columnCount()):
-            if col < 2 or self.model.columns[col - 2].kind == "turns":
-                self.view.resizeColumnToContents(col)
-            else:
-                self.view.setColumnWidth(col, TEXT_COLUMN_WIDTH)
+        self._set_table()
         self.tokens.set_path(table.path)
         self.problems.clear()
         for p in table.problems:
@@ -175,7 +201,7 @@ class TextDatasetView(QWidget):
 
     def _show_record(self, current: QModelIndex, _previous=None) -> None:
         self._clear_form()
-        self._row = current.row() if current.isValid() else -1
+        self._row = self.model.record(current.row()) if current.isValid() else -1
         if self.table is None or self._row < 0:
             self.record_error.clear()
             self._show_chat()
@@ -224,8 +250,43 @@ class TextDatasetView(QWidget):
             return
         for r, row in enumerate(self.table.rows):
             if row.line == line:
-                self.view.selectRow(r)
+                self.view.selectRow(self.model.view_row(r))
                 return
+
+    # -- a run's loss of each record ---------------------------------------------
+    def _overlay(self) -> LossOverlay | None:
+        if self.item_losses is None or self.table is None:
+            return None
+        return LossOverlay.for_records(self.item_losses, self.table.path,
+                                       [row.line for row in self.table.rows])
+
+    def _set_table(self) -> None:
+        """Show the table with the run's losses and order, the same record current."""
+        record = self._row
+        self.model.set_table(self.table, self._overlay(), self.worst_first)
+        fixed = len(self.model.fixed)
+        for col in range(self.model.columnCount()):
+            if col < fixed or self.model.columns[col - fixed].kind == "turns":
+                self.view.resizeColumnToContents(col)
+            else:
+                self.view.setColumnWidth(col, TEXT_COLUMN_WIDTH)
+        if record >= 0:
+            self.view.selectRow(self.model.view_row(record))
+
+    def set_losses(self, losses: ItemLosses | None) -> None:
+        """A text run's per-record losses (runs/item_loss.py), or None."""
+        self.item_losses = losses
+        if self.table is not None:
+            self._set_table()
+
+    def sort_by_loss(self, worst_first: bool) -> None:
+        self.worst_first = worst_first
+        if self.table is not None and self.item_losses is not None:
+            self._set_table()
+
+    def loss_summary(self) -> str:
+        overlay = self.model.losses
+        return overlay.summary() if overlay else ""
 
     def _set_dirty(self, dirty: bool) -> None:
         self.save_button.setEnabled(dirty)

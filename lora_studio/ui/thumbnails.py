@@ -176,6 +176,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
     PAD = 6
     TEXT_H = 18
     PROBLEM_ROLE = Qt.ItemDataRole.UserRole + 1
+    LOSS_ROLE = Qt.ItemDataRole.UserRole + 2   # a LossBadge (ui/loss_state.py) or None
 
     def __init__(self, size: int = THUMB_SIZE, parent=None):
         super().__init__(parent)
@@ -202,6 +203,9 @@ class ThumbnailDelegate(QStyledItemDelegate):
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(QColor("#e53935"))
             painter.drawEllipse(QRect(box.right() - 13, box.top() + 3, 10, 10))
+        badge = index.data(self.LOSS_ROLE)
+        if badge is not None:
+            self._paint_loss(painter, option, box, badge)
         text_rect = QRect(r.x() + 2, box.bottom() + 3, r.width() - 4, self.TEXT_H)
         fg = index.data(Qt.ItemDataRole.ForegroundRole)
         painter.setPen(option.palette.highlightedText().color() if selected
@@ -210,3 +214,20 @@ class ThumbnailDelegate(QStyledItemDelegate):
                                              Qt.TextElideMode.ElideMiddle, text_rect.width())
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, text)
         painter.restore()
+
+    @staticmethod
+    def _paint_loss(painter: QPainter, option, box: QRect, badge) -> None:
+        """The loss in the thumbnail's bottom-left corner, from grey (best learned of
+        the run) to red (worst)."""
+        metrics = option.fontMetrics
+        w, h = metrics.horizontalAdvance(badge.text) + 8, metrics.height() + 2
+        rect = QRect(box.left() + 2, box.bottom() - h - 1, w, h)
+        cool, hot = QColor(70, 70, 76), QColor(211, 47, 47)
+        t = max(0.0, min(1.0, badge.heat))
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(int(cool.red() + t * (hot.red() - cool.red())),
+                                int(cool.green() + t * (hot.green() - cool.green())),
+                                int(cool.blue() + t * (hot.blue() - cool.blue())), 225))
+        painter.drawRoundedRect(rect, 3, 3)
+        painter.setPen(QColor("white"))
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, badge.text)
