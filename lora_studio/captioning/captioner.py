@@ -3,21 +3,12 @@ caption as its prompt) and Florence-2 (a task token such as ``<DETAILED_CAPTION>
 picked by the model folder's config.json."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from PIL import Image
 
 from ..errors import HintedError
-from ..runs.caption_models import TASKS
-
-
-def model_type(folder: Path) -> str:
-    try:
-        return str(json.loads((folder / "config.json").read_text(encoding="utf-8"))["model_type"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise HintedError("model", f"'{folder / 'config.json'}' does not say which model it is "
-                                   f"({exc}).", "Choose a BLIP or Florence-2 model folder.")
+from ..runs.caption_models import TASKS, model_type
 
 
 class Captioner:

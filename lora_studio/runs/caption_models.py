@@ -4,6 +4,7 @@ that is not here is an error naming the exact ``hf download`` command. No torch,
 the window lists the models with it."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,3 +91,12 @@ def cached_models(kind: str) -> list[tuple[str, bool]]:
     """KNOWN_MODELS[kind] with whether each is in the local Hub cache."""
     return [(repo, _in_cache(repo, NEEDED_FILES[kind][0]) is not None)
             for repo in KNOWN_MODELS[kind]]
+
+
+def model_type(folder: Path) -> str:
+    """config.json's model_type of a captioner folder (blip, florence2, ...)."""
+    try:
+        return str(json.loads((folder / "config.json").read_text(encoding="utf-8"))["model_type"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise HintedError("model", f"'{folder / 'config.json'}' does not say which model it is "
+                                   f"({exc}).", "Choose a BLIP or Florence-2 model folder.")

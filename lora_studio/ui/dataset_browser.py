@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLin
                                QMessageBox, QPushButton, QSplitter, QStackedWidget, QToolButton,
                                QVBoxLayout, QWidget)
 
+from ..data.caption_scope import caption_scopes
 from ..data.folder_levels import folder_level_slip
 from ..data.health import passed_over_groups
 from ..data.image_facts import (BucketSettings, filter_summary, folder_choices, image_facts,
@@ -24,6 +25,7 @@ from ..data.session import CaptionSession, SaveReport, load_caption
 from ..data.tags import add_tag, batch_preview, remove_tag, replace_tag
 from ..runs.item_loss import ItemLossError, read_item_losses
 from .banner import Banner
+from .caption_dialog import CaptionDialog
 from .caption_pane import CaptionPane
 from .find_replace import FindReplaceDialog
 from .health_runner import HealthRunner
@@ -103,6 +105,9 @@ class DatasetBrowser(QWidget):
         self.find_button = QPushButton("Find / replace…")
         self.find_button.setToolTip("Ctrl+F")
         self.find_button.clicked.connect(self.show_find)
+        self.caption_button = QPushButton("Auto-caption…")
+        self.caption_button.setToolTip("Tag or describe images with a local model (WD14, BLIP, Florence-2)")
+        self.caption_button.clicked.connect(self.show_auto_caption)
         top = QHBoxLayout()
         for w in (self.open_button, self.open_text_button, self.folder_combo):
             top.addWidget(w)
@@ -112,10 +117,11 @@ class DatasetBrowser(QWidget):
         self.loss_picker.sort_changed.connect(self._sort_by_loss)
         top.addWidget(self.loss_picker)
         top.addStretch(1)
-        for w in (self.undo_button, self.redo_button, self.find_button, self.save_button):
+        for w in (self.undo_button, self.redo_button, self.find_button, self.caption_button,
+                  self.save_button):
             top.addWidget(w)
         self._image_controls = (self.folder_combo, self.search, self.undo_button,
-                                self.redo_button, self.find_button)
+                                self.redo_button, self.find_button, self.caption_button)
         self.folder_combo.hide()
 
         self.side = TagHealthPanel()
@@ -779,3 +785,40 @@ class DatasetBrowser(QWidget):
         dialog.raise_()
         dialog.find_edit.setFocus()
         return dialog
+
+    # -- auto-captioning ---------------------------------------------------------
+    def show_auto_caption(self) -> CaptionDialog | None:
+        """The Auto-caption dialog, over the selection, the shown images, a folder or all."""
+        if not self.session:
+            return None
+        self._commit_editor()
+        folders = [(f.name, [k for k, it in enumerate(self.items) if it.folder == f.name])
+                   for f in self.folders]
+        scopes = caption_scopes(self.grid.selected_keys(), self.shown_keys(), folders,
+                                len(self.session))
+        dialog = self.caption_dialog = CaptionDialog(scopes, self._prepare_captioning,
+                                                     self._captioned, self)
+        dialog.open()
+        return dialog
+
+    def _prepare_captioning(self, keys: list[int]) -> tuple[list, list] | str:
+        """The images and caption files of ``keys``, their unsaved edits saved first:
+        the captioner reads the captions on disk. A message when that cannot be done."""
+        if not keys:
+            return "There are no images to caption in this choice."
+        self._commit_editor()
+        report = self._save(keys)
+        if not report.ok:
+            return (f"{len(report.conflicts) + len(report.errors)} of these captions have edits "
+                    "that could not be saved (see the bar above the caption); settle them "
+                    "first, or choose other images.")
+        return ([self.session.image_paths[k] for k in keys],
+                [self.session.files[k].path for k in keys])
+
+    def _captioned(self, tally) -> None:
+        """The run's captions, already on disk, become one undoable edit."""
+        keys = [self.caption_dialog.keys[i] for i in tally.written]
+        changed = self.session.adopt_written(keys, "Auto-caption")
+        if changed:
+            self._after_change(changed)
+        self.show_message(tally.summary() + (" Ctrl+Z undoes it." if changed else ""))
