@@ -293,8 +293,52 @@ def add_compare(sub) -> None:
     p.set_defaults(run=cmd_compare)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import commands
+    if not args.adapters and not args.base:
+        raise CliError("serve needs the runs or adapter folders to serve, or --base for the "
+                       "base model alone, e.g. lora-studio serve runs/my_lora-20260101-120000")
+    if not 0 <= args.port <= 65535:
+        raise CliError(f"--port {args.port} is not a port (0 to 65535; 0 takes a free one)")
+    return commands.serve(args.adapters, args.base, args.host, args.port,
+                          args.api_key or os.environ.get(API_KEY_ENV) or None, args.allow_origin)
+
+
+API_KEY_ENV = "LORA_STUDIO_API_KEY"
+
+
+def add_serve(sub) -> None:
+    from .serve.http_server import DEFAULT_HOST, DEFAULT_PORT
+    p = sub.add_parser("serve", help="an OpenAI-compatible chat server for a base model and its "
+                                     "adapters",
+                       description="Load the base model once with every adapter given and answer "
+                                   "OpenAI chat requests (GET /v1/models, POST /v1/chat/completions, "
+                                   "streamed or not) at http://HOST:PORT/v1: the base and each "
+                                   "adapter are model ids, switched per request without loading "
+                                   "the base again. One answer at a time; others wait their turn.")
+    p.add_argument("adapters", nargs="*", metavar="ADAPTER",
+                   help="a run folder, its final/ or a checkpoint, or a PEFT adapter folder (an "
+                        "export); NAME=PATH serves it as model NAME (default: the run's or "
+                        "folder's name)")
+    p.add_argument("--base", metavar="MODEL",
+                   help="the base model folder (or a Hub id in your cache); default: the one the "
+                        "runs trained on")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"the address to listen on (default {DEFAULT_HOST}, this computer only); "
+                        "0.0.0.0 lets other computers in: set --api-key then")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"the port (default {DEFAULT_PORT}; 0 takes a free one and prints it)")
+    p.add_argument("--api-key", metavar="KEY",
+                   help="answer only requests with 'Authorization: Bearer KEY' (default: "
+                        f"${API_KEY_ENV}, else no key)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages from ORIGIN (e.g. http://localhost:3210, or *) call the "
+                        "server from a browser (CORS); repeatable")
+    p.set_defaults(run=cmd_serve)
+
+
 SUBCOMMANDS: tuple[Callable, ...] = (add_presets, add_check, add_train, add_demo, add_export,
-                                     add_compare)
+                                     add_compare, add_serve)
 
 # ---- entry -------------------------------------------------------------------
 

@@ -157,3 +157,54 @@ def _output_name(run: RunDir, name: str | None) -> str:
         return read_job_toml(run.job_toml)[0].output.output_name
     except JobFileError:
         return run.root.name
+
+
+def serve(adapters: list[str], base: str | None, host: str, port: int, api_key: str | None,
+          allow_origins: list[str]) -> int:
+    """``lora-studio serve``: load the base and the adapters in a playground process,
+    then answer OpenAI chat requests until Ctrl+C or SIGTERM. 1 when they cannot load."""
+    import signal
+
+    from .errors import HintedError
+    from .serve.catalog import build_catalog
+    from .serve.gateway import Gateway
+    from .serve.http_server import OpenAIServer, is_loopback
+    try:
+        catalog = build_catalog(adapters, base)
+    except HintedError as exc:
+        print(f"{exc.message}\n  hint: {exc.hint}", file=sys.stderr)
+        return 1
+    if not is_loopback(host):
+        print(f"warning: --host {host} lets other computers on the network use these models"
+              + ("." if api_key else " without a key; set --api-key (or LORA_STUDIO_API_KEY)."),
+              file=sys.stderr)
+    gateway = Gateway(catalog)   # nothing starts before gateway.start()
+    try:
+        server = OpenAIServer(gateway, host, port, api_key, tuple(allow_origins))
+    except OSError as exc:
+        print(f"Cannot listen on {host}:{port}: {exc.strerror or exc}\n  hint: pick another "
+              "--port (0 takes a free one) or stop what uses it.", file=sys.stderr)
+        return 1
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        print(f"Loading {catalog.base} and {len(catalog.models) - 1} adapter(s)...", flush=True)
+        try:
+            gateway.start()
+        except HintedError as exc:
+            print(f"{exc.message}\n  hint: {exc.hint}", file=sys.stderr)
+            return 1
+        print(f"Serving at {server.url}  (OpenAI API: /models, /chat/completions; Ctrl+C stops)",
+              flush=True)
+        for model_id in catalog.ids:
+            print(f"  model: {model_id}", flush=True)
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        print("Stopped.", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
+        gateway.close()
+    return 0

@@ -25,6 +25,9 @@ FORBIDDEN = {
     "lora_studio.runs": ("lora_studio.engine", "lora_studio.ui", "lora_studio.cli",
                          "lora_studio.commands", "torch", "PySide6"),
     "lora_studio.playground": ("lora_studio.ui", "lora_studio.cli", "lora_studio.commands"),
+    # serve talks to the playground process over its protocol: no ML library in the server
+    "lora_studio.serve": ("lora_studio.engine", "lora_studio.playground", "lora_studio.ui",
+                          "lora_studio.cli", "lora_studio.commands", "torch", "PySide6"),
     "lora_studio.captioning": ("lora_studio.ui", "lora_studio.cli", "lora_studio.commands"),
     "lora_studio.hardware": ("lora_studio.engine", "lora_studio.ui", "lora_studio.cli",
                              "lora_studio.commands"),

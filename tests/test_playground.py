@@ -314,3 +314,18 @@ def test_events_decode_only_known_types():
     assert decode_event('{"type":"token","id":1,"text":"a"}') == {"type": "token", "id": 1, "text": "a"}
     assert decode_event("Loading weights: 100%") is None
     assert decode_event(json.dumps({"type": "progress"})) is None
+
+
+def test_answers_end_at_the_chat_template_end_token_as_well_as_eos():
+    """A template whose turns end with a token other than EOS (Llama 3's <|eot_id|>,
+    Qwen's <|im_end|>) stops the answer there; without the template, EOS alone."""
+    from types import SimpleNamespace
+
+    from lora_studio.engine.text.model import load_tokenizer
+    from lora_studio.playground.text import end_token_ids
+    tok = load_tokenizer(MODEL)
+    config = SimpleNamespace(eos_token_id=[1, 0])
+    assert end_token_ids(tok, True, config) == [1, 0]          # <|end|> is EOS here
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}<pad>\n{% endfor %}"
+    assert end_token_ids(tok, True, SimpleNamespace(eos_token_id=1)) == [1, tok.pad_token_id]
+    assert end_token_ids(tok, False, SimpleNamespace(eos_token_id=1)) == [1]

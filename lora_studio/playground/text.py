@@ -95,6 +95,27 @@ def _target_modules(tensors: dict[str, torch.Tensor]) -> list[str]:
     return sorted(found)
 
 
+def end_token_ids(tokenizer, use_template: bool, generation_config) -> list[int]:
+    """The tokens an answer ends with: EOS, the model's generation_config EOS ids (Llama 3
+    lists several), and the token the chat template puts after an assistant turn when it
+    is one token (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``), so an answer stops
+    where training taught it to, not at the next invented turn."""
+    ends = [tokenizer.eos_token_id]
+    configured = getattr(generation_config, "eos_token_id", None)
+    ends += configured if isinstance(configured, list) else [configured]
+    if use_template:
+        mark = "LSRESPONSEMARK"
+        try:  # through the engine's renderer: a preset's own template runs within budget
+            text = tokens._render(tokenizer, [Turn("user", "hi"), Turn("assistant", mark)], False)
+        except Exception:  # a template that refuses this shape: EOS alone
+            text = ""
+        after = text[text.index(mark) + len(mark):].strip() if mark in text else ""
+        ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+        if len(ids) == 1:
+            ends.append(ids[0])
+    return list(dict.fromkeys(i for i in ends if isinstance(i, int)))
+
+
 def _rank(tensors: dict[str, torch.Tensor]) -> int:
     return next(v.shape[0] for k, v in tensors.items() if ".lora_A." in k)
 
@@ -121,6 +142,7 @@ class TextBackend(AdapterSlots):
             raise PlaygroundError("config", getattr(exc, "message", str(exc)),
                                   getattr(exc, "hint", "")) from exc
         self.base = base.to(self.device).eval()
+        self.end_ids = end_token_ids(self.tokenizer, self.use_template, base.generation_config)
         self.model = None            # the PeftModel around self.base, once an adapter is loaded
 
     # -- adapters ------------------------------------------------------------
@@ -222,16 +244,17 @@ class TextBackend(AdapterSlots):
                 temperature=temperature if sample else None,
                 top_p=float(req.get("top_p", 1.0)) if sample else None, top_k=None,
                 repetition_penalty=float(req.get("repetition_penalty", 1.0)),
-                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.end_ids,
                 streamer=stream, stopping_criteria=[_StopWhen(should_stop)])
         new = out[0, ids.shape[1]:].tolist()
         if should_stop():
             reason = "stopped"
-        elif new and new[-1] == self.tokenizer.eos_token_id:
+        elif new and new[-1] in self.end_ids:
             reason = "eos"
         else:
             reason = "length"
         first = stream.first_token_at
         return {"text": stream.text, "reason": reason, "tokens": len(new),
+                "prompt_tokens": ids.shape[1],
                 "seconds": round(time.perf_counter() - started, 4),
                 "first_token_s": None if first is None else round(first - started, 4)}

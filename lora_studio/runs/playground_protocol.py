@@ -31,8 +31,9 @@ Events:
 - ``adapter_loaded``  name, path, source (what the path was read as), seconds.
 - ``adapters_set``    names, weights, seconds.
 - ``token``           id, text: the next piece of a streamed answer.
-- ``done``            id, text (the whole answer), reason ("eos", "length", "stopped"),
-                      tokens, seconds, first_token_s.
+- ``done``            id, text (the whole answer), reason ("eos": an end token of the
+                      model or its chat template, "length", "stopped"), tokens,
+                      prompt_tokens (text), seconds, first_token_s.
 - ``image``           id, path (a PNG the process wrote), parameters, seconds; for a
                       grid also rows, cols. While a grid is drawn, ``cell`` events
                       (id, done, total) count its images.
