@@ -117,11 +117,15 @@ def test_kohya_keys_and_metadata(trained):
     assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha" in keys
     assert all(k.startswith(("lora_unet_", "lora_te_")) for k in keys)
     assert float(alpha) == 8.0
-    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "8"
+    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "8.0"
     assert meta["ss_base_model_version"] == "sd_v1"
     assert meta["ss_resolution"] == "(64, 64)"
     assert meta["ss_num_train_images"] == "24" and meta["ss_steps"] == "4"
     assert json.loads(meta["ss_tag_frequency"])["4_demo"]["sks"] == 6
+    buckets = json.loads(meta["ss_bucket_info"])["buckets"].values()
+    assert sum(b["count"] for b in buckets) == 24          # counted with their repeats
+    assert meta["ss_total_batch_size"] == "2" and meta["ss_num_batches_per_epoch"] == "12"
+    assert meta["ss_optimizer"] == "torch.optim.adamw.AdamW(weight_decay=0.01)"
     assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora"
     assert meta["modelspec.title"] == "tiny lora ü"
     assert meta["modelspec.resolution"] == "64x64"

@@ -26,12 +26,11 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lora_studio.config.network import KOHYA_MODULE, NO_DIFFUSERS, kohya_network_args, rank_alpha
+from lora_studio.config.network import NO_DIFFUSERS, rank_alpha
 from lora_studio.config.schema import JobConfig, NetworkConfig
 from lora_studio.data.tags import tag_counts
 from lora_studio.fsutil import settle, sha256_file, temp_beside, temp_dir_beside
@@ -42,12 +41,13 @@ from ..core.control import EngineError
 from ..core.family import Exported
 from ..core.metadata import training_metadata
 from ..core.safetensors_io import atomic_save_safetensors, read_metadata
+from .data import epoch_batches
+from .kohya_metadata import TrainFacts, aspect_error, kohya_metadata
 
 ADAPTER_FILE = IMAGE_ADAPTER
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 FACTS_KEY = "lora_studio.sd_facts"
 KOHYA_PREFIX = {"unet": "lora_unet", "text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
-BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
 # PEFT's tensor names per module -> kohya's / LyCORIS's.
 KOHYA_SUFFIXES = {
     "lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight",
@@ -66,13 +66,6 @@ def cast(tensors: dict[str, torch.Tensor], precision: str | None) -> dict[str, t
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
 
 
-def legacy_hash_file(path: Path) -> str:
-    """A1111's old 8-hex model hash: 64 KiB from offset 1 MiB."""
-    with open(path, "rb") as fh:
-        fh.seek(0x100000)
-        return hashlib.sha256(fh.read(0x10000)).hexdigest()[:8]
-
-
 def _addnet_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:
     """sshs_model_hash / sshs_legacy_hash as kohya precomputes them (for the additional-
     networks extension): over the file as written with only its ss_* metadata, the new
@@ -88,40 +81,43 @@ def _addnet_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -
 
 # ---------------------------------------------------------------- final/
 
-@dataclass(frozen=True)
-class TrainFacts:
-    """What the exports' metadata needs beyond job.toml, measured during the run."""
-    family: str
-    prediction_type: str
-    base_model: str
-    base_model_file: str          # the weights file hashed (single file, or the UNet's)
-    steps: int
-    epochs: int
-    num_train_images: int         # images x repeats: samples per epoch
-    tag_frequency: dict[str, dict[str, int]]
-    dataset_dirs: dict[str, dict[str, int]]
-    buckets: dict[str, int]       # "WxH" -> images
-    started_at: float
-    finished_at: float
-
-
 def facts_from_run(job: JobConfig, model, image_set, steps: int, per_epoch: int,
                    started_at: float) -> TrainFacts:
-    by_folder: dict[str, list] = {}
-    for image in image_set.images:
-        by_folder.setdefault(image.folder or Path(job.dataset.path).name, []).append(image)
+    train = [im for im in image_set.images if not getattr(im, "is_reg", False)]
+    reg = [im for im in image_set.images if getattr(im, "is_reg", False)]
     info = model.info
     weights = info.weight_files[0] if info.weight_files else info.path
+    tr = job.training
+    per_epoch = max(per_epoch, 1)
+    planned = tr.max_steps or tr.epochs * per_epoch
     return TrainFacts(
         family=model.family, prediction_type=model.prediction_type, base_model=str(info.source),
-        base_model_file=str(weights), steps=steps, epochs=-(-steps // max(per_epoch, 1)),
-        num_train_images=sum(im.repeats for im in image_set.images),
+        base_model_file=str(weights), steps=steps, epochs=-(-steps // per_epoch),
+        num_train_images=sum(im.repeats for im in train),
         tag_frequency={folder: dict(tag_counts(im.caption for im in images))
-                       for folder, images in by_folder.items()},
-        dataset_dirs={folder: {"n_repeats": images[0].repeats, "img_count": len(images)}
-                      for folder, images in by_folder.items()},
+                       for folder, images in _by_folder(job, image_set.images).items()},
+        dataset_dirs=_dirs(job, train), reg_dataset_dirs=_dirs(job, reg),
+        num_reg_images=sum(im.repeats for im in reg),
         buckets={f"{w}x{h}": n for (w, h), n in image_set.report.images.items()},
+        bucket_samples={f"{w}x{h}": n for (w, h), n in image_set.report.samples.items()},
+        mean_img_ar_error=(sum(aspect_error(im.size, im.bucket) for im in image_set.images)
+                           / max(len(image_set.images), 1)),
+        batches_per_epoch=len(epoch_batches(image_set.images, tr.batch_size, tr.seed, 0)),
+        max_train_steps=planned, num_epochs=-(-planned // per_epoch),
         started_at=started_at, finished_at=time.time())
+
+
+def _by_folder(job: JobConfig, images) -> dict[str, list]:
+    by_folder: dict[str, list] = {}
+    for image in images:
+        by_folder.setdefault(image.folder or Path(job.dataset.path).name, []).append(image)
+    return by_folder
+
+
+def _dirs(job: JobConfig, images) -> dict[str, dict[str, int]]:
+    """sd-scripts' ss_dataset_dirs: each folder's repeats and image count."""
+    return {folder: {"n_repeats": found[0].repeats, "img_count": len(found)}
+            for folder, found in _by_folder(job, images).items()}
 
 
 def write_final(run: RunDir, job: JobConfig, tensors: dict[str, torch.Tensor],
@@ -219,60 +215,6 @@ def to_kohya(tensors: dict[str, torch.Tensor], family: str,
             out[f"{name}.{KOHYA_SUFFIXES[suffix]}"] = v.contiguous()
         out[f"{name}.alpha"] = torch.tensor(float(alpha))
     return out
-
-
-def kohya_metadata(job: JobConfig, facts: TrainFacts) -> dict[str, str]:
-    net, opt, tr, ds = job.network, job.optimizer, job.training, job.dataset
-    base_file = Path(facts.base_model_file)
-    base_hashes = {}
-    if base_file.is_file():
-        base_hashes = {"ss_sd_model_hash": legacy_hash_file(base_file),
-                       "ss_new_sd_model_hash": sha256_file(base_file)}
-    ss = {
-        "ss_network_module": KOHYA_MODULE[net.algo], "ss_network_dim": net.rank,
-        "ss_network_alpha": f"{net.alpha:g}", "ss_network_dropout": net.dropout,
-        "ss_network_args": json.dumps(kohya_network_args(net)),
-        "ss_base_model_version": BASE_MODEL_VERSION[facts.family],
-        "ss_v2": facts.family == "sd2", "ss_v_parameterization": facts.prediction_type == "v_prediction",
-        "ss_sd_model_name": Path(facts.base_model).name, **base_hashes,
-        "ss_resolution": f"({ds.resolution}, {ds.resolution})",
-        "ss_enable_bucket": ds.enable_bucket, "ss_min_bucket_reso": ds.min_bucket_reso,
-        "ss_max_bucket_reso": ds.max_bucket_reso, "ss_bucket_reso_steps": ds.bucket_reso_steps,
-        "ss_bucket_info": json.dumps({"buckets": {str(i): {"resolution": [int(x) for x in r.split("x")],
-                                                           "count": n}
-                                                  for i, (r, n) in enumerate(sorted(facts.buckets.items()))}}),
-        "ss_tag_frequency": json.dumps(facts.tag_frequency, ensure_ascii=False),
-        "ss_dataset_dirs": json.dumps(facts.dataset_dirs, ensure_ascii=False),
-        "ss_num_train_images": facts.num_train_images, "ss_steps": facts.steps,
-        "ss_max_train_steps": facts.steps, "ss_epoch": facts.epochs, "ss_num_epochs": facts.epochs,
-        "ss_batch_size_per_device": tr.batch_size,
-        "ss_gradient_accumulation_steps": tr.gradient_accumulation_steps,
-        "ss_learning_rate": f"{opt.learning_rate:g}",
-        "ss_unet_lr": f"{opt.unet_lr or opt.learning_rate:g}",
-        "ss_text_encoder_lr": f"{opt.text_encoder_lr or opt.learning_rate:g}",
-        "ss_network_train_unet_only": not net.train_text_encoder,
-        "ss_optimizer": opt.optimizer, "ss_lr_scheduler": opt.lr_scheduler,
-        "ss_lr_warmup_steps": opt.lr_warmup_steps, "ss_max_grad_norm": opt.max_grad_norm,
-        "ss_mixed_precision": tr.mixed_precision, "ss_gradient_checkpointing": tr.gradient_checkpointing,
-        "ss_cache_latents": ds.cache_latents, "ss_seed": tr.seed, "ss_noise_offset": tr.noise_offset,
-        "ss_min_snr_gamma": tr.min_snr_gamma or None, "ss_shuffle_caption": ds.shuffle_caption,
-        "ss_keep_tokens": ds.keep_tokens, "ss_caption_dropout_rate": ds.caption_dropout_rate,
-        "ss_flip_aug": ds.flip_aug, "ss_random_crop": ds.random_crop,
-        "ss_output_name": job.output.output_name,
-        "ss_training_started_at": facts.started_at, "ss_training_finished_at": facts.finished_at,
-    }
-    arch = {"sd1": "stable-diffusion-v1", "sdxl": "stable-diffusion-xl-v1-base"}.get(facts.family) or \
-        ("stable-diffusion-v2-768-v" if facts.prediction_type == "v_prediction" else "stable-diffusion-v2-512")
-    spec = {
-        "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": f"{arch}/lora",
-        "modelspec.implementation": ("https://github.com/Stability-AI/generative-models"
-                                     if facts.family == "sdxl" else "diffusers"),
-        "modelspec.title": job.output.output_name,
-        "modelspec.resolution": f"{ds.resolution}x{ds.resolution}",
-        "modelspec.prediction_type": "v" if facts.prediction_type == "v_prediction" else "epsilon",
-        "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(facts.finished_at)),
-    }
-    return {k: str(v) for k, v in {**ss, **spec}.items()}
 
 
 def export_kohya(tensors, job: JobConfig, facts: TrainFacts, path: Path,
