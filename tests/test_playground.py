@@ -163,6 +163,18 @@ def test_bad_requests_are_error_events_and_the_process_goes_on(server, req, word
     generate(srv, events, 41, adapters=["a"])
 
 
+def test_a_damaged_adapter_file_is_named(server, tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"\x08")   # cut off after one byte
+    srv, events = server
+    events.clear()
+    srv.handle(45, request("load_adapter", id="r", name="cut", path=str(tmp_path)))
+    (err,) = events.of("error")
+    assert err["kind"] == "config" and "cannot be read as safetensors" in err["message"]
+    assert "adapter_model.safetensors" in err["message"] and "Traceback" not in err["hint"]
+    generate(srv, events, 46, adapters=["a"])
+
+
 def test_an_adapter_for_another_base_is_refused(server, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM

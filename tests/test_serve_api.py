@@ -159,6 +159,12 @@ class FakeProcess:
             threading.Thread(target=self._answer, args=(req,), daemon=True).start()
 
     def _answer(self, req):
+        if req["messages"][-1]["content"] == "boom":
+            self.busy.clear()
+            self.events.put({"type": "error", "id": req["id"], "kind": "internal",
+                             "message": "generate failed: KeyError: 'x'",
+                             "hint": "Traceback (most recent call last): ..."})
+            return
         word = (req["adapters"] or ["base"])[0]
         n = 0
         for n in range(1, self.tokens + 1):
@@ -303,3 +309,40 @@ def test_models_and_cors_for_allowed_origins_only(fake_server):
     with urllib.request.urlopen(preflight, timeout=30) as response:
         assert response.status == 204
         assert "POST" in response.headers["Access-Control-Allow-Methods"]
+
+
+def test_another_host_is_warned_about_and_a_busy_port_named(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from lora_studio.cli import main
+    adapter = str(peft_folder(tmp_path / "a"))
+
+    def fail(self):
+        raise HintedError("config", "Could not load.", "Try again.")
+    monkeypatch.setattr(Gateway, "start", fail)
+    assert main(["serve", adapter, "--host", "0.0.0.0", "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "--host 0.0.0.0 lets other computers" in err and "set --api-key" in err
+    assert "Could not load.\n  hint: Try again." in err
+    assert main(["serve", adapter, "--port", "0"]) == 1
+    assert "other computers" not in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", adapter, "--port", str(port)]) == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_a_failure_in_the_model_process_is_a_500_without_its_traceback(fake_server, capsys):
+    server, _ = fake_server
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        post(server.url, {"model": "a", "messages": [{"role": "user", "content": "boom"}]})
+    assert caught.value.code == 500
+    error = json.load(caught.value)["error"]
+    assert error["type"] == "server_error" and "KeyError" in error["message"]
+    assert "Traceback" not in error["message"]
+    assert "Traceback" in capsys.readouterr().err   # the server's own output keeps it
+    answer = json.load(post(server.url, {"model": "a", "max_tokens": 1,
+                                         "messages": [{"role": "user", "content": "x"}]}))
+    assert answer["choices"][0]["message"]["content"].startswith("a1 ")

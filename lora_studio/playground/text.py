@@ -170,7 +170,13 @@ class TextBackend(AdapterSlots):
     def load_adapter(self, name: str, source: AdapterSource) -> None:
         from peft import get_peft_model, set_peft_model_state_dict
         from safetensors.torch import load_file
-        tensors = load_file(str(source.weights))
+        try:
+            tensors = load_file(str(source.weights))
+        except Exception as exc:  # safetensors' own error type: a damaged or cut-off file
+            raise PlaygroundError("config", f"{source.weights} cannot be read as safetensors: "
+                                            f"{exc}",
+                                  "The file is damaged or was cut off while it was written; "
+                                  "export the adapter again or pick another one.") from exc
         if not any(".lora_A." in k for k in tensors):
             raise PlaygroundError("config", f"{source.weights} holds no PEFT LoRA tensors "
                                             "(no lora_A keys).",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import queue
+import sys
 import threading
 from collections.abc import Callable
 
@@ -24,6 +25,15 @@ DRAIN_TIMEOUT_S = 30.0      # for the end of an answer that was asked to stop
 ERROR_STATUS = {"request": (400, "invalid_request_error"), "config": (500, "server_error"),
                 "oom": (503, "server_error"), "io": (500, "server_error"),
                 "internal": (500, "server_error")}
+
+
+def _hint(ev: dict) -> str:
+    """The hint of a playground error; an internal one carries a traceback, which goes to
+    this terminal only, never to a client."""
+    if ev.get("kind") != "internal":
+        return ev.get("hint", "")
+    print(ev.get("hint", ""), file=sys.stderr)
+    return "This is a bug in LoRA Studio or a library; the details are in the server's output."
 
 
 class Gateway:
@@ -54,7 +64,7 @@ class Gateway:
                     raise HintedError("internal", "The model process ended while loading.",
                                       ev.get("hint") or "Run again with a smaller base model.")
                 if ev["type"] == "error" and (ev.get("id") in waiting or ev.get("id") is None):
-                    raise HintedError(ev.get("kind", "internal"), ev["message"], ev.get("hint", ""))
+                    raise HintedError(ev.get("kind", "internal"), ev["message"], _hint(ev))
                 if ev["type"] in ("base_loaded", "adapter_loaded"):
                     waiting.discard(ev.get("id"))
 
@@ -84,8 +94,8 @@ class Gateway:
                     continue  # what a restarted process says while reloading
                 if ev["type"] == "error":
                     status, type_ = ERROR_STATUS.get(ev.get("kind"), (500, "server_error"))
-                    raise ApiError(status, " ".join(filter(None, (ev.get("message"),
-                                                                   ev.get("hint")))), type_=type_)
+                    raise ApiError(status, f"{ev.get('message')} {_hint(ev)}".strip(),
+                                   type_=type_)
                 if ev["type"] == "done":
                     return {**ev, "reason": "stop"} if stopping else ev
                 if ev["type"] == "token" and not stopping:
