@@ -134,19 +134,22 @@ def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str
 
 def compare(run_dir: Path, records: int, top: int, against: Path | None = None) -> int:
     """``lora-studio compare``: the held-out records whose answers the adapter changed
-    most, base (or the ``against`` run's adapter) and adapter side by side."""
+    most, base (or the ``against`` run's adapter) and adapter side by side, also kept as
+    RUN_DIR/compare.json for the Runs tab."""
     from .engine.core.control import EngineError
     from .engine.text.compare import compare_run, side_by_side
+    from .runs.compare_file import write_comparison
     if records < 1 or top < 1:
         print("--records and --top must be at least 1.", file=sys.stderr)
         return 1
     try:
-        found = compare_run(run_dir, records, top, against)
-        print(side_by_side(found, *(("base", "adapter") if against is None else
-                                    (Path(against).name, Path(run_dir).name))))
+        comparison = compare_run(run_dir, records, top, against)
     except EngineError as exc:
         print(f"{exc.message}\n  hint: {exc.hint}", file=sys.stderr)
         return 1
+    print(side_by_side(comparison.found, *(("base", "adapter") if against is None else
+                                           (comparison.before, comparison.after))))
+    print(f"\nWritten to {write_comparison(run_dir, comparison)}")
     return 0
 
 

@@ -9,6 +9,7 @@ from lora_studio.engine.core import trainer
 from lora_studio.engine.core.control import StopRequest
 from lora_studio.engine.text.compare import Compared, compare_run, largest_gaps
 from lora_studio.engine.text.metrics import rouge_l
+from lora_studio.runs.compare_file import COMPARE_FILE, read_comparison
 from lora_studio.runs.layout import new_run_dir
 from test_engine_text import Recorder, make_job
 
@@ -40,7 +41,7 @@ def tuned(tmp_path_factory):
 
 def test_compare_lists_base_and_adapter_answers_of_held_out_records(tuned, capsys):
     run, result = tuned
-    found = compare_run(run.root, records=4, top=2)
+    found = compare_run(run.root, records=4, top=2).found
     assert len(found) == 2 and abs(found[0].gap) >= abs(found[1].gap)
     references = {p.reference for p in result.trainee.eval_prompts}
     for c in found:
@@ -51,6 +52,22 @@ def test_compare_lists_base_and_adapter_answers_of_held_out_records(tuned, capsy
     assert main(["compare", str(run.root), "--records", "4", "--top", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("  reference: ") == 2 and f"  adapter:   {found[0].after}" in out
+    # What the Runs tab reads: the same records, greedy answers being deterministic.
+    kept = read_comparison(run.root)
+    assert f"Written to {run.root / COMPARE_FILE}" in out
+    assert kept.found == found and (kept.before, kept.after, kept.against) == (
+        "base", run.root.name, "") and kept.records == 4
+
+
+def test_the_runs_tabs_command_writes_what_its_pane_lists(tuned):
+    from lora_studio.ui.compare_state import CompareState, compare_command
+    run, _ = tuned
+    assert main(compare_command(run.root, "", 3)[3:]) == 0
+    state = CompareState()
+    state.load(run.root)
+    assert len(state.rows) == 3 and "3 of 3 held-out records" in state.message
+    assert [abs(c.gap) for c in state.rows] == sorted((abs(c.gap) for c in state.rows),
+                                                      reverse=True)
 
 
 def test_two_runs_are_compared_on_the_first_runs_records(tuned, tmp_path, capsys):
@@ -63,8 +80,8 @@ def test_two_runs_are_compared_on_the_first_runs_records(tuned, tmp_path, capsys
     def answers(model):
         return {tokenizer.decode(p.prompt_ids, skip_special_tokens=True).strip(): a
                 for p, a in zip(prompts, generate_answers(model, tokenizer, prompts, "cpu"))}
-    found = compare_run(run.root, records=4, top=4, against=other.root)
-    base = {c.prompt: c.before for c in compare_run(run.root, records=4, top=4)}
+    found = compare_run(run.root, records=4, top=4, against=other.root).found
+    base = {c.prompt: c.before for c in compare_run(run.root, records=4, top=4).found}
     assert answers(other_result.trainee.model) != base   # the other run is not the base
     assert {c.prompt: c.before for c in found} == answers(other_result.trainee.model)
     assert {c.prompt: c.after for c in found} == answers(result.trainee.model)
@@ -72,6 +89,7 @@ def test_two_runs_are_compared_on_the_first_runs_records(tuned, tmp_path, capsys
                  "--top", "1"]) == 0
     out = capsys.readouterr().out
     assert f"ROUGE-L {other.root.name} " in out and f"  {run.root.name}:" in out
+    assert read_comparison(run.root).against == str(other.root)
 
 
 def test_runs_of_different_bases_and_runs_without_held_out_records_are_refused(tuned, tmp_path,

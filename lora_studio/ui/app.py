@@ -434,6 +434,7 @@ class MainWindow(QMainWindow):
         self.playground.shutdown()
         self.browser.shutdown()
         self.fit_box.shutdown()
+        self.runs.shutdown()
 
 
 def settle_gc() -> None:

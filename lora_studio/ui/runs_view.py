@@ -1,6 +1,7 @@
 """The Runs tab: the runs of a folder as a sortable table (runs/catalog.py reads them),
-with open folder, rename, notes, delete to the trash, and a loss plot of the runs
-ticked for comparing. Opening a run replays its events into the training view;
+with open folder, rename, notes, delete to the trash, a loss plot of the runs ticked
+for comparing, and the selected text run's answers against the base model's
+(ui/compare_view.py). Opening a run replays its events into the training view;
 Resume continues it."""
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from PySide6.QtCore import QFile, QSortFilterProxyModel, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView,
                                QInputDialog, QLabel, QMessageBox, QPlainTextEdit, QPushButton,
-                               QSplitter, QTableView, QVBoxLayout, QWidget)
+                               QSplitter, QTableView, QTabWidget, QVBoxLayout, QWidget)
 
 from ..runs.catalog import RunCatalog, RunError, RunSummary, loss_curve
+from .compare_view import CompareView
 from .loss_compare import LossCompare
 from .runs_model import COLUMN, PATH_ROLE, SORT_ROLE, RunsTableModel
 
@@ -84,8 +86,12 @@ class RunsView(QWidget):
         notes_layout.addWidget(self.notes, 1)
         notes_layout.addWidget(self.save_notes_button, 0, Qt.AlignmentFlag.AlignRight)
         below = QSplitter(Qt.Orientation.Horizontal)
+        self.outputs = CompareView()
+        views = QTabWidget()
+        views.addTab(self.compare, "Loss curves")
+        views.addTab(self.outputs, "Compare outputs")
         below.addWidget(notes_box)
-        below.addWidget(self.compare)
+        below.addWidget(views)
         below.setSizes([350, 650])
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.table)
@@ -181,6 +187,7 @@ class RunsView(QWidget):
             self.notes.setEnabled(run is not None)
             self.notes.document().setModified(False)
         self.save_notes_button.setEnabled(run is not None and self.notes.document().isModified())
+        self.outputs.show_run(run, self.model.rows)
 
     _notes_root: Path | None = None
 
@@ -278,3 +285,6 @@ class RunsView(QWidget):
     def _update_compare(self) -> None:
         ticked = sorted(self.model.ticked_runs(), key=lambda r: r.date)
         self.compare.show_curves([(r.name, *loss_curve(r.root)) for r in ticked])
+
+    def shutdown(self) -> None:
+        self.outputs.shutdown()

@@ -4,11 +4,11 @@ ROUGE-L against the record's own answer, listed side by side
 (``lora-studio compare RUN [--against OTHER_RUN]``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from ...config.jobfile import JobFileError, read_job_toml
 from ...config.schema import JobConfig
+from ...runs.compare_file import Compared, Comparison
 from ...runs.exports import TEXT_ADAPTER
 from ...runs.layout import RunDir
 from ..core.control import EngineError
@@ -16,21 +16,6 @@ from .eval_generation import HeldOutPrompt, generate_answers, held_out_prompts
 from .metrics import rouge_l
 
 OTHER = "other"   # the adapter name of the run compared against
-
-
-@dataclass(frozen=True)
-class Compared:
-    prompt: str
-    reference: str
-    before: str          # the base model's answer, or the other run's
-    after: str           # the run's adapter's answer
-    before_rouge: float
-    after_rouge: float
-
-    @property
-    def gap(self) -> float:
-        """ROUGE-L the run's adapter gained (negative: lost) on this record."""
-        return self.after_rouge - self.before_rouge
 
 
 def compare_answers(model, tokenizer, prompts: list[HeldOutPrompt], device,
@@ -68,7 +53,7 @@ def _trained_job(run: RunDir) -> JobConfig:
 
 
 def compare_run(run_root: str | Path, records: int = 16, top: int = 5,
-                against: str | Path | None = None) -> list[Compared]:
+                against: str | Path | None = None) -> Comparison:
     """Up to ``records`` held-out records of a finished text run answered by its base
     model (or by the final adapter of run ``against``, trained on the same base) and by
     the base with the run's final adapter; the ``top`` that changed most."""
@@ -98,11 +83,14 @@ def compare_run(run_root: str | Path, records: int = 16, top: int = 5,
                                       str(run.final))
     if other is not None:
         model.load_adapter(str(other.final), adapter_name=OTHER)
-    return largest_gaps(compare_answers(model, tokenizer, prompts, model.device,
-                                        OTHER if other is not None else None), top)
+    found = largest_gaps(compare_answers(model, tokenizer, prompts, model.device,
+                                         OTHER if other is not None else None), top)
+    return Comparison(other.root.name if other is not None else "base", run.root.name,
+                      str(other.root) if other is not None else "", len(prompts), tuple(found))
 
 
-def side_by_side(compared: list[Compared], before: str = "base", after: str = "adapter") -> str:
+def side_by_side(compared: list[Compared] | tuple[Compared, ...], before: str = "base",
+                 after: str = "adapter") -> str:
     """Plain text: each record's prompt and reference, then the two answers."""
     width = max(len(before), len(after), len("reference")) + 2
     blocks = []
