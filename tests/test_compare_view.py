@@ -120,6 +120,25 @@ def test_a_failed_comparison_is_said_and_changes_nothing(view, qtbot, tmp_path):
     assert view.table.rowCount() == 3   # the comparison already there is still shown
 
 
+def test_a_comparison_that_cannot_start_is_said(view, tmp_path):
+    run = finished_run(tmp_path, "text")
+    view.show_run(_summary(run), [])
+    view.compare_command = lambda *_: [str(tmp_path / "no such program")]
+    assert not view.start_compare()
+    assert view.status.text().startswith("Could not start the comparison:")
+    assert view.compare_button.isEnabled()
+
+
+def test_closing_kills_a_comparison_still_answering(view, tmp_path):
+    run = finished_run(tmp_path, "text")
+    view.show_run(_summary(run), [])
+    view.compare_command = lambda *_: [sys.executable, "-c", "import time; time.sleep(60)"]
+    assert view.start_compare() and view.running
+    process = view.runner._proc
+    view.shutdown()
+    assert process.poll() is not None and not view.running
+
+
 def test_image_runs_cannot_be_compared(view, tmp_path):
     run = finished_run(tmp_path, "sd1")
     view.show_run(_summary(run), [])

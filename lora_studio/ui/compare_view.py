@@ -1,23 +1,23 @@
 """The Runs tab's "Compare outputs" pane: the held-out records whose answers the run's
 adapter changed most against the base model (or another run's adapter), largest
 change first, and the selected record's two answers side by side under its prompt
-and reference. Compare runs `lora-studio compare` as a child process (QProcess: the
-window never loads a model) and shows the compare.json it writes
+and reference. Compare runs `lora-studio compare` as a child process (compare_runner.py:
+the window never loads a model) and shows the compare.json it writes
 (ui/compare_state.py holds the logic)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, QProcessEnvironment, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGridLayout, QHBoxLayout,
                                QLabel, QPlainTextEdit, QPushButton, QSpinBox,
                                QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..runs.catalog import RunSummary
+from .compare_runner import CompareRunner
 from .compare_state import CompareState, against_choices, compare_command, comparable
 
 HEADERS = ("ROUGE-L change", "ROUGE-L", "Prompt")
-ERROR_LINES = 8   # of the child's output shown when it fails
 
 
 def _text_label(text: str = "") -> QLabel:
@@ -55,7 +55,7 @@ class CompareView(QWidget):
         self.state = CompareState()
         self.run: RunSummary | None = None
         self.compare_command = compare_command
-        self._process: QProcess | None = None
+        self.runner = CompareRunner(self._end, self)
         self._running_for: Path | None = None
         self._failure: tuple[Path, str] | None = None   # the last comparison's error, per run
         layout = QVBoxLayout(self)
@@ -154,55 +154,34 @@ class CompareView(QWidget):
             side.show_side("", "")
 
     def _update_button(self) -> None:
-        self.compare_button.setEnabled(self.run is not None and self._process is None)
+        self.compare_button.setEnabled(self.run is not None and not self.runner.running)
 
     # -- comparing -----------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._process is not None
+        return self.runner.running
 
     def start_compare(self) -> bool:
-        if self.run is None or self._process is not None:
+        if self.run is None or self.runner.running:
             return False
         self._running_for, self._failure = self.run.root, None
-        command = self.compare_command(self.run.root, self.against.currentData() or "",
-                                       self.records.value())
-        process = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONIOENCODING", "utf-8")
-        process.setProcessEnvironment(env)
-        process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
-        process.finished.connect(self._finished)
-        process.errorOccurred.connect(self._failed_to_start)
-        self._process = process
+        try:
+            self.runner.start(self.compare_command(self.run.root, self.against.currentData() or "",
+                                                   self.records.value()))
+        except OSError as exc:
+            self._ended(f"Could not start the comparison: {exc}")
+            return False
         self._update_button()
         self.status.setText(f"Answering up to {self.records.value()} held-out records with "
-                         f"{self.against.currentText()} and with {self.run.name} (the model "
-                         "loads in a child process)…")
-        process.start(command[0], command[1:])
+                            f"{self.against.currentText()} and with {self.run.name} (the model "
+                            "loads in a child process)…")
         return True
 
-    def _output_tail(self) -> str:
-        out = bytes(self._process.readAll().data()).decode("utf-8", "replace").strip()
-        return "\n".join(out.splitlines()[-ERROR_LINES:])
+    def _end(self, code: int, output: str) -> None:
+        self._ended(f"The comparison failed (exit code {code}):\n{output}" if code else "")
 
-    def _failed_to_start(self, error) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            self._end(f"Could not start the comparison: {self._process.errorString()}")
-
-    def _finished(self, code: int, status) -> None:
-        if self._process is None:
-            return
-        if status == QProcess.ExitStatus.NormalExit and code == 0:
-            self._end("")
-        else:
-            self._end(f"The comparison failed (exit code {code}):\n{self._output_tail()}")
-
-    def _end(self, error: str) -> None:
+    def _ended(self, error: str) -> None:
         ran_for, self._running_for = self._running_for, None
-        process, self._process = self._process, None
-        if process is not None:
-            process.deleteLater()
         self._failure = (ran_for, error) if error else None
         self._update_button()
         if self.run is not None and self.run.root == ran_for:
@@ -211,7 +190,4 @@ class CompareView(QWidget):
 
     def shutdown(self) -> None:
         """Kill a comparison still answering (the window is closing)."""
-        if self._process is not None:
-            process, self._process = self._process, None
-            process.kill()
-            process.waitForFinished(5000)
+        self.runner.stop()
