@@ -128,7 +128,7 @@ def test_bad_files_are_listed_not_crashing(qtbot, browser):
     qtbot.waitUntil(lambda: b.session.problem_counts()["unreadable"] == 1)
     counts = b.session.problem_counts()
     assert counts == {"no_caption": 1, "empty_caption": 1, "caption_unreadable": 0,
-                      "unreadable": 1, "too_small": 1, "duplicate": 2}
+                      "unreadable": 1, "too_small": 1, "duplicate": 2, "over_clip": 0}
     qtbot.waitUntil(lambda: "Corrupt / unreadable  (1)" in
                     [b.health_list.item(i).text() for i in range(b.health_list.count())])
     item = next(b.health_list.item(i) for i in range(b.health_list.count())

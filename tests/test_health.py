@@ -69,4 +69,4 @@ def test_caption_problems_and_counts():
     assert found[:3] == [{"no_caption"}, {"empty_caption"}, set()]
     counts = problem_counts(found)
     assert counts == {"no_caption": 1, "empty_caption": 1, "caption_unreadable": 0, "unreadable": 0,
-                      "too_small": 1, "duplicate": 1}
+                      "too_small": 1, "duplicate": 1, "over_clip": 0}

@@ -82,7 +82,7 @@ def test_problems_and_filters(tmp_path):
     s.set_duplicate_groups([[2, 3]])
     assert s.problem_counts() == {"no_caption": 1, "empty_caption": 1, "caption_unreadable": 0,
                                   "unreadable": 1,
-                                  "too_small": 1, "duplicate": 2}
+                                  "too_small": 1, "duplicate": 2, "over_clip": 0}
     assert s.filter(problem="no_caption") == [0]
     s.set_text(0, "now captioned")
     assert s.filter(problem="no_caption") == []

@@ -1,6 +1,7 @@
 """Dataset health: images without captions, empty captions, captions that
 cannot be read (a pipe, too large, undecodable), corrupt or unreadable images,
-very small images and exact duplicates. Each problem is a filter with a count.
+very small images, exact duplicates and captions longer than CLIP reads (the
+session counts them, data/clip_tokens.py). Each problem is a filter with a count.
 Checking an image never raises: whatever PIL throws on a bad file becomes an error
 message on that image. What the scan passed over (not images in the grid) is
 grouped by kind with its count by passed_over_groups."""
@@ -23,6 +24,7 @@ PROBLEMS = {
     "unreadable": "Corrupt / unreadable",
     "too_small": "Very small",
     "duplicate": "Duplicate",
+    "over_clip": "Over 75 CLIP tokens (cut)",
 }
 
 DEFAULT_MIN_SIDE = 256

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lora_studio.data.captions import (CaptionConflict, CaptionFile, CaptionReadError,
                                        disk_changed, read_caption, write_captions)
+from lora_studio.data.clip_tokens import CaptionTokens
 from lora_studio.data.edits import UndoStack
 from lora_studio.data.health import (DEFAULT_MIN_SIDE, ImageCheck, caption_problems,
                                      image_problems, problem_counts)
@@ -60,6 +61,8 @@ class CaptionSession:
         self.min_side = min_side
         self.checks: dict[int, ImageCheck] = {}
         self.duplicates: set[int] = set()
+        # counts each caption's CLIP tokens (data/clip_tokens.py); None: not checked
+        self.tokens: CaptionTokens | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -229,6 +232,8 @@ class CaptionSession:
             found |= image_problems(self.checks[i], self.min_side)
         if i in self.duplicates:
             found.add("duplicate")
+        if self.tokens is not None and self.tokens.count(self.texts[i]).over:
+            found.add("over_clip")
         return found
 
     def problem_counts(self) -> dict[str, int]:

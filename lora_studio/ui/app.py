@@ -115,6 +115,7 @@ class MainWindow(QMainWindow):
         self.preset_bar.loaded.connect(self._dataset_path_seen)
         self.preset_bar.loaded.connect(self._open_job_dataset)
         self.browser.dataset_opened.connect(self._dataset_opened)
+        self.browser.tag_list_changed.connect(lambda path: self.settings.setValue("tag_list", path))
         self.panel.validated.connect(self._on_validated)
         self.fit_box.apply_values.connect(self._apply_fit)
         self.preset_bar.loaded.connect(self.panel.refresh)
@@ -182,6 +183,9 @@ class MainWindow(QMainWindow):
         dataset = self.settings.value("last_dataset")
         if self.browser.opened_path is None and dataset and Path(str(dataset)).exists():
             self._open_in_browser(str(dataset))
+        tag_list = self.settings.value("tag_list")
+        if tag_list and Path(str(tag_list)).is_file():
+            self.browser.set_tag_list(str(tag_list))
 
     def recent_runs(self) -> list[str]:
         value = self.settings.value("recent_runs") or []
@@ -237,6 +241,9 @@ class MainWindow(QMainWindow):
         reg = resolve_local_path(ds.reg_path, self.preset_bar.base_dir) \
             if ds.reg_path.strip() else None
         self.browser.set_reg_path(str(reg) if reg is not None else ds.reg_path)
+        self.browser.set_clip_model(resolve_local_path(self.state.values["model.path"] or "",
+                                                       self.preset_bar.base_dir)
+                                    if self.state.kind != "text" else None)
 
     def _apply_fit(self, values: dict) -> None:
         self.panel.apply_values(values)

@@ -1,5 +1,5 @@
 """The caption text box: completes the tag being typed from the dataset's own
-tags (most frequent first) and hands undo / redo / page keys to the browser, whose
+tags (most frequent first), then from a booru tag list when one is loaded, and hands undo / redo / page keys to the browser, whose
 undo spans all images."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from PySide6.QtCore import QEvent, QStringListModel, Qt, Signal
 from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import QCompleter, QPlainTextEdit
 
-from ..data.tags import complete, current_fragment, split_tags
+from ..data.booru_tags import BooruTags, complete_tags
+from ..data.tags import current_fragment, split_tags
 
 
 class CaptionEdit(QPlainTextEdit):
@@ -20,6 +21,7 @@ class CaptionEdit(QPlainTextEdit):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.counts: Counter = Counter()
+        self.booru: BooruTags | None = None
         self.setUndoRedoEnabled(False)  # the browser's stack undoes, across images
         self.setPlaceholderText("Caption: comma-separated tags or a sentence")
         self._model = QStringListModel(self)
@@ -74,7 +76,8 @@ class CaptionEdit(QPlainTextEdit):
     def update_completions(self) -> None:
         _start, typed = self.fragment()
         present = set(split_tags(self.toPlainText()))
-        matches = [t for t in complete(typed, self.counts, limit=24) if t not in present][:12]
+        matches = [t for t in complete_tags(typed, self.counts, self.booru, limit=24)
+                   if t not in present][:12]
         if len(typed) < 1 or not matches:
             self.completer.popup().hide()
             return

@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QCompleter, QFrame, QHBoxLayout, QLabel, QLineEdit,
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from ..data.clip_tokens import CLIP_WINDOW, CaptionTokens
 from ..data.tags import keep_tokens_split
 from .caption_edit import CaptionEdit
 from .image_preview import ImagePreview
@@ -38,11 +39,13 @@ class CaptionPane(QWidget):
     batch_requested = Signal(str)  # "add", "remove" or "replace"
     keep_mine = Signal()
     take_disk = Signal()
+    tag_list_requested = Signal()  # "Tag list…": pick a booru tag list for completion
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self._loading = False
         self._caption: str | None = None  # the saved-to-session text, for keep_tokens
+        self.tokens: CaptionTokens | None = None  # counts the caption's CLIP tokens
         self.preview = ImagePreview("Open a folder of images (File › Open folder).")
         self.info = QLabel()
         self.info.setWordWrap(True)
@@ -72,6 +75,14 @@ class CaptionPane(QWidget):
         self.keep_spin.valueChanged.connect(lambda _v: self._show_keep_tokens())
         self.keep_label = QLabel()
         self.keep_label.setWordWrap(True)
+        self.token_label = QLabel()
+        self.tag_list_button = QPushButton("Tag list…")
+        self.tag_list_button.setToolTip("Complete tags from a booru tag list too (a CSV such "
+                                        "as a1111-tagcomplete's danbooru.csv)")
+        self.tag_list_button.clicked.connect(self.tag_list_requested)
+        token_row = QHBoxLayout()
+        token_row.addWidget(self.token_label, 1)
+        token_row.addWidget(self.tag_list_button)
         keep_row = QHBoxLayout()
         keep_row.addWidget(QLabel("Keep tokens"))
         keep_row.addWidget(self.keep_spin)
@@ -109,6 +120,7 @@ class CaptionPane(QWidget):
         layout.addWidget(self.conflict_bar)
         layout.addWidget(QLabel("<b>Caption</b> (saved automatically)"))
         layout.addWidget(self.editor, 1)
+        layout.addLayout(token_row)
         layout.addLayout(keep_row)
         layout.addWidget(QLabel("<b>Tag edit</b>"))
         layout.addLayout(batch_row)
@@ -131,6 +143,7 @@ class CaptionPane(QWidget):
         self._loading = False
         self.editor.setEnabled(text is not None)
         self.show_keep_tokens(text)
+        self._show_tokens()
 
     def show_keep_tokens(self, caption: str | None) -> None:
         self._caption = caption
@@ -157,6 +170,27 @@ class CaptionPane(QWidget):
         self.editor.counts = counts
         self.tag_completer.model().setStringList(sorted(counts, key=lambda t: (-counts[t], t)))
 
+    def set_token_counter(self, tokens: CaptionTokens | None) -> None:
+        self.tokens = tokens
+        self._show_tokens()
+
+    def _show_tokens(self) -> None:
+        """The caption's CLIP tokens against the 75 the text encoder reads."""
+        if self.tokens is None or not self.editor.isEnabled():
+            self.token_label.clear()
+            return
+        count = self.tokens.count(self.editor.toPlainText())
+        tip = (f"Counted with the CLIP tokenizer of {self.tokens.source}." if count.exact else
+               "Estimated from the words: the job's base model is not a local diffusers "
+               "folder with a tokenizer.")
+        if count.over:
+            self.token_label.setText(f"<span style='color:#d32f2f'>{count.label}: training "
+                                     f"cuts what comes after token {CLIP_WINDOW}</span>")
+        else:
+            self.token_label.setText(count.label)
+        self.token_label.setToolTip(tip)
+
     def _editor_changed(self) -> None:
+        self._show_tokens()
         if not self._loading:
             self.edited.emit()

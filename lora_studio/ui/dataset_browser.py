@@ -14,7 +14,9 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLin
                                QMessageBox, QPushButton, QSplitter, QStackedWidget, QToolButton,
                                QVBoxLayout, QWidget)
 
+from ..data.booru_tags import BooruListError, load_booru_tags
 from ..data.caption_scope import caption_scopes
+from ..data.clip_tokens import CaptionTokens
 from ..data.folder_levels import folder_level_slip
 from ..data.health import passed_over_groups
 from ..data.image_facts import (BucketSettings, filter_summary, folder_choices, image_facts,
@@ -46,6 +48,7 @@ class DatasetBrowser(QWidget):
     kind) follows every successful open ('image' or 'text')."""
     captions_dirty = Signal(bool)
     dataset_opened = Signal(str, str)
+    tag_list_changed = Signal(str)  # the booru tag list picked (ui/app.py remembers it)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -66,6 +69,8 @@ class DatasetBrowser(QWidget):
         self.health = HealthRunner(self._health_checked, self._health_duplicates,
                                    self._health_progress, self)
         self._health_text = ""
+        self.tokens = CaptionTokens()  # the estimate until the job names a local model
+        self._clip_model = ""
 
         self.loader = ThumbnailLoader(None, self)
         self.grid_model = ImageGridModel(self.loader, self)
@@ -137,6 +142,8 @@ class DatasetBrowser(QWidget):
         self.caption_pane.batch_requested.connect(self.batch_edit)
         self.caption_pane.keep_mine.connect(self._keep_mine)
         self.caption_pane.take_disk.connect(self._take_disk)
+        self.caption_pane.tag_list_requested.connect(self._choose_tag_list)
+        self.caption_pane.set_token_counter(self.tokens)
         self.editor.undo_requested.connect(self.undo)
         self.editor.redo_requested.connect(self.redo)
         self.editor.page_requested.connect(self.step)
@@ -309,6 +316,7 @@ class DatasetBrowser(QWidget):
         self.caption_timer.stop()
         self.session = CaptionSession(self.grid_model.image_paths, self._caption_paths,
                                       loaded=self._loaded_captions)
+        self.session.tokens = self.tokens
         self._loaded_captions = []
         self.grid_model.set_session(self.session)
         if self.grid_model.losses is not None:
@@ -730,6 +738,41 @@ class DatasetBrowser(QWidget):
 
     def show_message(self, text: str) -> None:
         self.status.setText(text)
+
+    # -- tag hygiene -------------------------------------------------------------
+    def set_clip_model(self, model: str | Path | None) -> None:
+        """The job's base model, whose CLIP tokenizer counts each caption's tokens (an
+        estimate when it has none here)."""
+        source = str(model or "")
+        if source == self._clip_model:
+            return
+        self._clip_model = source
+        self.tokens = CaptionTokens.for_model(model)
+        self.caption_pane.set_token_counter(self.tokens)
+        if self.session is not None:
+            self.session.tokens = self.tokens
+            self._refresh_health()
+
+    def _choose_tag_list(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Booru tag list", "",
+                                              "Tag lists (*.csv);;All files (*)")
+        if path and self.set_tag_list(path):
+            self.tag_list_changed.emit(path)
+
+    def set_tag_list(self, path: str | Path) -> bool:
+        """Complete tags from a booru tag list too; False with a message when it cannot
+        be read."""
+        try:
+            tags = load_booru_tags(path)
+        except BooruListError as exc:
+            self.show_message(f"{exc.message} {exc.hint}")
+            return False
+        self.caption_pane.editor.booru = tags
+        skipped = f" ({tags.skipped} row(s) not read)" if tags.skipped else ""
+        said = f"Completing tags from {Path(path).name} too: {len(tags)} tags{skipped}."
+        self.caption_pane.tag_list_button.setToolTip(f"{said} Click to pick another list.")
+        self.show_message(said)
+        return True
 
     # -- per-item loss of a run ------------------------------------------------
     def show_losses(self, run) -> bool:
