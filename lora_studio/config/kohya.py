@@ -16,6 +16,7 @@ from typing import Any
 
 from .fields import SPECS, set_in
 from .findings import Finding
+from .kohya_dataset import convert_dataset_config
 from .samplers import sampler_name
 from .schema import SCHEMA_VERSION
 
@@ -30,6 +31,7 @@ SIMPLE_KEYS: dict[str, tuple[str, str]] = {
     "min_bucket_reso": ("dataset.min_bucket_reso", "int"),
     "max_bucket_reso": ("dataset.max_bucket_reso", "int"),
     "bucket_reso_steps": ("dataset.bucket_reso_steps", "int"),
+    "bucket_no_upscale": ("dataset.bucket_no_upscale", "bool"),
     "random_crop": ("dataset.random_crop", "bool"),
     "flip_aug": ("dataset.flip_aug", "bool"),
     "shuffle_caption": ("dataset.shuffle_caption", "bool"),
@@ -69,7 +71,7 @@ SPECIAL_KEYS = frozenset({
     "clip_skip", "stop_text_encoder_training", "stop_text_encoder_training_pct",
     "save_precision", "save_last_n_epochs", "save_last_n_epochs_state", "save_last_n_steps",
     "save_last_n_steps_state", "sample_sampler", "conv_dim", "conv_alpha", "factor",
-    "network_module", "network_args",
+    "network_module", "network_args", "dataset_config",
 })
 
 # Things LoRA Studio decides by itself (attention kernels, data loader workers,
@@ -530,8 +532,11 @@ class _Converter:
                 "schema_version": SCHEMA_VERSION, "author": text("metadata_author")}
 
 
-def convert_kohya(config: dict, fallback_name: str = "kohya import") -> KohyaImport:
-    """Map a kohya_ss LoRA config (parsed JSON) to JobConfig data. Never raises for bad values."""
+def convert_kohya(config: dict, fallback_name: str = "kohya import",
+                  dataset_config: dict | None = None) -> KohyaImport:
+    """Map a kohya_ss LoRA config (parsed JSON) to JobConfig data, with the dataset config
+    TOML it names (parsed; None when it names none or it could not be read). Never
+    raises for bad values."""
     conv = _Converter(config)
     conv.simple()
     conv.family()
@@ -545,12 +550,19 @@ def convert_kohya(config: dict, fallback_name: str = "kohya import") -> KohyaImp
     conv.saving()
     known = set(SIMPLE_KEYS) | SPECIAL_KEYS | HANDLED_AUTOMATICALLY
     unsupported = {k: v for k, v in config.items() if k not in known}
+    if dataset_config is not None:
+        found = convert_dataset_config(dataset_config, lambda v: parse_resolution(v)[0],
+                                       f"dataset_config '{config.get('dataset_config', '')}'")
+        for path, value in found.values.items():
+            set_in(conv.data, path, value)
+        conv.findings += found.findings
+        unsupported.update(found.unsupported)
     result = KohyaImport(conv.data, conv.meta(fallback_name), conv.findings, unsupported)
     listed = list(result.unsupported_set)
     if listed:
         result.findings.append(Finding(
             "", "warning", f"{len(listed)} kohya_ss setting(s) have no equivalent in LoRA Studio and "
-            f"were not imported: {', '.join(_shown(k, config[k]) for k in listed)}.",
+            f"were not imported: {', '.join(_shown(k, unsupported[k]) for k in listed)}.",
             "Check whether your results depended on them.", "kohya-unsupported"))
     return result
 

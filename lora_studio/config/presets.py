@@ -424,13 +424,32 @@ def read_import(file: str | Path) -> PendingImport:
             raise PresetError(file, TOO_DEEP, "Is this a kohya_ss config file?") from None
         if not isinstance(config, dict):
             raise PresetError(file, "is not a kohya_ss config (expected a JSON object of settings).")
-        result = convert_kohya(config, fallback_name=file.stem)
+        dataset_config, notes = _kohya_dataset_config(file, config)
+        result = convert_kohya(config, fallback_name=file.stem, dataset_config=dataset_config)
         meta, data = PresetMeta(**result.meta), result.data
-        findings, unsupported = result.findings, result.unsupported_set
+        findings, unsupported = notes + result.findings, result.unsupported_set
     else:
         raise PresetError(file, "cannot be imported.",
                           "Import a LoRA Studio preset (.toml) or a kohya_ss LoRA config (.json).")
     return PendingImport(file, meta, data, findings, unsupported, risks(data))
+
+
+def _kohya_dataset_config(file: Path, config: dict) -> tuple[dict | None, list[Finding]]:
+    """The dataset config TOML a kohya config names (looked up beside it first), parsed;
+    None and a finding naming the file when it cannot be read."""
+    name = config.get("dataset_config")
+    if not isinstance(name, str) or not name.strip():
+        return None, []
+    path = resolve_local_path(name, file.parent)
+    try:
+        if path is None:
+            raise PresetError(Path(name), "no such file.")
+        return _read_document(path), []
+    except PresetError as exc:
+        return None, [Finding("dataset.subsets", "warning", f"The dataset config of this kohya "
+                              f"config was not imported: {exc}",
+                              "Put the file beside the kohya config, or add its folders as "
+                              "concept folder lines yourself.", "kohya-dataset-config")]
 
 
 KEEP_HINT = ("If you trust the file, import it again and keep them (the window asks; on the "

@@ -129,6 +129,11 @@ class DatasetConfig(Section):
     bucket_reso_steps: int = field(
         64, title="Bucket step", group="Dataset", advanced=True, applies_to="image",
         help="Bucket sides are multiples of this.", ge=8, le=256)
+    bucket_no_upscale: bool = field(
+        False, title="Never upscale", group="Dataset", advanced=True, applies_to="image",
+        help="kohya's bucket_no_upscale: an image smaller than the resolution gets a bucket of "
+             "its own size (cut down to the bucket step) instead of being enlarged; min and max "
+             "bucket side are then not used.")
     random_crop: bool = field(
         False, title="Random crop", group="Dataset", advanced=True, applies_to="image",
         help="Crop at a random position instead of the centre.")
@@ -144,6 +149,16 @@ class DatasetConfig(Section):
     caption_dropout_rate: float = field(
         0.0, title="Caption dropout", group="Dataset", advanced=True, applies_to="image",
         help="Fraction of steps trained with an empty caption.", ge=0.0, le=1.0)
+    subsets: list[str] = field(
+        default_factory=list, title="Concept folders", group="Dataset", advanced=True,
+        applies_to="image", widget="lines",
+        help="Folders trained with settings of their own, as kohya's dataset config "
+             "subsets: one a line, the folder (inside the dataset folder, or a full path) "
+             "then settings separated by ';', e.g. '10_sks dog; keep_tokens=1' or 'style; "
+             "repeats=2; caption_extension=.caption; shuffle_caption=true; resolution=768'. "
+             "Settings: repeats, caption_extension, shuffle_caption, keep_tokens, resolution, "
+             "class_tokens (the caption of images without one), is_reg (regularisation "
+             "images). When set, only these folders train.")
     reg_path: str = field(
         "", title="Regularisation images", group="Dataset", widget="dir", local_path=True,
         applies_to="image",

@@ -22,6 +22,7 @@ from ..data.chat_template import TemplateProblem, preflight
 from ..data.captions import caption_read_errors
 from ..data.folder_levels import folder_level_slip
 from ..data.reg_images import nesting, reg_repeats
+from ..data.subsets import SubsetError, merged, parse_subsets, scan_subsets
 from ..data.scan import (IMAGE_EXTENSIONS, DatasetError, ImageDataset, count_records, scan_images,
                          scan_text_files)
 from ..data.text_sources import (SourceError, cached_hub_dataset, hub_hint, looks_like_hub_id,
@@ -77,6 +78,10 @@ RULES: dict[str, str] = {
     "reg-counts": "how many regularisation images an epoch trains, and those left unused",
     "reg-without-class": "regularisation images outside an 'N_class' folder and without captions",
     "prior-weight-without-reg": "a prior loss weight set without regularisation images",
+    "subset-invalid": "a concept folder line (dataset.subsets) that cannot be read",
+    "subset-folder-missing": "a concept folder that does not exist",
+    "subset-empty": "a concept folder without images",
+    "no-upscale-without-buckets": "never upscale set while aspect-ratio bucketing is off",
     "quant-both": "4-bit and 8-bit loading both on",
     "quant-image-job": "4-/8-bit loading on an image job",
     "quant-needs-cuda": "4-/8-bit loading without an NVIDIA GPU",
@@ -310,6 +315,8 @@ def _dataset_facts(ctx: Context) -> list[Finding]:
              "not_a_folder": "dataset-format", "wrong_format": "dataset-format"}
     try:
         if ctx.kind == "image":
+            if ds.subsets:
+                return _subset_facts(ctx, path) + _reg_facts(ctx, path)
             ctx.images = scan_images(path, ds.caption_extension, ds.repeats)
             return _image_dataset_findings(ctx.images) + _reg_facts(ctx, path)
         if ctx.kind == "text":
@@ -345,7 +352,9 @@ def _passed_over(problems: Iterable[Skipped]) -> list[Finding]:
             for kind, found in by_kind.items()]
 
 
-def _image_dataset_findings(data: ImageDataset) -> list[Finding]:
+def _image_dataset_findings(data: ImageDataset, levels: bool = True) -> list[Finding]:
+    """levels: look for a kohya folder opened one level off (not for concept folders,
+    which are named one by one)."""
     out = [Finding("dataset.path", "error", f"Folder '{p.path.name}' {p.reason}.", p.hint,
                    "repeats-too-large") for p in data.bad_repeat_folders]
     out += _passed_over(data.problems)
@@ -395,7 +404,7 @@ def _image_dataset_findings(data: ImageDataset) -> list[Finding]:
                            f"{len(empty)} caption file(s) are empty: "
                            f"{_names((i.caption_path for i in empty), len(empty))}.",
                            "Write a caption in each (at least your trigger word).", "captions-empty"))
-    slip = folder_level_slip(data)
+    slip = folder_level_slip(data) if levels else None
     if slip is not None:
         samples = (f" ({slip.samples_per_epoch} samples per epoch instead of "
                    f"{data.samples_per_epoch})" if slip.samples_per_epoch is not None else "")
@@ -418,7 +427,12 @@ REG_NESTING = {
 
 
 def _reg_facts(ctx: Context, train_path: Path) -> list[Finding]:
-    """Scan the regularisation folder, if one is set, and say what it holds."""
+    """The regularisation images: the reg folder's, if one is set, with those of concept
+    folders marked is_reg (already in ctx.reg), and how many an epoch trains."""
+    return _reg_folder_facts(ctx, train_path) + _reg_counts(ctx)
+
+
+def _reg_folder_facts(ctx: Context, train_path: Path) -> list[Finding]:
     ds = ctx.job.dataset
     if not ds.reg_path.strip():
         return []
@@ -436,19 +450,18 @@ def _reg_facts(ctx: Context, train_path: Path) -> list[Finding]:
         return [Finding("dataset.reg_path", "error", f"The regularisation folder '{path}' "
                         f"{what}.", hint, "reg-nested")]
     try:
-        ctx.reg = scan_images(path, ds.caption_extension, 1, is_reg=True)
+        reg = scan_images(path, ds.caption_extension, 1, is_reg=True)
     except DatasetError as exc:
         return [Finding("dataset.reg_path", "error", exc.message, exc.hint, "reg-missing")]
-    reg = ctx.reg
     out = [Finding("dataset.reg_path", f.level, f"Regularisation images: {f.message}", f.hint,
                    f.rule) for f in _passed_over(reg.problems)]
     if not reg.images:
-        ctx.reg = None
         out.append(Finding("dataset.reg_path", "warning", f"The regularisation folder '{path}' "
                            "holds no images; training goes on without them.",
                            "Put pictures of the class in 'N_class' folders inside it (e.g. "
                            "'1_dog/dog1.png'), or empty the field.", "reg-empty"))
         return out
+    ctx.reg = reg if ctx.reg is None else merged(reg.root, ds.caption_extension, [ctx.reg, reg])
     unnamed = [i for i in reg.items if not i.class_tokens and i.caption_path is None]
     if unnamed:
         out.append(Finding("dataset.reg_path", "warning",
@@ -458,19 +471,47 @@ def _reg_facts(ctx: Context, train_path: Path) -> list[Finding]:
                            "train with an empty caption.",
                            "Move them into a folder named after their class, e.g. '1_dog'.",
                            "reg-without-class"))
+    return out
+
+
+def _reg_counts(ctx: Context) -> list[Finding]:
+    reg, ds = ctx.reg, ctx.job.dataset
     train = ctx.images.samples_per_epoch if ctx.images else 0
-    if train:
-        used = reg_repeats(train, [i.repeats for i in reg.items])
-        unused = sum(1 for n in used if n == 0)
-        left = (f" {unused} of them are not used: there are more than training samples."
-                if unused else "")
-        out.append(Finding("dataset.reg_path", "info",
-                           f"{reg.images} regularisation image(s) in {len(reg.folders)} "
-                           f"folder(s); each epoch trains {sum(used)} of them beside the "
-                           f"{train} training samples (loss weight {ds.prior_loss_weight:g})."
-                           + left, "Nothing to do." if not unused else
-                           "Nothing to do; raise the repeats of your concept folders to use "
-                           "more of them.", "reg-counts"))
+    if reg is None or not train:
+        return []
+    used = reg_repeats(train, [i.repeats for i in reg.items])
+    unused = sum(1 for n in used if n == 0)
+    left = (f" {unused} of them are not used: there are more than training samples."
+            if unused else "")
+    return [Finding("dataset.reg_path" if ds.reg_path.strip() else "dataset.subsets", "info",
+                    f"{reg.images} regularisation image(s) in {len(reg.folders)} "
+                    f"folder(s); each epoch trains {sum(used)} of them beside the "
+                    f"{train} training samples (loss weight {ds.prior_loss_weight:g})."
+                    + left, "Nothing to do." if not unused else
+                    "Nothing to do; raise the repeats of your concept folders to use "
+                    "more of them.", "reg-counts")]
+
+
+def _subset_facts(ctx: Context, root: Path) -> list[Finding]:
+    """Scan the concept folders (dataset.subsets), each with its own settings."""
+    ds = ctx.job.dataset
+    try:
+        subsets = parse_subsets(ds.subsets)
+        found = scan_subsets(root, subsets, ds.caption_extension, ds.repeats)
+    except SubsetError as exc:
+        return [Finding("dataset.subsets", "error", exc.message, exc.hint, "subset-invalid")]
+    except DatasetError as exc:
+        return [Finding("dataset.subsets", "error", exc.message,
+                        "Fix the folder in its line (relative folders are inside the dataset "
+                        "folder), or remove the line.", "subset-folder-missing")]
+    ctx.images, ctx.reg = found.train, found.reg
+    out = _image_dataset_findings(found.train, levels=False)
+    items = found.train.items + (found.reg.items if found.reg else ())
+    empty = [s.folder for i, s in enumerate(subsets) if not any(it.subset == i for it in items)]
+    if empty:
+        out.append(Finding("dataset.subsets", "warning", f"Concept folder(s) "
+                           f"{', '.join(repr(f) for f in empty)} hold no images.",
+                           "Put images in them, or remove their lines.", "subset-empty"))
     return out
 
 
@@ -1232,6 +1273,17 @@ def _responses_only(ctx: Context) -> Iterable[Finding]:
                       "Plain-text records have no responses, so 'loss on responses only' has nothing "
                       "to train on.", f"Turn off {_title('dataset.train_on_responses_only')}.",
                       "responses-only-plain-text")
+
+
+@_check
+def _no_upscale(ctx: Context) -> Iterable[Finding]:
+    ds = ctx.job.dataset
+    if ctx.kind == "image" and ds.bucket_no_upscale and not ds.enable_bucket:
+        yield Finding("dataset.bucket_no_upscale", "info",
+                      f"{_title('dataset.bucket_no_upscale')} only chooses buckets, and "
+                      "aspect-ratio bucketing is off: every image is trained at the "
+                      "resolution's square.", f"Turn on {_title('dataset.enable_bucket')}, or "
+                      "this off.", "no-upscale-without-buckets")
 
 
 @_check

@@ -60,6 +60,7 @@ class ImageItem:
     caption_empty: bool = False  # the caption file holds only blanks
     class_tokens: str = ""     # the folder's name after 'N_' ("sks dog"); "" for the root
     is_reg: bool = False       # a regularisation image (see reg_images.py)
+    subset: int = -1           # its dataset.subsets line (see subsets.py); -1: none
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from lora_studio.config.schema import JobConfig
-from lora_studio.data.buckets import BucketReport, bucket_for, bucket_report, resize_and_crop
+from lora_studio.data.buckets import BucketReport, bucket_report, choose_bucket, resize_and_crop
 from lora_studio.data.captions import CaptionReadError, read_caption
 from lora_studio.data.images import SkippedImage, check_images, load_rgb
 from lora_studio.data.reg_images import reg_caption, reg_repeats
 from lora_studio.data.scan import IMAGE_EXTENSIONS, DatasetError, ImageDataset, scan_images
+from lora_studio.data.subsets import Subset, SubsetError, parse_subsets, scan_subsets
 
 from lora_studio.runs.events import event
 
@@ -36,6 +37,8 @@ class TrainImage:
     size: tuple[int, int]         # (width, height), upright
     bucket: tuple[int, int]       # (width, height) it is trained at
     is_reg: bool = False          # a regularisation image: its loss counts prior_loss_weight
+    shuffle_caption: bool = False  # its concept folder's (else the dataset's) caption options
+    keep_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,17 +93,36 @@ def _scan(root: Path, caption_extension: str, repeats: int, is_reg: bool = False
     return scan
 
 
+def scan_job(job: JobConfig, root: Path) -> tuple[list[ImageDataset], list[Subset]]:
+    """The scans a job trains from (the dataset folder, or its concept folders, and the
+    regularisation images), and its concept folders' settings."""
+    ds = job.dataset
+    try:
+        subsets = parse_subsets(ds.subsets)
+        if not subsets:
+            scans = [_scan(root, ds.caption_extension, ds.repeats)]
+        else:
+            found = scan_subsets(root, subsets, ds.caption_extension, ds.repeats)
+            scans = [found.train] + ([found.reg] if found.reg else [])
+            for scan in scans:
+                refuse_bad_repeats(scan)
+    except (SubsetError, DatasetError) as exc:
+        raise EngineError("data", exc.message, exc.hint) from None
+    if ds.reg_path.strip():
+        scans.append(_scan(Path(ds.reg_path), ds.caption_extension, 1, is_reg=True))
+    return scans, subsets
+
+
 def load_image_set(job: JobConfig, root: Path,
                    phase: Callable[..., None] = lambda *args: None) -> ImageSet:
     """Scan, read captions, drop unusable images and bucket. Each image dropped, and
     whatever the scan passed over, is named in `skipped` (the run log shows them).
-    Regularisation images (dataset.reg_path) come after the training images, with the
-    repeats that give an epoch as many of them as training samples."""
+    Regularisation images (dataset.reg_path, or concept folders with is_reg) come after
+    the training images, with the repeats that give an epoch as many of them as training
+    samples. A concept folder's own settings (dataset.subsets) replace the dataset's."""
     ds = job.dataset
     phase("scanning the dataset")
-    scans = [_scan(root, ds.caption_extension, ds.repeats)]
-    if ds.reg_path.strip():
-        scans.append(_scan(Path(ds.reg_path), ds.caption_extension, 1, is_reg=True))
+    scans, subsets = scan_job(job, root)
     items = [item for scan in scans for item in scan.items]
     sizes, skipped = check_images([item.image_path for item in items],
                                   lambda done, total: phase("checking images", done, total))
@@ -114,13 +136,18 @@ def load_image_set(job: JobConfig, root: Path,
         except CaptionReadError as exc:
             skipped.append(SkippedImage(item.image_path, str(exc)))
             continue
-        if item.is_reg:
+        subset = subsets[item.subset] if item.subset >= 0 else Subset("")
+        if item.is_reg or subset.class_tokens:
             caption = reg_caption(caption, item.class_tokens)
         w, h = sizes[item.image_path]
-        bucket = bucket_for(w, h, ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso,
-                            ds.bucket_reso_steps) if ds.enable_bucket else (ds.resolution, ds.resolution)
-        images.append(TrainImage(item.image_path, " ".join(caption.split("\n")), item.repeats,
-                                 item.folder, (w, h), bucket, item.is_reg))
+        bucket = choose_bucket(w, h, subset.resolution or ds.resolution, ds.min_bucket_reso,
+                               ds.max_bucket_reso, ds.bucket_reso_steps, ds.enable_bucket,
+                               ds.bucket_no_upscale)
+        images.append(TrainImage(
+            item.image_path, " ".join(caption.split("\n")), item.repeats, item.folder, (w, h),
+            bucket, item.is_reg,
+            ds.shuffle_caption if subset.shuffle_caption is None else subset.shuffle_caption,
+            ds.keep_tokens if subset.keep_tokens is None else subset.keep_tokens))
     if not any(not im.is_reg for im in images):
         raise EngineError("data", f"No usable images in '{root}' ({len(skipped)} skipped"
                           f"{': ' + skipped[0].message if skipped else ''}).",

@@ -118,8 +118,8 @@ class ImageTrainee:
             lat, crop = self._latents(image, rng)
             latents.append(lat)
             crops.append(sdxl_time_ids(image, crop))
-            captions.append(prepare_caption(image.caption, rng, ds.shuffle_caption, ds.keep_tokens,
-                                            ds.caption_dropout_rate))
+            captions.append(prepare_caption(image.caption, rng, image.shuffle_caption,
+                                            image.keep_tokens, ds.caption_dropout_rate))
             generators.append(torch.Generator().manual_seed(seed))   # noise and timestep
         latents_t = torch.stack(latents).to(self.ctx.device, torch.float32)
         cond = self._cond(captions)
@@ -206,8 +206,8 @@ def prepare(job: JobConfig, ctx: RunContext) -> ImageTrainee:
         noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config,
                                                   prediction_type=base.prediction_type),
         latent_cache=LatentCache(cache_folder) if latent_caching_possible(job) else None,
-        cache_text=not trains_text and not captions_vary(ds.shuffle_caption,
-                                                         ds.caption_dropout_rate))
+        cache_text=not trains_text and not captions_vary(
+            any(im.shuffle_caption for im in image_set.images), ds.caption_dropout_rate))
     if trainee.latent_cache is not None and ctx.num_processes == 1:
         trainee.cache_latents()  # several processes each fill their own share as they train
     return trainee
