@@ -337,8 +337,77 @@ def add_serve(sub) -> None:
     p.set_defaults(run=cmd_serve)
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    from .captioning.__main__ import run
+    from .data.scan import DatasetError, caption_path_for, scan_images
+    from .engine.core.control import StopRequest
+    from .runs.caption_protocol import CaptionTally, eta_text, request_for
+    kind, model = ("tagger", args.tagger) if args.tagger else ("captioner", args.captioner)
+    try:
+        dataset = scan_images(args.dataset, args.caption_extension)
+    except DatasetError as exc:
+        raise CliError(f"{exc.message} {exc.hint}") from None
+    items = dataset.items
+    request = request_for(
+        kind, model, [it.image_path for it in items],
+        [it.caption_path or caption_path_for(it.image_path, dataset.caption_extension)
+         for it in items],
+        mode=args.mode, trigger=args.trigger, general_threshold=args.general_threshold,
+        character_threshold=args.character_threshold,
+        exclude=[t.strip() for t in args.exclude.split(",") if t.strip()],
+        underscores_to_spaces=not args.keep_underscores, include_rating=args.rating,
+        task=args.task, max_new_tokens=args.max_new_tokens, device=args.device)
+    tally = CaptionTally(total=len(items))
+
+    def show(ev: dict) -> None:
+        tally.add(ev)
+        if ev["type"] == "captioned" and ev["action"] == "written":
+            left = f"  ({eta_text(ev['eta_s'])} left)" if ev["done"] < ev["total"] else ""
+            print(f"[{ev['done']}/{ev['total']}] {Path(ev['caption']).name}: {ev['text']}{left}",
+                  flush=True)
+        elif ev["type"] == "failed":
+            print(f"[{ev['done']}/{ev['total']}] {ev['message']}", file=sys.stderr, flush=True)
+    stop = StopRequest()
+    with stop.handling_signals():  # Ctrl+C: the caption being written is finished first
+        run(request, show, stop)
+    print(tally.summary(), file=sys.stderr if tally.status == "error" else sys.stdout)
+    return {"completed": 0, "cancelled": 130}.get(tally.status, 1)
+
+
+def add_caption(sub) -> None:
+    from .data.caption_merge import MODES
+    p = sub.add_parser("caption", help="tag or describe a dataset's images with a local model",
+                       description="Write a caption beside every image of DATASET (kohya N_name "
+                                   "folders included) with a WD14 tagger (--tagger, onnxruntime: "
+                                   "pip install \"lora-studio[caption]\") or a BLIP / Florence-2 "
+                                   "captioner (--captioner). MODEL is a folder or a Hugging Face "
+                                   "id already in your cache; nothing is downloaded. Each caption "
+                                   "is written as it is made; Ctrl+C stops after the current one.")
+    p.add_argument("dataset", type=Path, metavar="DATASET")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tagger", metavar="MODEL", help="e.g. SmilingWolf/wd-vit-tagger-v3")
+    which.add_argument("--captioner", metavar="MODEL",
+                       help="e.g. florence-community/Florence-2-base")
+    p.add_argument("--mode", choices=MODES, default="skip",
+                   help="images that have a caption: skip them (default), append the new tags "
+                        "they lack, or overwrite it")
+    p.add_argument("--trigger", default="", help="written first in every caption, once")
+    p.add_argument("--general-threshold", type=float, default=0.35, metavar="P")
+    p.add_argument("--character-threshold", type=float, default=0.85, metavar="P")
+    p.add_argument("--exclude", default="", metavar="TAGS", help="comma-separated tags never written")
+    p.add_argument("--keep-underscores", action="store_true",
+                   help="write long_hair, not long hair")
+    p.add_argument("--rating", action="store_true", help="add the tagger's rating tag")
+    p.add_argument("--task", default="", help="Florence-2 task (default <MORE_DETAILED_CAPTION>) "
+                                              "or how a BLIP caption starts")
+    p.add_argument("--max-new-tokens", type=int, default=60, metavar="N")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--caption-extension", default=".txt", metavar="EXT")
+    p.set_defaults(run=cmd_caption)
+
+
 SUBCOMMANDS: tuple[Callable, ...] = (add_presets, add_check, add_train, add_demo, add_export,
-                                     add_compare, add_serve)
+                                     add_compare, add_serve, add_caption)
 
 # ---- entry -------------------------------------------------------------------
 

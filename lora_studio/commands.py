@@ -99,7 +99,7 @@ def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str
     from .engine.core.control import EngineError
     from .engine.exports import export_run
     from .runs.export_check import FORMAT_TARGETS, TARGET_FORMAT, check_run, describe
-    from .runs.exports import run_family
+    from .runs.exports import COMFYUI_NOTE, run_family
     from .runs.modelfile import MODELFILE, ollama_command
     from .runs.onnx_check import ONNX_CHECK, check_line
     run = RunDir(Path(run_dir))
@@ -129,6 +129,8 @@ def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str
             print(f"Ollama: {ollama_command(_output_name(run, name), done.path)}")
         if done.path.name == ONNX_CHECK:
             print(check_line(done.path))
+        if done.format == "diffusers":
+            print(COMFYUI_NOTE)
     return 0
 
 

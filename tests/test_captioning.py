@@ -245,3 +245,23 @@ def test_the_process_describes_images_with_blip(blip_dir, tmp_path):
     for path in captions:
         text = path.read_text(encoding="utf-8")
         assert text.startswith("ohwx, a picture of ") and len(text.split()) > 4
+
+
+def test_the_command_line_captions_a_dataset(tagger_dir, tmp_path, capsys, monkeypatch):
+    from lora_studio.cli import main
+    root = tmp_path / "ds ü"
+    write_image(root / "2_cat" / "a.png", (255, 0, 0))
+    write_image(root / "b.png", (0, 0, 255))
+    (root / "b.txt").write_text("mine", encoding="utf-8")
+    assert main(["caption", str(root), "--tagger", str(tagger_dir), "--trigger", "ohwx",
+                 "--exclude", "watermark, ^_^"]) == 0
+    out = capsys.readouterr().out
+    assert (root / "2_cat" / "a.txt").read_text() == "ohwx, red background, simple background"
+    assert (root / "b.txt").read_text() == "mine"  # skip is the default
+    assert "a.txt: ohwx, red background" in out and "1 caption(s) written" in out
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    assert main(["caption", str(root), "--captioner", "microsoft/nothing-here",
+                 "--mode", "overwrite"]) == 1
+    assert "hf download microsoft/nothing-here" in capsys.readouterr().err
+    assert (root / "b.txt").read_text() == "mine"

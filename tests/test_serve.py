@@ -179,6 +179,16 @@ def test_it_listens_on_loopback_only(served):
     assert [a.ip for a in listening] == ["127.0.0.1"]
 
 
+def test_a_model_process_that_died_is_started_again_with_the_adapters(served, client, expected):
+    (child,) = psutil.Process(served["proc"].pid).children()
+    child.kill()
+    child.wait(timeout=30)
+    assert stream_text(client, "b two") == expected(served["adapters"]["b two"])
+    (again,) = psutil.Process(served["proc"].pid).children()
+    assert again.pid != child.pid
+    served["children"] = [again]
+
+
 def test_stopping_serve_ends_its_model_process(tmp_path, served):
     """Last in this file: it stops the server the others used."""
     proc = served["proc"]

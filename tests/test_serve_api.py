@@ -141,6 +141,8 @@ class FakeProcess:
     """Answers ``generate`` with the adapter's name repeated token by token from a
     thread of its own, as the playground does; ``stop`` ends the answer."""
 
+    pid = 4242
+
     def __init__(self, tokens: int = 40):
         self.events = queue.SimpleQueue()
         self.sent, self.tokens = [], tokens
@@ -268,7 +270,11 @@ def test_a_client_that_leaves_stops_its_answer(fake_server):
     with socket.create_connection((host, port), timeout=30) as sock:
         sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
                      f"Content-Length: {len(data)}\r\n\r\n{data}".encode())
-        assert b"a1 " in sock.recv(65536) + sock.recv(65536)
+        got = b""
+        while b"a1 " not in got:   # the answer has started; then this client leaves
+            more = sock.recv(65536)
+            assert more, got
+            got += more
     process.tokens = 3
     answer = json.load(post(server.url, {"model": "b", "messages": [{"role": "user", "content": "x"}]}))
     assert answer["choices"][0]["message"]["content"] == "b1 b2 b3 "
@@ -346,3 +352,31 @@ def test_a_failure_in_the_model_process_is_a_500_without_its_traceback(fake_serv
     answer = json.load(post(server.url, {"model": "a", "max_tokens": 1,
                                          "messages": [{"role": "user", "content": "x"}]}))
     assert answer["choices"][0]["message"]["content"].startswith("a1 ")
+
+
+def test_only_the_end_of_the_answering_process_fails_an_answer(fake_server):
+    """A process that ended before this answer was asked (its exited event still queued)
+    is not this answer's failure; the answering one's end is a 503."""
+    server, process = fake_server
+    process.tokens = 3
+    process.events.put({"type": "exited", "pid": 1, "code": -9, "reason": "crashed", "hint": ""})
+    original = process._answer
+
+    def old_end_then_answer(req):
+        process.events.put({"type": "exited", "pid": 7, "code": -9, "reason": "crashed",
+                            "hint": ""})
+        original(req)
+    process._answer = old_end_then_answer
+    answer = json.load(post(server.url, {"model": "a", "messages": [{"role": "user", "content": "x"}]}))
+    assert answer["choices"][0]["message"]["content"] == "a1 a2 a3 "
+
+    def crash(req):
+        process.events.put({"type": "token", "id": req["id"], "text": "a1 "})
+        process.events.put({"type": "exited", "pid": process.pid, "code": -9,
+                            "reason": "crashed", "hint": "Killed"})
+        process.busy.clear()
+    process._answer = crash
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        post(server.url, {"model": "a", "messages": [{"role": "user", "content": "x"}]})
+    assert caught.value.code == 503
+    assert "starts again on the next request" in json.load(caught.value)["error"]["message"]

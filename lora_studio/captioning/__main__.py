@@ -13,7 +13,7 @@ from ..runs.caption_models import ModelMissing, locate
 from ..runs.caption_protocol import CaptionRequest, encode_event, reply
 
 
-def run(request: CaptionRequest, emit, stop: threading.Event) -> int:
+def run(request: CaptionRequest, emit, should_stop) -> int:
     """Load the model, caption, report. 0 when it ran (completed or cancelled)."""
     from .run import caption_images, load_predictor
     try:
@@ -22,7 +22,7 @@ def run(request: CaptionRequest, emit, stop: threading.Event) -> int:
         predictor = load_predictor(request, located.path)
         emit(reply("started", total=len(request.images), model=str(located.path),
                    seconds=round(time.perf_counter() - start, 2)))
-        caption_images(request, predictor, emit, stop.is_set)
+        caption_images(request, predictor, emit, should_stop)
         return 0
     except (ModelMissing, HintedError) as exc:
         emit(reply("error", message=exc.message, hint=exc.hint))
@@ -64,7 +64,7 @@ def main() -> int:
         sys.stdin.readline()  # a line, or the end of stdin
         stop.set()
     threading.Thread(target=watch, daemon=True, name="cancel").start()
-    return run(request, emit, stop)
+    return run(request, emit, stop.is_set)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,9 @@ FORMATS: dict[str, tuple[ExportFormat, ...]] = {
                      "A1111, Forge, ComfyUI, kohya tools.",
                      "{name}.safetensors"),
         ExportFormat("diffusers", "diffusers / PEFT",
-                     "pytorch_lora_weights.safetensors for diffusers' pipeline.load_lora_weights.",
+                     "pytorch_lora_weights.safetensors for diffusers' pipeline.load_lora_weights. "
+                     "For diffusers only: ComfyUI skips its attention layers; use the kohya "
+                     "format in ComfyUI.",
                      "{name}-diffusers"),
     ),
 }
@@ -87,6 +89,11 @@ FORMATS: dict[str, tuple[ExportFormat, ...]] = {
 
 # --kv-cache: the ONNX format with the KV-cache graph for each without it.
 KV_CACHE_FORMAT = {"onnx": "onnx-kv", "onnx-fp16": "onnx-kv-fp16"}
+
+# Said after a diffusers export: ComfyUI's loader maps diffusers' attention names only in
+# the old `attn1.processor.to_q` spelling and silently skips `attn1.to_q`.
+COMFYUI_NOTE = ("This file is for diffusers. ComfyUI would skip its attention layers: in "
+                "ComfyUI, use the kohya export (--format kohya).")
 
 # Save precisions of an image LoRA export; None keeps the trained tensors' own (fp32).
 PRECISIONS = ("fp32", "fp16", "bf16")

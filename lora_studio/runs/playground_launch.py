@@ -132,7 +132,8 @@ class PlaygroundProcess:
         code = proc.wait()
         launch.signal_group(proc, hard=True)  # whatever it started goes with it
         reason = self._ending_reason if proc is self._proc else "replaced"
-        self.events.put({"type": "exited", "code": code, "reason": reason or "crashed",
+        self.events.put({"type": "exited", "pid": proc.pid, "code": code,
+                         "reason": reason or "crashed",
                          "hint": "" if reason else self._tail()})
 
     def _tail(self, n: int = 12) -> str:

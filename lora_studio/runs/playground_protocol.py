@@ -41,7 +41,7 @@ Events:
                       internal), message, hint. The process goes on after an error.
 
 The launcher (runs/playground_launch.py) adds one of its own when the process ends:
-``exited`` with code, reason ("idle", "training", "shutdown", "crashed", "replaced")
+``exited`` with pid, code, reason ("idle", "training", "shutdown", "crashed", "replaced")
 and hint (the end of its error output after a crash).
 """
 from __future__ import annotations

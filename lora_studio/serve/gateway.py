@@ -81,11 +81,12 @@ class Gateway:
             rid = f"chat-{next(self._ids)}"
             self.process.send(request("generate", id=rid, **fields,
                                       adapters=[] if model.path is None else [model.id]))
+            pid = self.process.pid   # the process answering: one that ended before is news
             stopping = False
             while True:
                 ev = self._next(self.event_timeout_s, "answering")
                 if ev["type"] == "exited":
-                    if ev.get("reason") == "replaced":
+                    if ev.get("reason") == "replaced" or pid not in (None, ev.get("pid")):
                         continue
                     raise ApiError(503, "The model process ended while answering; it starts "
                                         "again on the next request. " + (ev.get("hint") or ""),
