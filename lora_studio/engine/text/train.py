@@ -40,18 +40,22 @@ def causal_lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
                            ignore_index=IGNORE, reduction="sum")
 
 
-def record_losses(logits: torch.Tensor, labels: torch.Tensor, owners: torch.Tensor,
+def record_losses(logits: torch.Tensor, labels: torch.Tensor, owners: torch.Tensor | None,
                   n_records: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed loss as causal_lm_loss_sum, each record's mean loss over its label
-    tokens). ``owners``: the record (0 .. n_records-1) each position belongs to. All on
-    the device: no count comes back to the host."""
+    tokens). ``owners``: the record (0 .. n_records-1) each position belongs to, None
+    when each row is one record. All on the device: no count comes back to the host."""
     shifted = logits[:, :-1, :].float()
-    targets = labels[:, 1:].reshape(-1)
-    tokens = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets,
-                             ignore_index=IGNORE, reduction="none")
-    owner = owners[:, 1:].reshape(-1)
-    sums = tokens.new_zeros(n_records).index_add_(0, owner, tokens)
-    counts = tokens.new_zeros(n_records).index_add_(0, owner, (targets != IGNORE).float())
+    targets = labels[:, 1:]
+    tokens = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1),
+                             ignore_index=IGNORE, reduction="none").view_as(targets)
+    labelled = (targets != IGNORE).float()
+    if owners is None:
+        sums, counts = tokens.sum(1), labelled.sum(1)
+    else:
+        owner = owners[:, 1:].reshape(-1)
+        sums = tokens.new_zeros(n_records).index_add_(0, owner, tokens.reshape(-1))
+        counts = tokens.new_zeros(n_records).index_add_(0, owner, labelled.reshape(-1))
     return tokens.sum(), sums / counts.clamp(min=1)
 
 
@@ -149,9 +153,10 @@ class TextTrainee:
                              f"{with_:.0%} with packing (dataset.packing is "
                              f"{'on' if self.rows is not None else 'off'}).")
 
-    def _forward(self, model, indices) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _forward(self, model, indices) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(logits, labels, owners) of a micro-batch; owners: the record of the batch
-        (in _records order) each position belongs to."""
+        (in _records order) each position of a packed row belongs to, None unpacked (a
+        row is a record)."""
         device = self.ctx.device
         if self.rows is not None:
             batch = collate_packed([[self.data[j] for j in self.rows[i]] for i in indices],
@@ -162,8 +167,7 @@ class TextTrainee:
             return logits, batch["labels"], batch["records"]
         logits, batch = padded_forward(model, [self.data[i] for i in indices],
                                        self.tokenizer.pad_token_id, device)
-        rows, width = batch["labels"].shape
-        return logits, batch["labels"], torch.arange(rows).unsqueeze(1).expand(rows, width)
+        return logits, batch["labels"], None
 
     def loss_sum(self, model, indices) -> torch.Tensor:
         device = self.ctx.device
@@ -172,8 +176,9 @@ class TextTrainee:
         if self.item_losses is None:
             return causal_lm_loss_sum(logits, labels)
         records = self._records(indices)
-        total, means = record_losses(logits, labels, owners.to(device, non_blocking=True),
-                                     len(records))
+        if owners is not None:
+            owners = owners.to(device, non_blocking=True)
+        total, means = record_losses(logits, labels, owners, len(records))
         self.item_losses.add(records, means)
         return total
 
