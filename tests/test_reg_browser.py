@@ -87,3 +87,19 @@ def test_browser_shows_reg_images_as_their_own_group(qtbot, project):
     assert b.grid_model.rowCount() == 2
     assert "Regularisation" not in b.status.text()
     b.shutdown()
+
+
+def test_image_facts_show_the_bucket_the_job_trains_at(project):
+    from lora_studio.data.image_facts import BucketSettings, image_facts
+    from lora_studio.data.session import CaptionSession
+
+    img, _ = project
+    dataset = scan_images(img)
+    session = CaptionSession([i.image_path for i in dataset.items],
+                             [i.caption_path for i in dataset.items])
+    item = dataset.items[0]  # 96 x 64
+    plain = image_facts(session, item, 0, BucketSettings(512, 256, 1024, 64))
+    kept = image_facts(session, item, 0, BucketSettings(512, 256, 1024, 64, no_upscale=True))
+    square = image_facts(session, item, 0, BucketSettings(512, 256, 1024, 64, enable=False))
+    assert (plain["bucket"], kept["bucket"], square["bucket"]) == (
+        "640 × 384", "64 × 64", "512 × 512")

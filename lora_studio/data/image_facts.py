@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .buckets import bucket_for
+from .buckets import choose_bucket
 from .health import PROBLEMS, image_size
 from .reg_images import nesting, reg_repeats
 from .scan import DatasetError, ImageDataset, ImageItem, scan_images
@@ -20,6 +20,8 @@ class BucketSettings:
     min_side: int = 256
     max_side: int = 1024
     step: int = 64
+    enable: bool = True
+    no_upscale: bool = False
 
 
 def human_size(n: float) -> str:
@@ -48,8 +50,9 @@ def image_facts(session: CaptionSession, item: ImageItem, key: int,
     w, h = (check.width, check.height) if check and check.ok else (image_size(path) or (0, 0))
     if w and h:
         facts["dimensions"] = f"{w} × {h}"
-        facts["bucket"] = "{} × {}".format(*bucket_for(w, h, buckets.resolution, buckets.min_side,
-                                                       buckets.max_side, buckets.step))
+        facts["bucket"] = "{} × {}".format(*choose_bucket(
+            w, h, buckets.resolution, buckets.min_side, buckets.max_side, buckets.step,
+            buckets.enable, buckets.no_upscale))
     if check and not check.ok:
         facts["error"] = check.error
     cf = session.files[key]

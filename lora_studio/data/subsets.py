@@ -147,8 +147,10 @@ def scan_subsets(root: str | os.PathLike, subsets: list[Subset], caption_extensi
             scan = scan_images(folder, subset.caption_extension or caption_extension,
                                subset.repeats or repeats, subset.is_reg)
         except DatasetError as exc:
-            raise DatasetError(exc.reason, f"Concept folder '{subset.folder}': {exc.message}",
-                               exc.hint) from None
+            what = {"missing": f"'{folder}' does not exist.",
+                    "not_a_folder": f"'{folder}' is a file, not a folder."}
+            raise DatasetError(exc.reason, f"Concept folder '{subset.folder}': "
+                               f"{what.get(exc.reason, exc.message)}", exc.hint) from None
         (reg if subset.is_reg else train).append(_one_concept(scan, subset, index, class_tokens))
     return SubsetScan(merged(Path(root), caption_extension, train),
                       merged(Path(root), caption_extension, reg) if reg else None)

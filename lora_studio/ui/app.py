@@ -237,7 +237,8 @@ class MainWindow(QMainWindow):
         if self.state.kind in (self.browser.opened_kind, "unknown"):
             self.browser.kind_banner.clear()  # the job now fits the dataset
         self.browser.set_bucket_params(ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso,
-                                       ds.bucket_reso_steps)
+                                       ds.bucket_reso_steps, ds.enable_bucket,
+                                       ds.bucket_no_upscale)
         reg = resolve_local_path(ds.reg_path, self.preset_bar.base_dir) \
             if ds.reg_path.strip() else None
         self.browser.set_reg_path(str(reg) if reg is not None else ds.reg_path)

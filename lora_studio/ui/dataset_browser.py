@@ -517,8 +517,9 @@ class DatasetBrowser(QWidget):
             if self.opened_kind == "image" and self.opened_path is not None:
                 self.open_folder(self.opened_path)
 
-    def set_bucket_params(self, resolution: int, min_side: int, max_side: int, step: int) -> None:
-        self.buckets = BucketSettings(resolution, min_side, max_side, step)
+    def set_bucket_params(self, resolution: int, min_side: int, max_side: int, step: int,
+                          enable: bool = True, no_upscale: bool = False) -> None:
+        self.buckets = BucketSettings(resolution, min_side, max_side, step, enable, no_upscale)
         self._show_info()
 
     def _editor_changed(self) -> None:
