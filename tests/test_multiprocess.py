@@ -175,6 +175,20 @@ def test_image_samples_of_a_copied_run_are_found_in_its_new_place(tmp_path, qtbo
     view.shutdown()
 
 
+def test_item_losses_of_both_processes_are_added_up(two_process_run):
+    """Each process records the records of its share; the file holds them all once."""
+    from lora_studio.runs.item_loss import read_item_losses
+    run, _, _ = two_process_run
+    losses = read_item_losses(run.root)
+    assert losses.kind == "text" and losses.step == STEPS
+    # 2 records a process a step, 2 processes, all within the first epoch: 16 records once
+    assert len(losses.items) == STEPS * 2 * 2
+    assert {v.seen for v in losses.items.values()} == {1}
+    assert all(v.loss > 0 for v in losses.items.values())
+    state = json.loads((run.checkpoints / "step-000002" / "state.json").read_text("utf-8"))
+    assert sum(state["item_loss"]["seen"]) == 2 * 2 * 2
+
+
 def test_events_file_is_plain_json_lines(two_process_run):
     run, _, _ = two_process_run
     for line in run.events.read_text(encoding="utf-8").splitlines():
