@@ -298,3 +298,15 @@ def test_kohya_json_maps_bucket_no_upscale():
     result = convert_kohya({"bucket_no_upscale": True, "bucket_reso_steps": 32})
     assert result.data["dataset"] == {"bucket_no_upscale": True, "bucket_reso_steps": 32}
     assert not result.unsupported_set
+
+
+def test_a_reg_folder_inside_the_dataset_folder_is_fine_when_concept_folders_leave_it_out(
+        concepts):
+    reg = concepts / "reg"
+    _png(reg / "1_dog" / "r.png")
+    lines = ["10_sks dog", "style; caption_extension=.caption"]
+    rules = {f.rule: f for f in _check(concepts, subsets=lines, reg_path=str(reg))}
+    assert "reg-nested" not in rules and "reg-counts" in rules
+    # listed as a concept folder too, it would train twice: refused
+    rules = {f.rule: f for f in _check(concepts, subsets=lines + ["reg"], reg_path=str(reg))}
+    assert rules["reg-nested"].level == "error"

@@ -22,7 +22,7 @@ from ..data.chat_template import TemplateProblem, preflight
 from ..data.captions import caption_read_errors
 from ..data.folder_levels import folder_level_slip
 from ..data.reg_images import nesting, reg_repeats
-from ..data.subsets import SubsetError, merged, parse_subsets, scan_subsets
+from ..data.subsets import SubsetError, merged, parse_subsets, scan_subsets, subset_folder
 from ..data.scan import (IMAGE_EXTENSIONS, DatasetError, ImageDataset, count_records, scan_images,
                          scan_text_files)
 from ..data.text_sources import (SourceError, cached_hub_dataset, hub_hint, looks_like_hub_id,
@@ -444,7 +444,8 @@ def _reg_folder_facts(ctx: Context, train_path: Path) -> list[Finding]:
                         "Pick the folder holding your 'N_class' folders (e.g. 'reg' with "
                         "'1_dog' in it), or empty the field to train without them.",
                         "reg-missing")]
-    nested = nesting(train_path, path)
+    nested = next(filter(None, (nesting(folder, path)
+                                for folder in _train_folders(ctx, train_path))), None)
     if nested:
         what, hint = REG_NESTING[nested]
         return [Finding("dataset.reg_path", "error", f"The regularisation folder '{path}' "
@@ -472,6 +473,15 @@ def _reg_folder_facts(ctx: Context, train_path: Path) -> list[Finding]:
                            "Move them into a folder named after their class, e.g. '1_dog'.",
                            "reg-without-class"))
     return out
+
+
+def _train_folders(ctx: Context, train_path: Path) -> list[Path]:
+    """The folders whose images train: the dataset folder, or its concept folders."""
+    try:
+        subsets = parse_subsets(ctx.job.dataset.subsets)
+    except SubsetError:
+        subsets = []  # named by _subset_facts
+    return [subset_folder(train_path, s) for s in subsets if not s.is_reg] or [train_path]
 
 
 def _reg_counts(ctx: Context) -> list[Finding]:
