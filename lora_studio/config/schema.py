@@ -199,14 +199,16 @@ class DatasetConfig(Section):
              "file or folder or a dataset id in your Hugging Face cache; the weight is how "
              "many times its records are taken (0.5 = a half, 2 = twice).")
     eval_split: float = field(
-        0.0, title="Held-out share", group="Dataset", applies_to="text",
-        help="Share of the records kept out of training to measure the eval loss on (a "
-             "seeded choice, the same every run); 0 trains on all of them.", ge=0.0, le=0.5)
+        0.0, title="Held-out share", group="Dataset",
+        help="Share of the records or images kept out of training to measure the eval loss "
+             "on (a seeded choice, the same every run); 0 trains on all of them. Images are "
+             "scored at fixed timesteps and noise, so the curve moves only when the weights "
+             "do.", ge=0.0, le=0.5)
     eval_path: str = field(
-        "", title="Eval dataset", group="Dataset", advanced=True, applies_to="text",
-        widget="file", local_path=True,
-        help="A separate file or folder of records to measure the eval loss on, instead of "
-             "a held-out share.")
+        "", title="Eval dataset", group="Dataset", advanced=True, widget="path",
+        local_path=True,
+        help="A separate file or folder of records (text), or a folder of images with "
+             "captions (images), to measure the eval loss on instead of a held-out share.")
     streaming: bool = field(
         False, title="Stream from disk", group="Dataset", advanced=True, applies_to="text",
         help="For datasets larger than memory: records are read and tokenised one at a time "
@@ -415,9 +417,9 @@ class OutputConfig(Section):
              "keeps the trained weights as they are. Checkpoints and final/ stay fp32.")
     eval_every_n_steps: int = field(
         0, title="Evaluate every N steps", group="Output",
-        help="Measure the loss on the held-out records every N optimizer steps (and after the "
-             "last one); 0 only after the last. The best evaluated checkpoint is what is "
-             "exported.", ge=0, le=10_000_000)
+        help="Measure the loss on the held-out records or images every N optimizer steps "
+             "(and after the last one); 0 only after the last. The best evaluated checkpoint "
+             "is what is exported.", ge=0, le=10_000_000)
     eval_generate_records: int = field(
         8, title="Generated eval records", group="Output", advanced=True, applies_to="text",
         help="At each evaluation the model answers this many held-out records (greedy) and "

@@ -144,6 +144,9 @@ RULES: dict[str, str] = {
     "max-seq-past-positions": "max sequence length past the model's positions",
     "eval-without-data": "evaluation or early stopping set, but no held-out records to use",
     "eval-path-missing": "an eval dataset that does not exist",
+    "eval-images-empty": "an eval image folder that holds no images, or is not a folder",
+    "eval-images": "how many held-out images the eval loss is measured on",
+    "eval-split-leaves-none": "a held-out share that leaves no images to train on",
     "eval-metric-unmeasured": "early stopping on a generation metric no evaluation measures",
     "eval-metrics-not-installed": "generation metrics asked for without sacrebleu / rouge-score",
     "patience-without-evaluations": "early stopping without evaluations during the run",
@@ -1160,15 +1163,18 @@ def _evaluation(ctx: Context) -> Iterable[Finding]:
     ds, out, tr = ctx.job.dataset, ctx.job.output, ctx.job.training
     asked = [p for p in ("output.eval_every_n_steps", "training.early_stopping_patience")
              if get_value(ctx.job, p)]
-    if ds.eval_path.strip() and ctx.kind == "text" and \
+    if ds.eval_path.strip() and ctx.kind in ("text", "image") and \
             resolve_local_path(ds.eval_path, ctx.base_dir) is None:
-        yield Finding("dataset.eval_path", "error", f"The eval dataset '{ds.eval_path.strip()}' "
+        what = "folder of eval images" if ctx.kind == "image" else "eval dataset"
+        yield Finding("dataset.eval_path", "error", f"The {what} '{ds.eval_path.strip()}' "
                       "was not found.", "Check the path, or clear it to hold out a share "
                       "instead.", "eval-path-missing")
-    has_data = ctx.kind == "text" and (ds.eval_split > 0 or bool(ds.eval_path.strip()))
+    elif ctx.kind == "image":
+        yield from _eval_images(ctx)
+    has_data = ctx.kind in ("text", "image") and (ds.eval_split > 0 or bool(ds.eval_path.strip()))
     if asked and not has_data:
-        why = ("image jobs have no held-out evaluation yet" if ctx.kind == "image" else
-               f"there are no held-out records: set {_title('dataset.eval_split')} or "
+        items = "images" if ctx.kind == "image" else "records"
+        why = (f"there are no held-out {items}: set {_title('dataset.eval_split')} or "
                f"{_title('dataset.eval_path')}")
         yield Finding(asked[0], "warning", f"{_title(asked[0])} has no effect: {why}.",
                       "Set it back to 0, or give the job held-out records.", "eval-without-data")
@@ -1179,6 +1185,44 @@ def _evaluation(ctx: Context) -> Iterable[Finding]:
                       f"Set {_title('output.eval_every_n_steps')} (e.g. every epoch's steps).",
                       "patience-without-evaluations")
     yield from _generation_metrics(ctx, has_data)
+
+
+def _eval_images(ctx: Context) -> Iterable[Finding]:
+    """The held-out images of an image job: the folder's count, or the share's."""
+    ds = ctx.job.dataset
+    if ds.eval_path.strip():
+        path = resolve_local_path(ds.eval_path, ctx.base_dir)
+        hint = ("Put a few images with captions that training should not see in it, or clear "
+                f"{_title('dataset.eval_path')} and set {_title('dataset.eval_split')} instead.")
+        try:
+            found = scan_images(path, ds.caption_extension, 1)
+        except DatasetError as exc:
+            yield Finding("dataset.eval_path", "error", f"The eval images: {exc.message}",
+                          hint, "eval-images-empty")
+            return
+        if not found.images:
+            yield Finding("dataset.eval_path", "error", f"The eval image folder '{path}' holds "
+                          f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).", hint,
+                          "eval-images-empty")
+            return
+        yield Finding("dataset.eval_path", "info", f"The eval loss is measured on "
+                      f"{found.images} image(s) of '{path.name}', at fixed timesteps and noise.",
+                      "Nothing to do.", "eval-images")
+        return
+    if not ds.eval_split or ctx.images is None or not ctx.images.images:
+        return
+    total = ctx.images.images
+    n = max(1, round(total * ds.eval_split))
+    if n >= total:
+        yield Finding("dataset.eval_split", "error", f"Holding out {ds.eval_split:.0%} of "
+                      f"{total} image(s) leaves none to train on.",
+                      f"Lower {_title('dataset.eval_split')}, add images, or name a folder of "
+                      f"held-out images in {_title('dataset.eval_path')}.",
+                      "eval-split-leaves-none")
+        return
+    yield Finding("dataset.eval_split", "info", f"{n} of {total} image(s) are held out for the "
+                  "eval loss (the same ones every run) and not trained on.",
+                  "Nothing to do.", "eval-images")
 
 
 # The packages that score generated answers (the metrics extra).

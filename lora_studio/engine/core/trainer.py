@@ -130,7 +130,8 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
         accelerator.wait_for_everyone()
 
     eval_batches = list(getattr(trainee, "eval_batches", lambda: [])())
-    metric = tr.early_stopping_metric
+    # A family that measures only the loss names it (the setting is then not used).
+    metric = getattr(trainee, "eval_metric", tr.early_stopping_metric)
 
     def evaluate(step: int) -> dict:
         """The mean loss over the held-out items and the family's generation metrics

@@ -78,14 +78,17 @@ def draw_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...],
 def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, cond: Cond,
                    time_ids: torch.Tensor | None, prediction_type: str, noise_offset: float,
                    min_snr_gamma: float, generators: Sequence[torch.Generator],
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                   dtype: torch.dtype = torch.float32,
+                   timesteps: torch.Tensor | None = None) -> torch.Tensor:
     """The denoising loss of each sample of a batch of clean latents, shape (B,): the
     mean squared error over its latent, min-SNR weighted when asked. ``generators``:
-    one per sample; ``dtype``: the UNet's weights'."""
+    one per sample; ``dtype``: the UNet's weights'; ``timesteps``: fixed ones (the
+    validation loss) instead of drawn ones."""
     from diffusers.training_utils import compute_snr
 
-    noise, timesteps = draw_noise(generators, tuple(latents.shape[1:]),
-                                  noise_scheduler.config.num_train_timesteps, noise_offset)
+    noise, drawn = draw_noise(generators, tuple(latents.shape[1:]),
+                              noise_scheduler.config.num_train_timesteps, noise_offset)
+    timesteps = drawn if timesteps is None else timesteps
     noise = noise.to(latents.device, latents.dtype)
     timesteps = timesteps.to(latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)

@@ -26,6 +26,7 @@ from .lora import UNET, add_lora, load_lora_state, lora_state
 from .loss import Cond, diffusion_loss, encode_text, sdxl_time_ids
 from .model import SDModel, load_sd
 from .samples import write_samples
+from .validation import EvalItem, eval_batches, held_out_images
 
 
 @dataclass
@@ -39,6 +40,8 @@ class ImageTrainee:
     latent_cache: LatentCache | None
     cache_text: bool
     text_cache: dict[str, Cond] = field(default_factory=dict)
+    eval_images: tuple[TrainImage, ...] = ()   # held out: the validation loss
+    eval_metric = "eval_loss"                  # no generated answers to score
 
     def __post_init__(self):
         self.family = self.base.family
@@ -52,7 +55,8 @@ class ImageTrainee:
             self.param_groups.append({"params": te_params,
                                       "lr": opt.text_encoder_lr or opt.learning_rate,
                                       TRAIN_UNTIL_STEP: self.job.network.stop_text_encoder_training})
-        self.started_facts = {"samples_per_epoch": sum(im.repeats for im in self.image_set.images)}
+        self.started_facts = {"samples_per_epoch": sum(im.repeats for im in self.image_set.images),
+                              "eval_images": len(self.eval_images)}
         root = dataset_root(self.job.dataset.path)
         self.item_losses = ItemLossMeter([item_key(im.path, root) for im in self.image_set.images],
                                          "image", root, self.ctx.device)
@@ -68,7 +72,8 @@ class ImageTrainee:
     def batch_items(self, batch: MicroBatch) -> int:
         return len(batch.indices)
 
-    def _latents(self, image: TrainImage, rng: random.Random) -> tuple[torch.Tensor, tuple[int, int]]:
+    def _latents(self, image: TrainImage, rng: random.Random,
+                 augment: bool = True) -> tuple[torch.Tensor, tuple[int, int]]:
         vae = self.base.pipe.vae
         ds = self.job.dataset
 
@@ -82,13 +87,13 @@ class ImageTrainee:
             crop = resize_and_crop(*image.size, image.bucket)[1]
             latents = self.latent_cache.get(image, lambda: encode(pixels(image, rng).tensor))
             return latents, (crop[1], crop[0])
-        px = pixels(image, rng, ds.random_crop, ds.flip_aug)
+        px = pixels(image, rng, ds.random_crop and augment, ds.flip_aug and augment)
         return encode(px.tensor), px.crop_top_left
 
     def cache_latents(self) -> None:
         """Encode every image before the first step, with progress: the same latents
         the first epoch would cache (no random crop or flip when caching)."""
-        images = self.image_set.images
+        images = self.image_set.images + self.eval_images
         for done, image in enumerate(images):
             self.ctx.phase("caching latents", done, len(images))
             self._latents(image, random.Random(0))
@@ -138,6 +143,33 @@ class ImageTrainee:
         return torch.tensor([prior if self.image_set.images[i].is_reg else 1.0
                              for i in batch.indices])
 
+    def eval_batches(self) -> list[tuple[EvalItem, ...]]:
+        return eval_batches(self.eval_images, self.noise_scheduler.config.num_train_timesteps,
+                            self.job.training.batch_size)
+
+    def eval_items(self, batch: tuple[EvalItem, ...]) -> int:
+        return len(batch)
+
+    def eval_loss_sum(self, model, batch: tuple[EvalItem, ...]) -> torch.Tensor:
+        """The summed plain denoising loss of held-out images at fixed timesteps and noise
+        (validation.py): the same weights give the same value."""
+        latents, crops = [], []
+        images = [self.eval_images[item.image] for item in batch]
+        for image in images:
+            lat, crop = self._latents(image, random.Random(0), augment=False)
+            latents.append(lat)
+            crops.append(sdxl_time_ids(image, crop))
+        cond = self._cond([image.caption for image in images])
+        time_ids = torch.tensor(crops, device=self.ctx.device, dtype=cond.hidden.dtype) \
+            if self.base.is_sdxl else None
+        return diffusion_loss(model, self.noise_scheduler,
+                              torch.stack(latents).to(self.ctx.device, torch.float32), cond,
+                              time_ids, self.base.prediction_type, 0.0, 0.0,
+                              [torch.Generator().manual_seed(item.noise_seed) for item in batch],
+                              self.base.pipe.unet.dtype,
+                              torch.tensor([item.timestep for item in batch],
+                                           device=self.ctx.device)).sum()
+
     def set_train(self, mode: bool) -> None:
         for module in self.adapted.values():
             module.train(mode)
@@ -181,6 +213,7 @@ def prepare(job: JobConfig, ctx: RunContext) -> ImageTrainee:
     image_set = load_image_set(job, Path(ds.path), ctx.phase)
     if image_set.skipped:
         ctx.emit(skipped_log(image_set.skipped))
+    image_set, eval_images = held_out_images(job, image_set, ctx.emit, ctx.phase)
     ctx.emit(event("log", level="info", message="Buckets: " + "; ".join(
         image_set.report.lines(tr.batch_size))))
     reg = [im for im in image_set.images if im.is_reg]
@@ -207,7 +240,8 @@ def prepare(job: JobConfig, ctx: RunContext) -> ImageTrainee:
                                                   prediction_type=base.prediction_type),
         latent_cache=LatentCache(cache_folder) if latent_caching_possible(job) else None,
         cache_text=not trains_text and not captions_vary(
-            any(im.shuffle_caption for im in image_set.images), ds.caption_dropout_rate))
+            any(im.shuffle_caption for im in image_set.images), ds.caption_dropout_rate),
+        eval_images=eval_images)
     if trainee.latent_cache is not None and ctx.num_processes == 1:
         trainee.cache_latents()  # several processes each fill their own share as they train
     return trainee
