@@ -127,3 +127,34 @@ def test_a_damaged_run_file_is_a_message_not_a_crash(browser, tmp_path):
     assert not browser.show_losses(run)
     assert "item_loss.json" in browser.status.text()
 
+
+
+from ui_fixtures import window  # noqa: E402,F401  (fixture)
+
+
+def test_losses_in_dataset_from_the_runs_tab_opens_the_runs_dataset_sorted(window, tmp_path,
+                                                                          qtbot):
+    root = tmp_path / "pets"
+    root.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 64), "white").save(root / f"p{i}.png")
+        (root / f"p{i}.txt").write_text(f"pet {i}", encoding="utf-8")
+    runs = tmp_path / "runs"
+    run = fake_run(runs, "pets-1", "image", root, {"p0.png": 0.1, "p1.png": 0.2, "p2.png": 0.9})
+    (run / "job.toml").write_text(f"[dataset]\npath = {json.dumps(str(root))}\n",
+                                  encoding="utf-8")
+    empty = runs / "older"
+    empty.mkdir()
+    (empty / "job.toml").write_text("", encoding="utf-8")
+    window.runs.set_folder(runs)
+    window.runs.select(empty)
+    assert not window.runs.losses_button.isEnabled()  # a run without item_loss.json
+    window.runs.select(run)
+    assert window.runs.losses_button.isEnabled()
+    window.runs.losses_button.click()
+    b = window.browser
+    assert window.tabs.currentWidget() is b and b.opened_path == root
+    assert b.wait_for_captions()
+    assert [b.grid_model.image_paths[k].name for k in b.grid_model.keys] == \
+        ["p2.png", "p1.png", "p0.png"]
+    assert b.loss_picker.current_run() == str(run)  # listed, though not in the job's folder

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,3 +136,21 @@ def runs_with_item_losses(runs_folder: str | Path, dataset: str | Path) -> list[
         if losses is not None and losses.root == want:
             out.append(RunWithLosses(run.root, losses.step))
     return sorted(out, key=lambda r: (r.root / ITEM_LOSS_FILE).stat().st_mtime, reverse=True)
+
+
+def dataset_of_run(run_root: str | Path) -> Path | None:
+    """The dataset a run trained on, as its job.toml names it (a text run's file), else
+    the folder its item losses are keyed under; None when neither can be told."""
+    run_root = Path(run_root)
+    try:
+        job = tomllib.loads((run_root / "job.toml").read_text(encoding="utf-8"))
+        path = Path(str(job["dataset"]["path"]))
+        if path.exists():
+            return path
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        pass
+    try:
+        losses = read_item_losses(run_root)
+    except ItemLossError:
+        return None
+    return losses.root if losses is not None and losses.root.exists() else None

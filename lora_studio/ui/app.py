@@ -25,6 +25,7 @@ from ..config.preset_match import matching_preset
 from ..config.presets import list_presets
 from ..data.dataset_kind import dataset_kind
 from ..hardware.monitor import gpu_facts
+from ..runs.item_loss import dataset_of_run
 from ..runs.layout import RunDir, new_run_dir
 from .dataset_browser import DatasetBrowser
 from .fit_box import FitBox
@@ -131,6 +132,7 @@ class MainWindow(QMainWindow):
         self.runs.open_run.connect(self.open_run)
         self.runs.resume_run.connect(self.resume_run)
         self.runs.try_run.connect(self.try_run)
+        self.runs.losses_run.connect(self.show_run_losses)
         self.training.try_run.connect(self.try_run)
         self.runs.in_use = lambda: self.training.run.root if self.training.run is not None and (
             self.training.is_running or self.training.exporter is not None) else None
@@ -301,6 +303,22 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.playground)
         if self.playground.open_run(run_dir) and self.training.is_running:
             self._status("Training is running: the Playground shares the GPU with it.")
+
+    def show_run_losses(self, run_dir: str) -> bool:
+        """Losses in Dataset: the run's dataset in the Dataset tab, each item with its
+        training loss in that run, the worst-learned first."""
+        dataset = dataset_of_run(run_dir)
+        if dataset is None:
+            self._status(f"The dataset of {Path(run_dir).name} is not on this computer any "
+                         "more.")
+            return False
+        opened = self.browser.opened_path
+        if (opened is None or opened.resolve() != dataset.resolve()) and \
+                not self._open_in_browser(str(dataset)):
+            return False
+        self.tabs.setCurrentWidget(self.browser)
+        self.browser.loss_picker.worst_first.setChecked(True)
+        return self.browser.show_losses(run_dir)
 
     def open_dataset_dialog(self) -> None:
         """Ctrl+O: a folder of images, or a .jsonl / .json file for a text job."""

@@ -790,7 +790,7 @@ class DatasetBrowser(QWidget):
             except ItemLossError as exc:
                 self.show_message(f"{exc.message} {exc.hint}")
         if losses is not None:
-            self.loss_picker.choose(run)
+            self.loss_picker.choose(run, losses.step)
         overlay = None
         if losses is not None and losses.kind == "image" and self.opened_kind == "image":
             overlay = LossOverlay.for_images(losses, [it.image_path for it in self.items])

@@ -48,9 +48,12 @@ class LossPicker(QWidget):
     def current_run(self) -> str:
         return self.combo.currentData() or ""
 
-    def choose(self, run: str | Path) -> bool:
-        """Show ``run`` as chosen (it must be listed); False when it is not."""
+    def choose(self, run: str | Path, step: int) -> None:
+        """Show ``run`` as chosen, listing it when it lies outside the runs folder (one
+        opened from the Runs tab's own folder)."""
         at = self.combo.findData(str(run))
-        if at >= 0:
-            self.combo.setCurrentIndex(at)
-        return at >= 0
+        if at < 0:
+            self.combo.addItem(f"Loss: {Path(run).name} · step {step}", str(run))
+            at = self.combo.count() - 1
+        self.combo.setCurrentIndex(at)
+        self.setEnabled(True)

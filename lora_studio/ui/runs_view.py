@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHea
                                QSplitter, QTableView, QTabWidget, QVBoxLayout, QWidget)
 
 from ..runs.catalog import RunCatalog, RunError, RunSummary, loss_curve
+from ..runs.item_loss import ITEM_LOSS_FILE
 from .compare_view import CompareView
 from .loss_compare import LossCompare
 from .runs_model import COLUMN, PATH_ROLE, SORT_ROLE, RunsTableModel
@@ -33,6 +34,7 @@ class RunsView(QWidget):
     open_run = Signal(str)     # replay this run folder in the training view
     resume_run = Signal(str)   # resume this run folder from its last checkpoint
     try_run = Signal(str)      # open this run's adapters in the Playground
+    losses_run = Signal(str)   # show this run's per-item losses in the Dataset tab
 
     def __init__(self, folder: str | Path = "runs", parent: QWidget | None = None):
         super().__init__(parent)
@@ -114,11 +116,16 @@ class RunsView(QWidget):
         self.try_button.setToolTip("Open the run's final adapter and checkpoints in the "
                                    "Playground, its sample prompts filled in")
         self.try_button.clicked.connect(lambda: self._emit(self.try_run))
+        self.losses_button = QPushButton("Losses in Dataset")
+        self.losses_button.setToolTip("Open the run's dataset with each image's (or record's) "
+                                      "training loss, the worst-learned first")
+        self.losses_button.clicked.connect(lambda: self._emit(self.losses_run))
         for button in (self.open_folder_button, self.rename_button, self.delete_button):
             bottom.addWidget(button)
         bottom.addStretch(1)
         bottom.addWidget(self.open_button)
         bottom.addWidget(self.resume_button)
+        bottom.addWidget(self.losses_button)
         bottom.addWidget(self.try_button)
         layout.addLayout(bottom)
         self.message = QLabel()
@@ -181,6 +188,8 @@ class RunsView(QWidget):
                        self.delete_button, self.try_button):
             button.setEnabled(run is not None)
         self.resume_button.setEnabled(run is not None and run.can_resume)
+        self.losses_button.setEnabled(run is not None and
+                                      (run.root / ITEM_LOSS_FILE).is_file())
         if run is None or self._notes_root != run.root:
             self._notes_root = run.root if run else None
             self.notes.setPlainText(run.notes if run else "")
