@@ -19,7 +19,8 @@ from lora_studio.fsutil import is_temp_name
 from lora_studio.runs.caption_models import ModelMissing, locate
 from lora_studio.runs.caption_protocol import (CaptionRequest, CaptionTally, caption_command,
                                                caption_env, decode_event, request_for)
-from tests.tiny_captioners import BLUE_TAGS, RED_TAGS, tiny_blip, tiny_tagger, write_image
+from tests.tiny_captioners import (BLUE_TAGS, RED_TAGS, tiny_blip, tiny_florence2, tiny_tagger,
+                                   write_image)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,11 @@ def tagger_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def blip_dir(tmp_path_factory):
     return tiny_blip(tmp_path_factory.mktemp("models") / "blip")
+
+
+@pytest.fixture(scope="module")
+def florence_dir(tmp_path_factory):
+    return tiny_florence2(tmp_path_factory.mktemp("models") / "florence 2")
 
 
 def dataset(folder: Path, colours: list[tuple[int, int, int]]):
@@ -247,6 +253,17 @@ def test_the_process_describes_images_with_blip(blip_dir, tmp_path):
         assert text.startswith("ohwx, a picture of ") and len(text.split()) > 4
 
 
+def test_florence2_answers_its_caption_task_in_plain_text(florence_dir, tmp_path):
+    from lora_studio.captioning.captioner import Captioner
+    from lora_studio.data.images import load_rgb
+    image = write_image(tmp_path / "x.png", (10, 200, 30))
+    default = Captioner(florence_dir)
+    assert default.task == "<MORE_DETAILED_CAPTION>"
+    short = Captioner(florence_dir, task="<CAPTION>", max_new_tokens=6)
+    text = short.predict(short.prepare(load_rgb(image)))
+    assert text and "<" not in text and "</s>" not in text
+
+
 def test_the_command_line_captions_a_dataset(tagger_dir, tmp_path, capsys, monkeypatch):
     from lora_studio.cli import main
     root = tmp_path / "ds ü"
@@ -265,3 +282,25 @@ def test_the_command_line_captions_a_dataset(tagger_dir, tmp_path, capsys, monke
                  "--mode", "overwrite"]) == 1
     assert "hf download microsoft/nothing-here" in capsys.readouterr().err
     assert (root / "b.txt").read_text() == "mine"
+
+
+def test_a_killed_process_loses_nothing_it_wrote(tagger_dir, tmp_path):
+    images, captions = dataset(tmp_path, [(0, 0, 255)] * 150)
+    request = request_for("tagger", str(tagger_dir), images, captions, mode="overwrite")
+    proc = subprocess.Popen(caption_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, encoding="utf-8",
+                            env=caption_env(str(ROOT)), cwd=ROOT)
+    proc.stdin.write(request.to_json() + "\n")
+    proc.stdin.flush()
+    reported = []
+    for line in proc.stdout:
+        ev = decode_event(line)
+        if ev and ev["type"] == "captioned":
+            reported.append(Path(ev["caption"]))
+            if len(reported) == 3:
+                proc.kill()  # a crash, as far as the files can tell
+                break
+    proc.wait(30)
+    on_disk = [p for p in captions if p.exists()]
+    assert set(reported) <= set(on_disk) and len(on_disk) < 150
+    assert all(p.read_text() == BLUE_TAGS for p in on_disk)  # whole, never cut

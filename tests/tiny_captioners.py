@@ -11,7 +11,8 @@ image's mean colour, so a test knows which tags a red or a blue image gets:
 zero: the tags stay the same, the model costs a conv net's time.
 
 tiny_blip writes a random BLIP captioner (BlipForConditionalGeneration) from config
-with a WordPiece tokenizer and an image processor, loadable with AutoProcessor.
+with a WordPiece tokenizer and an image processor, loadable with AutoProcessor;
+tiny_florence2 a random Florence-2 the same way.
 """
 from __future__ import annotations
 
@@ -112,5 +113,43 @@ def tiny_blip(folder: Path, seed: int = 0) -> Path:
     model = BlipForConditionalGeneration(config)
     with torch.no_grad():  # random weights would end most captions at once; words only
         model.text_decoder.cls.predictions.bias[:len(vocab) - len(WORDS)] = -1e4
+    model.save_pretrained(folder)
+    return folder
+
+
+def tiny_florence2(folder: Path, seed: int = 0) -> Path:
+    """A random Florence-2 (transformers' own Florence2ForConditionalGeneration) with a
+    byte-level tokenizer without merges and a 64 px image processor. Its generation
+    config holds back the end of a caption for a few tokens, so that it says something."""
+    import torch
+    from transformers import (BartTokenizer, CLIPImageProcessor, Florence2Config,
+                              Florence2ForConditionalGeneration, Florence2Processor)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>"])}
+    for word in WORDS:
+        vocab.setdefault("Ġ" + word, len(vocab))
+    for ch in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.?,Ġ":
+        vocab.setdefault(ch, len(vocab))
+    tokenizer = BartTokenizer(vocab=vocab, merges=[],
+                              extra_special_tokens={"image_token": "<image>"})
+    # DaViT's four stages take 64 px to 2 x 2 features, plus one pooled: 5 image tokens.
+    images = CLIPImageProcessor(size={"height": 64, "width": 64}, do_center_crop=False)
+    images.image_seq_length = 5
+    Florence2Processor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    config = Florence2Config(
+        text_config=dict(model_type="bart", vocab_size=len(tokenizer), d_model=32,
+                         encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                         decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37,
+                         max_position_embeddings=128, bos_token_id=0, pad_token_id=1,
+                         eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2),
+        vision_config=dict(depths=[1, 1, 1, 1], embed_dim=[8, 16, 16, 32], num_heads=[1, 2, 2, 2],
+                           num_groups=[1, 2, 2, 2], window_size=2, projection_dim=32,
+                           max_position_embeddings=8, max_temporal_embeddings=4),
+        image_token_id=tokenizer.image_token_id)
+    torch.manual_seed(seed)
+    model = Florence2ForConditionalGeneration(config)
+    model.generation_config.min_new_tokens = 4
+    model.generation_config.suppress_tokens = [0, 1, 3, tokenizer.image_token_id]
     model.save_pretrained(folder)
     return folder

@@ -45,19 +45,14 @@ class Captioner:
         self._torch = torch
 
     def prepare(self, img: Image.Image):
-        inputs = self.processor(images=img, text=self.task or None, return_tensors="pt")
-        return inputs, img.size
+        return self.processor(images=img, text=self.task or None, return_tensors="pt")
 
     def predict(self, prepared) -> str:
-        inputs, size = prepared
+        """The caption, special tokens dropped: BLIP's starts with its prompt, Florence-2's
+        caption tasks answer in plain text (what its post-processor leaves of them)."""
         inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
-                  for k, v in inputs.items()}
+                  for k, v in prepared.items()}
         with self._torch.inference_mode():
             ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
-        if self.kind == "florence2":
-            raw = self.processor.batch_decode(ids, skip_special_tokens=False)[0]
-            parsed = self.processor.post_process_generation(raw, task=self.task, image_size=size)
-            text = parsed.get(self.task, raw) if isinstance(parsed, dict) else raw
-        else:
-            text = self.processor.decode(ids[0], skip_special_tokens=True)
-        return " ".join(str(text).split())
+        text = self.processor.batch_decode(ids, skip_special_tokens=True)[0]
+        return " ".join(text.split())
