@@ -148,3 +148,23 @@ def test_the_dialog_loads_no_ml_library_in_the_window(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_dialog_builds_the_request_from_its_options(qtbot, tmp_path):
+    from lora_studio.ui.caption_dialog import CaptionDialog
+    dialog = CaptionDialog([("All images (1)", [0])], lambda keys: ([], []), lambda t: None)
+    qtbot.addWidget(dialog)
+    dialog.exclude.setText(" watermark,, signature ")
+    dialog.underscores.setChecked(False)
+    dialog.trigger.setText(" ohwx ")
+    dialog.mode.setCurrentIndex(dialog.mode.findData("overwrite"))
+    req = dialog.request(["a.png"], ["a.txt"])
+    assert (req.kind, req.exclude, req.underscores_to_spaces, req.trigger, req.mode) == \
+        ("tagger", ["watermark", "signature"], False, "ohwx", "overwrite")
+    dialog.kind.setCurrentIndex(dialog.kind.findData("captioner"))
+    dialog.task.setCurrentIndex(dialog.task.findData(""))
+    assert dialog.task.currentText() == "(no prompt)" and dialog.request([], []).task == ""
+    dialog.task.setEditText("a watercolour of")
+    assert dialog.request([], []).task == "a watercolour of"
+    dialog.task.setCurrentIndex(dialog.task.findData("<CAPTION>"))
+    assert dialog.request([], []).task == "<CAPTION>"
