@@ -167,7 +167,7 @@ class FakeProcess:
                              "message": "generate failed: KeyError: 'x'",
                              "hint": "Traceback (most recent call last): ..."})
             return
-        word = (req["adapters"] or ["base"])[0]
+        word = (req["adapters"] or ["base"])[0].removeprefix("serve:")
         n = 0
         for n in range(1, self.tokens + 1):
             if self._stop.is_set():
@@ -258,7 +258,7 @@ def test_answers_for_different_adapters_take_turns(fake_server):
     for model in ("a", "b", "base"):
         assert results[model].split() == [f"{model}{n}" for n in range(1, 41)]
     generated = [r["adapters"] for r in process.sent if r["type"] == "generate"]
-    assert sorted(map(tuple, generated)) == [(), ("a",), ("a",), ("b",)]
+    assert sorted(map(tuple, generated)) == [(), ("serve:a",), ("serve:a",), ("serve:b",)]
 
 
 def test_a_client_that_leaves_stops_its_answer(fake_server):

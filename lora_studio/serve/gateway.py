@@ -21,6 +21,11 @@ LOAD_TIMEOUT_S = 1800.0     # a large base read from a slow disk
 EVENT_TIMEOUT_S = 600.0     # between two events of one answer (a restart reloads the base)
 DRAIN_TIMEOUT_S = 30.0      # for the end of an answer that was asked to stop
 
+# Every request the server sends, and so every event answering one, has an id that starts
+# with this: a window lending its playground process (serve/lent.py) hands those events on.
+# The adapters it loads are named with it too, apart from the window's own.
+PREFIX = "serve:"
+
 # The playground's error kinds -> HTTP status and OpenAI error type.
 ERROR_STATUS = {"request": (400, "invalid_request_error"), "config": (500, "server_error"),
                 "oom": (503, "server_error"), "io": (500, "server_error"),
@@ -38,8 +43,12 @@ def _hint(ev: dict) -> str:
 
 class Gateway:
     def __init__(self, catalog: Catalog, process: PlaygroundProcess | None = None,
-                 event_timeout_s: float = EVENT_TIMEOUT_S):
+                 event_timeout_s: float = EVENT_TIMEOUT_S, load_base: bool = True):
+        """``process``: one lent by its owner, who keeps running it (and has loaded the
+        base, unless ``load_base``); without it the gateway starts and stops its own."""
         self.catalog = catalog
+        self.owns_process = process is None
+        self.load_base = load_base
         self.process = process or PlaygroundProcess(idle_s=math.inf)
         self.event_timeout_s = event_timeout_s
         self.lock = threading.Lock()
@@ -49,15 +58,17 @@ class Gateway:
         """Load the base and every adapter; HintedError with the process's own message
         when one of them fails."""
         with self.lock:
-            waiting = {"base"}
-            self.process.send(request("load_base", id="base", kind="text",
-                                      path=str(self.catalog.base),
-                                      chat_template=self.catalog.chat_template))
+            waiting = set()
+            if self.load_base:
+                waiting.add(PREFIX + "base")
+                self.process.send(request("load_base", id=PREFIX + "base", kind="text",
+                                          path=str(self.catalog.base),
+                                          chat_template=self.catalog.chat_template))
             for model in self.catalog.models:
                 if model.path is not None:
-                    waiting.add(f"adapter:{model.id}")
-                    self.process.send(request("load_adapter", id=f"adapter:{model.id}",
-                                              name=model.id, path=str(model.path)))
+                    waiting.add(f"{PREFIX}adapter:{model.id}")
+                    self.process.send(request("load_adapter", id=f"{PREFIX}adapter:{model.id}",
+                                              name=PREFIX + model.id, path=str(model.path)))
             while waiting:
                 ev = self._next(LOAD_TIMEOUT_S, "loading the models")
                 if ev["type"] == "exited" and ev.get("reason") != "replaced":
@@ -78,9 +89,9 @@ class Gateway:
                            code="model_not_found", param="model")
         with self.lock:
             self._forget_old_events()
-            rid = f"chat-{next(self._ids)}"
+            rid = f"{PREFIX}chat-{next(self._ids)}"
             self.process.send(request("generate", id=rid, **fields,
-                                      adapters=[] if model.path is None else [model.id]))
+                                      adapters=[] if model.path is None else [PREFIX + model.id]))
             pid = self.process.pid   # the process answering: one that ended before is news
             stopping = False
             while True:
@@ -110,7 +121,8 @@ class Gateway:
                         self.process.send(request("stop"))
 
     def close(self) -> None:
-        self.process.stop("shutdown")
+        if self.owns_process:
+            self.process.stop("shutdown")
 
     # -- events ----------------------------------------------------------------
     def _next(self, timeout_s: float, doing: str) -> dict:

@@ -25,6 +25,9 @@ from ..runs.adapter_sources import adapter_source
 from ..runs.layout import RunDir
 from ..runs.playground_launch import IDLE_S, PlaygroundProcess
 from ..runs.playground_sessions import read_session, save_session
+from ..serve.catalog import build_catalog
+from ..serve.http_server import DEFAULT_HOST
+from ..serve.lent import WindowServer
 from .chat_column import ChatColumn
 from .chat_settings import ChatSettings
 from .chat_state import ChatSession, RunChoice, read_run
@@ -32,6 +35,7 @@ from .image_page import ImagePage
 from .image_settings import ImageSettings
 from .image_state import ImageSession, base_kind
 from .playground_models import ModelsPane
+from .serve_box import ServeBox
 
 DRAIN_MS = 20
 IDLE_CHECK_MS = 10_000
@@ -50,6 +54,8 @@ class PlaygroundView(QWidget):
         self.kind = "text"                  # the loaded base's: which page is shown
         self.run_dir: Path | None = None    # the run opened, where sessions are saved
         self.columns: list[ChatColumn] = []
+        self.serving: WindowServer | None = None   # lora-studio serve on this process
+        self._served_ids: list[str] = []
 
         self.models = ModelsPane()
         self.settings = ChatSettings()
@@ -72,6 +78,9 @@ class PlaygroundView(QWidget):
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(self.models, 1)
         left_layout.addWidget(self.settings_stack)
+        self.serve_box = ServeBox()
+        self.serve_box.serve_toggled.connect(self._serve_toggled)
+        left_layout.addWidget(self.serve_box)
         left_layout.addLayout(sessions)
 
         self.columns_box = QWidget()
@@ -180,6 +189,9 @@ class PlaygroundView(QWidget):
         self._compared_changed()
 
     def _load_base(self, kind: str, path: str, chat_template: str, label: str) -> None:
+        if self.serving is not None:
+            self._stop_serving("Stopped serving: another base model was loaded. Serve serves "
+                               "the new one.")
         self._set_kind(kind)
         if kind == "text":
             self._send(self.session.set_base(path, chat_template))
@@ -277,11 +289,14 @@ class PlaygroundView(QWidget):
                 ev = self.process.events.get_nowait()
             except queue.Empty:
                 break
+            if self.serving is not None and self.serving.offer(ev):
+                continue  # an answer for a client of the server
             column = self.session.on_event(ev)
             if column is not None:
                 changed.add(id(column))
             self.image_page.on_event(ev)
             self._note(ev)
+        self._serve_news()
         if changed:
             for widget, column in zip(self.columns, self.session.columns):
                 if id(column) in changed:
@@ -312,6 +327,9 @@ class PlaygroundView(QWidget):
         self._sync()
 
     def _sync(self) -> None:
+        self.serve_box.set_available(self.kind == "text" and bool(self.session.base_path),
+                                     "Open a run or a text base model first; image models "
+                                     "are not served.")
         busy = self.session.busy
         self.send_button.setEnabled(not busy and bool(self.session.columns))
         self.stop_button.setEnabled(busy)
@@ -320,6 +338,49 @@ class PlaygroundView(QWidget):
     def _say(self, text: str) -> None:
         self.state_label.setText(text)
         self.status.emit(text)
+
+    # -- serving ------------------------------------------------------------------
+    def _serve_toggled(self, on: bool) -> None:
+        """Serve the base and the adapters listed now, on this view's process."""
+        if not on:
+            self._stop_serving("Stopped serving.")
+            return
+        port = self.serve_box.port.value()
+        try:
+            catalog = build_catalog(list(self.session.adapters.values()),
+                                    base=self.session.base_path)
+            self.serving = WindowServer(catalog, self.process, DEFAULT_HOST, port,
+                                        self.serve_box.key.text().strip() or None)
+        except HintedError as exc:
+            self.serve_box.show_state(f"Cannot serve: {exc.message} {exc.hint}", False)
+            return
+        except OSError as exc:
+            self.serve_box.show_state(f"Cannot listen on {DEFAULT_HOST}:{port}: "
+                                      f"{exc.strerror or exc}. Pick another port.", False)
+            return
+        self._served_ids = catalog.ids
+        self.serve_box.show_state("Loading the adapters for serving…", True)
+
+    def _serve_news(self) -> None:
+        while self.serving is not None:
+            try:
+                kind, text = self.serving.messages.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "serving":
+                self.serve_box.show_state(
+                    f"Serving at {text} (base URL for chat front-ends and the openai client); "
+                    f"models: {', '.join(self._served_ids)}. Adapters added later are served "
+                    "after Serve is pressed again.", True)
+            else:
+                self.serving = None
+                self.serve_box.show_state(f"Could not serve: {text}", False)
+
+    def _stop_serving(self, text: str) -> None:
+        if self.serving is not None:
+            self.serving.close()
+            self.serving = None
+        self.serve_box.show_state(text, False)
 
     # -- saved sessions ---------------------------------------------------------
     def save_session(self, folder: Path | None = None) -> Path | None:
@@ -411,9 +472,13 @@ class PlaygroundView(QWidget):
     # -- the window's calls ----------------------------------------------------
     def release_gpu(self) -> None:
         """A training run starts: the playground's model leaves the GPU."""
+        if self.serving is not None:
+            self._stop_serving("Stopped serving to leave the GPU to training.")
         self.process.stop("training")
 
     def shutdown(self) -> None:
+        if self.serving is not None:
+            self._stop_serving("Stopped serving.")
         self._idle_timer.stop()
         self.process.stop()
         self._drain_timer.stop()
