@@ -71,6 +71,10 @@ def test_a_run_lands_as_one_undoable_edit(qtbot, tmp_path, tagger_dir):
     b.grab().save(str(SHOTS / "caption_browser_after.png"))
 
     dialog.close()
+    again = b.show_auto_caption()  # the same options for the next run
+    assert again is dialog and dialog.trigger.text() == "ohwx"
+    assert dialog.last.text().startswith("c red.txt: ohwx")
+    dialog.close()
     b.undo()  # the whole run, in one step, saved back (autosave)
     assert b.session.texts == ["mine, red background", "", ""] and not b.session.dirty
     assert (root / "a red.txt").read_bytes() == b"mine, red background\r\n"
@@ -92,6 +96,7 @@ def test_cancel_keeps_what_was_written_as_one_edit(qtbot, tmp_path, tagger_dir):
         original(ev)
         seen.append(ev["type"])
         if seen.count("captioned") == 1:
+            dialog.grab().save(str(SHOTS / "caption_dialog_progress.png"))
             dialog.cancel()
     dialog.runner.on_event = cancel_on_first
     assert dialog.start()

@@ -4,6 +4,7 @@ The dataset browser takes the captions in as one undoable edit when the run ends
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFileDialog,
@@ -92,6 +93,9 @@ class CaptionDialog(QDialog):
                              "Ctrl+Z in the Dataset tab undoes the whole run.")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.last = QLabel()  # the latest caption, so a long run shows what it writes
+        self.last.setWordWrap(True)
+        self.last.setStyleSheet("color: palette(placeholder-text);")
         self.run_button = QPushButton("Caption")
         self.run_button.setDefault(True)
         self.run_button.clicked.connect(self.start)
@@ -123,6 +127,7 @@ class CaptionDialog(QDialog):
         layout.addLayout(common)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(self.last)
         layout.addLayout(buttons)
 
         self.kind.currentIndexChanged.connect(self._kind_changed)
@@ -130,6 +135,12 @@ class CaptionDialog(QDialog):
         self._kind_changed()
 
     # -- options -------------------------------------------------------------------
+    def set_scopes(self, scopes: Sequence[tuple[str, list[int]]]) -> None:
+        """New choices of images (the selection changed); the other options stay."""
+        self.scope.clear()
+        for label, keys in scopes:
+            self.scope.addItem(label, keys)
+
     @property
     def kind_name(self) -> str:
         return self.kind.currentData()
@@ -207,6 +218,7 @@ class CaptionDialog(QDialog):
         images, captions = prepared
         self.keys = list(keys)
         self.tally = CaptionTally(total=len(images), status="loading")
+        self.last.clear()
         self.progress.setRange(0, max(1, len(images)))
         self.progress.setValue(0)
         self._set_running(True)
@@ -221,6 +233,8 @@ class CaptionDialog(QDialog):
 
     def _event(self, ev: dict) -> None:
         self.tally.add(ev)
+        if ev.get("type") == "captioned" and ev.get("action") == "written":
+            self.last.setText(f"{Path(ev['caption']).name}: {ev['text']}")
         self._show()
         if self.tally.over:
             self._set_running(False)

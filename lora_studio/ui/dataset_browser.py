@@ -840,8 +840,12 @@ class DatasetBrowser(QWidget):
                    for f in self.folders]
         scopes = caption_scopes(self.grid.selected_keys(), self.shown_keys(), folders,
                                 len(self.session))
-        dialog = self.caption_dialog = CaptionDialog(scopes, self._prepare_captioning,
-                                                     self._captioned, self)
+        dialog = getattr(self, "caption_dialog", None)
+        if dialog is None:  # kept, so that the next run starts from the same options
+            dialog = self.caption_dialog = CaptionDialog(scopes, self._prepare_captioning,
+                                                         self._captioned, self)
+        else:
+            dialog.set_scopes(scopes)
         dialog.open()
         return dialog
 
