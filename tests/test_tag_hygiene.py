@@ -227,3 +227,18 @@ def test_the_booru_list_completes_after_the_datasets_tags(browser, tmp_path, qtb
     b.editor.insert_completion("long hair")
     assert b.editor.toPlainText() == SHORT + ", long hair"
     b.grab().save("/tmp/tag_hygiene_browser.png")
+
+
+def test_the_job_model_gives_the_tokenizer(window):
+    window.panel.apply_values({"model.family": "auto",
+                               "model.path": str(ROOT / "resources" / "tiny-sd")})
+    assert window.browser.tokens.exact
+    assert window.browser.tokens.source == str(ROOT / "resources" / "tiny-sd")
+    window.panel.apply_values({"model.path": str(ROOT / "resources" / "no such model")})
+    assert not window.browser.tokens.exact
+    window.panel.apply_values({"model.family": "text",
+                               "model.path": str(ROOT / "resources" / "tiny-sd")})
+    assert not window.browser.tokens.exact  # a text job's captions are not CLIP's
+
+
+from ui_fixtures import window  # noqa: E402,F401  (fixture)

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QApplication, QFileDialog, QHBoxLayout, QLabel, Q
 from ..config.fields import SPECS
 from ..config.findings import has_errors
 from ..config.jobfile import write_job_toml
+from ..config.model_info import find_in_hf_cache, looks_like_hub_id
 from ..config.parse import parse_job
 from ..config.validate import check
 from ..config.paths import resolve_local_path
@@ -244,9 +245,16 @@ class MainWindow(QMainWindow):
         reg = resolve_local_path(ds.reg_path, self.preset_bar.base_dir) \
             if ds.reg_path.strip() else None
         self.browser.set_reg_path(str(reg) if reg is not None else ds.reg_path)
-        self.browser.set_clip_model(resolve_local_path(self.state.values["model.path"] or "",
-                                                       self.preset_bar.base_dir)
-                                    if self.state.kind != "text" else None)
+        self.browser.set_clip_model(self._local_model() if self.state.kind != "text" else None)
+
+    def _local_model(self) -> Path | None:
+        """The job's base model on this computer: a folder, or a Hub id's snapshot in the
+        Hugging Face cache (nothing is downloaded)."""
+        value = str(self.state.values["model.path"] or "")
+        local = resolve_local_path(value, self.preset_bar.base_dir) if value else None
+        if local is None and looks_like_hub_id(value):
+            local = find_in_hf_cache(value)
+        return local
 
     def _apply_fit(self, values: dict) -> None:
         self.panel.apply_values(values)
