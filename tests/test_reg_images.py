@@ -3,7 +3,6 @@ them: scanned from 'N_class' folders, cycled so an epoch has as many reg samples
 training samples, captioned with their class when they have no caption, their loss
 weighted by prior_loss_weight; check's findings and the kohya import."""
 import shutil
-import sys
 from pathlib import Path
 
 import pytest

@@ -3,11 +3,9 @@ subsets): the line format, the scan, what check says, the engine honouring each
 folder's repeats, caption extension, shuffle / keep tokens and resolution, kohya's
 bucket options, and the kohya dataset config TOML import."""
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from lora_studio.config.parse import parse_job

@@ -18,7 +18,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ..errors import HintedError
-from .reg_images import reg_repeats
 from .scan import (MAX_REPEATS, ConceptFolder, DatasetError, ImageDataset, RepeatPrefixError,
                    normalize_caption_extension, parse_repeat_folder, scan_images)
 
@@ -175,9 +174,3 @@ def merged(root: Path, caption_extension: str, scans: list[ImageDataset]) -> Ima
                         tuple(f for s in scans for f in s.folders),
                         tuple(f for s in scans for f in s.skipped_folders),
                         tuple(p for s in scans for p in s.problems))
-
-
-def reg_samples(train: ImageDataset, reg: ImageDataset | None) -> int:
-    if reg is None:
-        return 0
-    return sum(reg_repeats(train.samples_per_epoch, [i.repeats for i in reg.items]))
