@@ -308,3 +308,17 @@ def test_a_reg_folder_inside_the_dataset_folder_is_fine_when_concept_folders_lea
     # listed as a concept folder too, it would train twice: refused
     rules = {f.rule: f for f in _check(concepts, subsets=lines + ["reg"], reg_path=str(reg))}
     assert rules["reg-nested"].level == "error"
+
+
+def test_relative_image_dirs_are_found_beside_the_dataset_config(tmp_path):
+    project = tmp_path / "kohya project"
+    _png(project / "img" / "dog" / "a.png")
+    _png(project / "img" / "cat" / "b.png")
+    (project / "dataset.toml").write_text(
+        '[[datasets]]\n[[datasets.subsets]]\nimage_dir = "img/dog"\nnum_repeats = 2\n'
+        '[[datasets.subsets]]\nimage_dir = "img/cat"\n', encoding="utf-8")
+    (project / "lora.json").write_text(json.dumps({"dataset_config": "dataset.toml"}),
+                                       encoding="utf-8")
+    ds = read_import(project / "lora.json").data["dataset"]
+    assert Path(ds["path"]) == (project / "img").resolve()
+    assert ds["subsets"] == ["dog; repeats=2", "cat; repeats=1"]

@@ -444,12 +444,26 @@ def _kohya_dataset_config(file: Path, config: dict) -> tuple[dict | None, list[F
     try:
         if path is None:
             raise PresetError(Path(name), "no such file.")
-        return _read_document(path), []
+        return _anchored_image_dirs(_read_document(path), path.parent), []
     except PresetError as exc:
         return None, [Finding("dataset.subsets", "warning", f"The dataset config of this kohya "
                               f"config was not imported: {exc}",
                               "Put the file beside the kohya config, or add its folders as "
                               "concept folder lines yourself.", "kohya-dataset-config")]
+
+
+def _anchored_image_dirs(doc: dict, base_dir: Path) -> dict:
+    """Relative subset image_dir values that exist beside the dataset config made absolute,
+    so the imported preset finds them from the presets folder."""
+    for dataset in doc.get("datasets", []) if isinstance(doc.get("datasets"), list) else []:
+        subsets = dataset.get("subsets", []) if isinstance(dataset, dict) else []
+        for subset in subsets if isinstance(subsets, list) else []:
+            folder = subset.get("image_dir") if isinstance(subset, dict) else None
+            if isinstance(folder, str) and folder and not Path(folder).is_absolute():
+                found = resolve_local_path(folder, base_dir)
+                if found is not None:
+                    subset["image_dir"] = str(found.resolve())
+    return doc
 
 
 KEEP_HINT = ("If you trust the file, import it again and keep them (the window asks; on the "
