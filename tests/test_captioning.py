@@ -1,10 +1,8 @@
 """Auto-captioning: the merge rules, the WD14 tagger and BLIP captioner on tiny models
 with the real layouts, and the captioning process (python -m lora_studio.captioning)
 writing captions as it goes, cancelled midway, and naming a missing model's download."""
-import json
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 

@@ -40,7 +40,6 @@ class ModelMissing(HintedError):
 @dataclass(frozen=True)
 class Located:
     path: Path          # the folder holding the model's files
-    source: str         # what the user gave
 
 
 def _in_cache(repo: str, filename: str) -> Path | None:
@@ -84,7 +83,7 @@ def locate(kind: str, model: str) -> Located:
                 if kind == "tagger" else "a transformers captioning model (BLIP, Florence-2)")
         raise ModelMissing("incomplete", f"'{folder}' has no {', '.join(lacking)}, so it is not "
                                          f"{what}.", get)
-    return Located(folder, text)
+    return Located(folder)
 
 
 def cached_models(kind: str) -> list[tuple[str, bool]]:

@@ -115,12 +115,11 @@ class CaptionTally:
     failures: dict[int, str] = field(default_factory=dict)
     status: str = "running"           # running, loading, completed, cancelled, error
     error: str = ""
-    model: str = ""
 
     def add(self, ev: dict) -> None:
         kind = ev.get("type")
         if kind == "started":
-            self.total, self.model, self.status = int(ev["total"]), str(ev.get("model", "")), "running"
+            self.total, self.status = int(ev["total"]), "running"
         elif kind in ("captioned", "failed"):
             self.done, self.total = int(ev["done"]), int(ev["total"])
             self.eta_s = float(ev.get("eta_s", 0.0))
