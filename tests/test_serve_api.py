@@ -45,7 +45,7 @@ def body(**fields) -> bytes:
     (body(temperature=3), 400, "temperature must be between"),
     (body(max_tokens=0), 400, "max_tokens must be between"),
     (body(max_tokens=2.5), 400, "max_tokens must be an integer"),
-    (body(n=2), 400, "n must be between 1 and 1"),
+    (body(n=2), 400, "n must be 1"),
     (body(stop=["a", "b", "c", "d", "e"]), 400, "up to 4 strings"),
     (body(stream="yes"), 400, "stream must be true or false"),
 ])
@@ -68,6 +68,9 @@ def test_a_request_becomes_the_playground_generate_fields():
         "max_new_tokens": 7, "temperature": 0.0, "top_p": 0.5, "seed": 3,
         "repetition_penalty": 1.0}
     assert req.stop == ["END"] and req.stream and req.include_usage
+    greedy = parse_chat(body(temperature=0.8, top_p=0), MODELS).generate_fields()
+    assert greedy["temperature"] == 0.0   # top_p 0: only the likeliest token
+    assert parse_chat(body(), MODELS).generate_fields()["temperature"] == 1.0   # OpenAI's default
 
 
 @pytest.mark.parametrize("pieces, stops, sent, hit", [

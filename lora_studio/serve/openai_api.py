@@ -44,9 +44,11 @@ class ChatRequest:
 
     def generate_fields(self) -> dict:
         """The playground ``generate`` request's fields (adapters are the caller's)."""
+        # top_p 0 keeps only the likeliest token: greedy (transformers refuses 0 itself)
+        greedy = self.temperature == 0 or self.top_p == 0
         return {"messages": self.messages, "max_new_tokens": self.max_tokens,
-                "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
-                "repetition_penalty": 1.0}
+                "temperature": 0.0 if greedy else self.temperature, "top_p": self.top_p,
+                "seed": self.seed, "repetition_penalty": 1.0}
 
 
 def _content(message: dict, i: int) -> str:
@@ -113,8 +115,8 @@ def parse_chat(raw: bytes, known_models: list[str]) -> ChatRequest:
     if turns[-1]["role"] != "user":
         raise ApiError(400, "The last message must be the user's: the model answers it.",
                        param="messages")
-    if _number(body, "n", 1, 1, 1, int) != 1:
-        raise ApiError(400, "n must be 1.", param="n")
+    if body.get("n") not in (None, 1):
+        raise ApiError(400, "n must be 1: one answer per request.", param="n")
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else stop if stop is not None else []
     if not isinstance(stops, list) or len(stops) > MAX_STOPS or \
