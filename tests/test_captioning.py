@@ -187,6 +187,25 @@ def test_an_unreadable_image_is_named_and_the_others_captioned(tagger_dir, tmp_p
     assert "1 image(s) could not be read" in tally.summary()
 
 
+def test_an_image_the_model_refuses_is_named_and_the_run_goes_on(tagger_dir, tmp_path):
+    images, captions = dataset(tmp_path, [(255, 0, 0)] * 2)
+    tagger = Tagger(tagger_dir)
+
+    def prepare(img, original=tagger.prepare):
+        if img.getpixel((0, 0)) == (255, 0, 0) and not prepare.refused:
+            prepare.refused = True
+            raise ValueError("odd shape")
+        return original(img)
+    prepare.refused = False
+    tagger.prepare = prepare
+    events = []
+    assert caption_images(request_for("tagger", str(tagger_dir), images, captions,
+                                      mode="overwrite"), tagger, events.append) == "completed"
+    failed = [e for e in events if e["type"] == "failed"]
+    assert len(failed) == 1 and "odd shape" in failed[0]["message"]
+    assert "img 000.png" in failed[0]["message"] and captions[1].read_text() == RED_TAGS
+
+
 # -- the captioning process ------------------------------------------------------------
 
 def test_the_process_captions_a_folder_keeping_encoding_and_line_endings(tagger_dir, tmp_path):

@@ -47,9 +47,14 @@ def _load(request: CaptionRequest, predictor: Predictor, index: int) -> _Loaded:
     if request.mode == "skip" and caption.text.strip():
         return _Loaded(index, caption, kept=True)
     try:
-        return _Loaded(index, caption, predictor.prepare(load_rgb(request.images[index])))
+        img = load_rgb(request.images[index])
     except ImageLoadError as exc:
         return _Loaded(index, problem=str(exc))
+    try:
+        return _Loaded(index, caption, predictor.prepare(img))
+    except Exception as exc:  # an image processor may refuse one picture in any way it likes
+        return _Loaded(index, problem=f"{request.images[index]}: the model cannot take this "
+                                      f"image ({type(exc).__name__}: {exc}); it is left as it is.")
 
 
 def caption_images(request: CaptionRequest, predictor: Predictor, emit: Callable[[dict], None],
