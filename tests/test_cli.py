@@ -76,14 +76,20 @@ def test_presets_lists_builtins_and_user_presets(capsys, config_dir):
 KOHYA = Path(__file__).parent / "data" / "kohya-sd15-character.json"
 
 
-def test_presets_import_kohya_json_prints_where_findings_and_unsupported(capsys, config_dir):
-    assert cli.main(["presets", "import", str(KOHYA)]) == 1  # its D:/ paths are not on this machine
+def test_presets_import_kohya_json_prints_where_findings_and_unsupported(capsys, config_dir,
+                                                                        tmp_path):
+    kohya = tmp_path / "anna.json"
+    kohya.write_text(json.dumps({**json.loads(KOHYA.read_text(encoding="utf-8")),
+                                 "masked_loss": True,
+                                 "optimizer_args": "weight_decay=0.05 betas=0.9,0.99 d0=1e-5"}),
+                     encoding="utf-8")
+    assert cli.main(["presets", "import", str(kohya)]) == 1  # its D:/ paths are not on this machine
     out = capsys.readouterr().out
     written = config_dir / "presets" / "anna-muller-v1.toml"
     assert written.is_file() and f"as {written}" in out
-    assert "Optimizer arguments not imported" in out and "Ready to train" not in out
+    assert "Optimizer arguments not imported: d0=1e-5." in out and "Ready to train" not in out
     unsupported = out.split("Not imported (no equivalent in LoRA Studio):\n")[1].splitlines()
-    assert "  bucket_no_upscale = true" in unsupported
+    assert unsupported == ["  masked_loss = true"]
     assert not [line for line in unsupported if line.startswith(("  sample_", "  save_"))]
     assert "  clip_skip = 2" not in unsupported  # mapped to model.clip_skip
     assert cli.main(["presets"]) == 0

@@ -233,3 +233,23 @@ def test_a_missing_package_names_the_extra_to_install(monkeypatch, name, package
         build_optimizer([{"params": [torch.nn.Parameter(torch.zeros(1))]}], job.optimizer, False)
     assert err.value.kind == "config" and f"'{package}'" in err.value.message
     assert 'pip install "lora-studio[optimizers]"' in err.value.hint
+
+
+@pytest.mark.parametrize("settings,expected", [
+    ({"optimizer": "Prodigy", "d_coef": 2.0, "decouple": False, "use_bias_correction": True,
+      "safeguard_warmup": True, "beta2": 0.99},
+     {"d_coef": 2.0, "decouple": False, "use_bias_correction": True, "safeguard_warmup": True,
+      "betas": (0.9, 0.99)}),
+    ({"optimizer": "Prodigy"}, {"d_coef": 1.0, "decouple": True, "use_bias_correction": False,
+                                "safeguard_warmup": False, "betas": (0.9, 0.999)}),
+    ({"optimizer": "DAdaptAdam", "use_bias_correction": True, "beta1": 0.8},
+     {"decouple": True, "use_bias_correction": True, "betas": (0.8, 0.999)}),
+    ({"optimizer": "AdamW", "beta1": 0.85, "beta2": 0.95}, {"betas": (0.85, 0.95)}),
+    ({"optimizer": "AdamWScheduleFree", "beta2": 0.98}, {"betas": (0.9, 0.98)}),
+])
+def test_optimizer_options_reach_the_optimizer(settings, expected):
+    job = toy_job(optimizer={"learning_rate": 1.0, **settings})
+    optimizer = build_optimizer([{"params": [torch.nn.Parameter(torch.ones(2))]}],
+                                job.optimizer, on_cuda=False)
+    got = {key: optimizer.defaults[key] for key in expected}
+    assert {k: tuple(v) if k == "betas" else v for k, v in got.items()} == expected

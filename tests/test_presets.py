@@ -217,8 +217,11 @@ def test_import_v1_preset_is_saved_in_the_current_schema(config_dir):
     assert doc["network"]["rank"] == 32
 
 
-def test_import_kohya_json_converts(config_dir):
-    result = import_preset(DATA / "kohya-sd15-character.json")
+def test_import_kohya_json_converts(config_dir, tmp_path):
+    kohya = (DATA / "kohya-sd15-character.json").read_text(encoding="utf-8")
+    result = import_preset(write(tmp_path / "anna.json",
+                                 kohya.replace('"max_token_length": "75"',
+                                               '"max_token_length": "225"')))
     assert result.path.name == "anna-muller-v1.toml"
     preset = load_preset(result.path)
     assert preset.job.network.rank == 32 and preset.job.dataset.path == "D:/lora/Anna Müller/img"

@@ -16,6 +16,7 @@ from typing import Any
 
 from .fields import SPECS, set_in
 from .findings import Finding
+from .optimizers import NO_BETAS, OPTIMIZER_OPTIONS
 from .kohya_dataset import convert_dataset_config
 from .samplers import sampler_name
 from .schema import SCHEMA_VERSION
@@ -88,11 +89,86 @@ HANDLED_AUTOMATICALLY = frozenset({
     "vae_batch_size", "save_state", "save_state_on_train_end",
 })
 
+ANY = object()  # NOT_IMPORTED: whatever the value, nothing is lost
+_FLUX_SD3 = "a Flux / SD3 setting; LoRA Studio trains SD 1.x, 2.x and SDXL"
+_LYCORIS = "a LyCORIS option LoRA Studio's LoCon / LoHa / LoKr do not have"
+# kohya_ss keys with no setting of ours: key -> (the value at which kohya does what LoRA
+# Studio does, or ANY; why it is not imported). A key at that value (or "") loses nothing
+# and is not listed; any other value is listed as not imported, with the why.
+NOT_IMPORTED: dict[str, tuple[Any, str]] = {
+    # what LoRA Studio does anyway at kohya's default
+    "max_token_length": (75, "captions are cut at CLIP's 75 tokens"),
+    "min_timestep": (0, "every timestep is trained"), "max_timestep": (1000, "every timestep is trained"),
+    "loss_type": ("l2", "the loss is the mean squared error"),
+    "huber_c": (ANY, "only used with loss_type huber / smooth_l1"),
+    "huber_schedule": (ANY, "only used with loss_type huber / smooth_l1"),
+    "huber_scale": (ANY, "only used with loss_type huber / smooth_l1"),
+    "caption_dropout_every_n_epochs": (0, "no whole-epoch caption dropout"),
+    "multires_noise_iterations": (0, "no multi-resolution noise"),
+    "multires_noise_discount": (ANY, "only used with multires_noise_iterations"),
+    "adaptive_noise_scale": (0, "no adaptive noise scale"),
+    "noise_offset_random_strength": (False, "the noise offset is fixed"),
+    "ip_noise_gamma": (0, "no input perturbation noise"),
+    "ip_noise_gamma_random_strength": (False, "no input perturbation noise"),
+    "color_aug": (False, "no colour augmentation"), "weighted_captions": (False, "no caption weights"),
+    "masked_loss": (False, "no masked loss"), "debiased_estimation_loss": (False, "no debiased estimation"),
+    "scale_v_pred_loss_like_noise_pred": (False, "v-prediction loss is not rescaled"),
+    "v_pred_like_loss": (0, "no v-prediction-like loss"),
+    "scale_weight_norms": (0, "no max-norm regularisation"),
+    "full_fp16": (False, "weights train in fp32 under mixed precision"),
+    "full_bf16": (False, "weights train in fp32 under mixed precision"),
+    "fp8_base": (False, "no fp8 base weights"), "fp8_base_unet": (False, "no fp8 base weights"),
+    "mem_eff_save": (False, "adapters are small; saved whole"),
+    "sdxl_no_half_vae": (ANY, "the VAE runs in fp32 when its config asks for it"),
+    "sdxl_cache_text_encoder_outputs": (ANY, "text embeddings are cached whenever the text "
+                                             "encoder is not trained"),
+    "skip_cache_check": (ANY, "the latent cache is checked by file size and time"),
+    "lr_scheduler_type": ("", "no custom scheduler classes"),
+    "lr_scheduler_args": ("", "no custom scheduler arguments"),
+    "loraplus_lr_ratio": (0, "LoRA+ is for text LoRAs"),
+    "loraplus_unet_lr_ratio": (0, "LoRA+ is for text LoRAs"),
+    "loraplus_text_encoder_lr_ratio": (0, "LoRA+ is for text LoRAs"),
+    "rank_dropout": (0, "no rank dropout"), "module_dropout": (0, "no module dropout"),
+    "rank_dropout_scale": (False, _LYCORIS), "LyCORIS_preset": ("full", _LYCORIS),
+    "use_tucker": (False, _LYCORIS), "use_scalar": (False, _LYCORIS), "use_cp": (False, _LYCORIS),
+    "constrain": (0, _LYCORIS), "rescaled": (False, _LYCORIS), "decompose_both": (False, _LYCORIS),
+    "dora_wd": (False, _LYCORIS), "bypass_mode": (False, _LYCORIS), "train_norm": (False, _LYCORIS),
+    "unit": (1, _LYCORIS), "train_on_input": (ANY, "an iA3 option"),
+    "block_dims": ("", "no per-block ranks"), "block_alphas": ("", "no per-block ranks"),
+    "conv_block_dims": ("", "no per-block ranks"), "conv_block_alphas": ("", "no per-block ranks"),
+    "down_lr_weight": ("", "no per-block learning rates"),
+    "mid_lr_weight": ("", "no per-block learning rates"),
+    "up_lr_weight": ("", "no per-block learning rates"),
+    "block_lr_zero_threshold": ("", "no per-block learning rates"),
+    "network_weights": ("", "training starts from a new LoRA, not a saved one"),
+    "lora_network_weights": ("", "training starts from a new LoRA, not a saved one"),
+    "dim_from_weights": (False, "training starts from a new LoRA, not a saved one"),
+    "resume": ("", "resume a LoRA Studio run from its Runs tab"),
+    "vae": ("", "the model's own VAE is used"),
+    "no_token_padding": (False, "a DreamBooth option"),
+    "additional_parameters": ("", "extra sd-scripts command-line options"),
+    # settings of the models LoRA Studio does not train (the family check names them)
+    **{key: (ANY, _FLUX_SD3) for key in (
+        "ae", "clip_l", "clip_g", "t5xxl", "t5xxl_lr", "t5xxl_max_token_length", "train_t5xxl",
+        "apply_t5_attn_mask", "discrete_flow_shift", "guidance_scale", "model_prediction_type",
+        "timestep_sampling", "split_mode", "split_qkv", "train_blocks", "train_double_block_indices",
+        "train_single_block_indices", "img_attn_dim", "img_mlp_dim", "img_mod_dim", "txt_attn_dim",
+        "txt_mlp_dim", "txt_mod_dim", "single_dim", "single_mod_dim", "in_dims", "enable_all_linear",
+        "flux1_cache_text_encoder_outputs", "flux1_cache_text_encoder_outputs_to_disk",
+        "cpu_offload_checkpointing", "blocks_to_swap", "flux_fused_backward_pass",
+        "sd3_cache_text_encoder_outputs", "sd3_cache_text_encoder_outputs_to_disk", "sd3_clip_l",
+        "sd3_clip_g", "sd3_t5xxl", "sd3_text_encoder_batch_size", "weighting_scheme",
+        "logit_mean", "logit_std", "mode_scale")},
+}
+
 ADAPTIVE_OPTIMIZERS = ("prodigy", "dadapt")
 # kohya's 'DAdaptation' is D-Adaptation's AdamPreprint variant, the paper's first Adam.
 OPTIMIZER_ALIASES = {"dadaptation": "DAdaptAdam", "dadaptadampreprint": "DAdaptAdam"}
-# optimizer_args that ask for what LoRA Studio does anyway: nothing to import, nothing lost.
-MATCHING_ARGS = {"Prodigy": {"decouple": "true"}, "DAdaptAdam": {"decouple": "true"}}
+# optimizer_args with a setting of ours (config/optimizers.py says which optimizers take
+# them): kohya's name -> (optimizer field, kind). 'betas' and 'weight_decay' are read apart.
+OPTIMIZER_ARGS = {"d_coef": ("d_coef", "float"), "decouple": ("decouple", "bool"),
+                  "use_bias_correction": ("use_bias_correction", "bool"),
+                  "safeguard_warmup": ("safeguard_warmup", "bool")}
 ADAFACTOR_ARGS = ("relative_step", "scale_parameter", "warmup_init")
 SCHEDULER_ALIASES = {"adafactor": "constant"}
 # kohya_ss's LoRA_type -> network.algo ("Kohya LoCon" is sd-scripts' LoRA with conv_dim).
@@ -359,10 +435,20 @@ class _Converter:
                 if name == "AdamWScheduleFree" and key == "warmup_steps":
                     self.put("optimizer.lr_warmup_steps", _coerce(value, "int"))
                     continue
-            except ValueError:
+                if key in OPTIMIZER_ARGS and name in OPTIMIZER_OPTIONS[OPTIMIZER_ARGS[key][0]][1]:
+                    field_name, kind = OPTIMIZER_ARGS[key]
+                    self.put(f"optimizer.{field_name}", _coerce(value, kind))
+                    continue
+                if key == "betas" and name not in NO_BETAS:
+                    betas = [_coerce(b, "float") for b in value.strip("()[]").split(",")]
+                    if len(betas) in (2, 3) and all(0 <= b < 1 for b in betas[:2]):
+                        self.put("optimizer.beta1", betas[0])
+                        self.put("optimizer.beta2", betas[1])
+                        if len(betas) == 2:
+                            continue
+                        item = f"beta3={betas[2]:g}"  # Prodigy's third: its own default kept
+            except (TypeError, ValueError):
                 pass
-            if MATCHING_ARGS.get(name, {}).get(key) == value.lower():
-                continue
             left.append(item)
         if left:
             self.warn("optimizer.optimizer", f"Optimizer arguments not imported: {' '.join(left)}.",
@@ -549,7 +635,7 @@ def convert_kohya(config: dict, fallback_name: str = "kohya import",
     conv.noise_and_samples()
     conv.saving()
     known = set(SIMPLE_KEYS) | SPECIAL_KEYS | HANDLED_AUTOMATICALLY
-    unsupported = {k: v for k, v in config.items() if k not in known}
+    unsupported = {k: v for k, v in config.items() if k not in known and not _as_we_do(k, v)}
     if dataset_config is not None:
         found = convert_dataset_config(dataset_config, lambda v: parse_resolution(v)[0],
                                        f"dataset_config '{config.get('dataset_config', '')}'")
@@ -567,6 +653,24 @@ def convert_kohya(config: dict, fallback_name: str = "kohya import",
     return result
 
 
+def _as_we_do(key: str, value: Any) -> bool:
+    """Whether a NOT_IMPORTED key's value asks for what LoRA Studio does anyway."""
+    if key not in NOT_IMPORTED:
+        return False
+    same = NOT_IMPORTED[key][0]
+    try:
+        if same is ANY or _coerce(value, "str") is _UNSET:
+            return True
+        if isinstance(same, bool):
+            return _coerce(value, "bool") == same
+        if isinstance(same, (int, float)):
+            return _coerce(value, "float") == same
+        return _coerce(value, "str").lower() == same
+    except (TypeError, ValueError):
+        return False
+
+
 def _shown(key: str, value: Any) -> str:
     text = str(value)
-    return f"{key} = {text}" if isinstance(value, (int, float, str)) and len(text) <= 30 else key
+    shown = f"{key} = {text}" if isinstance(value, (int, float, str)) and len(text) <= 30 else key
+    return f"{shown} ({NOT_IMPORTED[key][1]})" if key in NOT_IMPORTED else shown

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 
+from .schema import OptimizerConfig
+
 # optimizer -> (package to import, its class). `pip install "lora-studio[optimizers]"` installs them.
 OPTIONAL_OPTIMIZERS: dict[str, tuple[str, str]] = {
     "Prodigy": ("prodigyopt", "Prodigy"),
@@ -28,3 +30,41 @@ def missing_package(optimizer: str) -> str | None:
     if package is None or importlib.util.find_spec(package) is not None:
         return None
     return package
+
+# Settings only some optimizers take: OptimizerConfig field -> (the keyword of the
+# optimizer's class, the optimizers that take it). The engine passes them on; validation
+# names one changed for an optimizer that ignores it.
+OPTIMIZER_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "d_coef": ("d_coef", ("Prodigy",)),
+    "decouple": ("decouple", ("Prodigy", "DAdaptAdam")),
+    "use_bias_correction": ("use_bias_correction", ("Prodigy", "DAdaptAdam")),
+    "safeguard_warmup": ("safeguard_warmup", ("Prodigy",)),
+}
+# beta1 / beta2: every optimizer but Adafactor, whose own values fill in the one not set.
+DEFAULT_BETAS = (0.9, 0.999)
+OWN_BETAS: dict[str, tuple[float, float]] = {"Lion8bit": (0.9, 0.99)}
+NO_BETAS = ("Adafactor",)
+
+
+def optimizer_options(cfg: OptimizerConfig) -> dict:
+    """The keyword arguments of OPTIMIZER_OPTIONS and the betas that ``cfg.optimizer``
+    takes."""
+    name = cfg.optimizer
+    out = {kw: getattr(cfg, path) for path, (kw, takers) in OPTIMIZER_OPTIONS.items()
+           if name in takers}
+    if name not in NO_BETAS and (cfg.beta1 is not None or cfg.beta2 is not None):
+        own = OWN_BETAS.get(name, DEFAULT_BETAS)
+        out["betas"] = (own[0] if cfg.beta1 is None else cfg.beta1,
+                        own[1] if cfg.beta2 is None else cfg.beta2)
+    return out
+
+
+def unused_options(cfg: OptimizerConfig) -> list[str]:
+    """The fields of OPTIMIZER_OPTIONS and the betas changed from their defaults that
+    ``cfg.optimizer`` does not take."""
+    defaults = OptimizerConfig.model_fields
+    out = [path for path, (_, takers) in OPTIMIZER_OPTIONS.items()
+           if cfg.optimizer not in takers and getattr(cfg, path) != defaults[path].default]
+    if cfg.optimizer in NO_BETAS:
+        out += [b for b in ("beta1", "beta2") if getattr(cfg, b) is not None]
+    return out

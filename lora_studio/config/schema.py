@@ -334,6 +334,31 @@ class OptimizerConfig(Section):
     adafactor_warmup_init: bool = field(
         False, title="Adafactor warmup init", group="Optimizer", advanced=True,
         help="With relative step: start from a tiny step size that grows with the step count.")
+    beta1: float | None = field(
+        None, title="Beta 1", group="Optimizer", advanced=True,
+        help="Decay of the optimizer's running mean of the gradient (Adam's beta1; every "
+             "optimizer but Adafactor); empty uses the optimizer's own (0.9).", ge=0.0, lt=1.0)
+    beta2: float | None = field(
+        None, title="Beta 2", group="Optimizer", advanced=True,
+        help="Decay of the running mean of the squared gradient (Adam's beta2; every optimizer "
+             "but Adafactor); empty uses the optimizer's own (0.999, Lion's 0.99). 0.99 reacts "
+             "faster on small datasets.", ge=0.0, lt=1.0)
+    d_coef: float = field(
+        1.0, title="Prodigy d_coef", group="Optimizer", advanced=True,
+        help="Prodigy multiplies the step size it estimates by this: 2 learns faster, 0.5 "
+             "slower. Change it rather than the learning rate.", gt=0.0, le=1000.0)
+    decouple: bool = field(
+        True, title="Decoupled weight decay", group="Optimizer", advanced=True,
+        help="Prodigy and DAdaptAdam: weight decay as AdamW applies it (off: added to the "
+             "gradient, as Adam does).")
+    use_bias_correction: bool = field(
+        False, title="Bias correction", group="Optimizer", advanced=True,
+        help="Prodigy and DAdaptAdam: Adam's bias correction in the step size estimate, which "
+             "damps the first steps.")
+    safeguard_warmup: bool = field(
+        False, title="Safeguard warmup", group="Optimizer", advanced=True,
+        help="Prodigy: leave the warmup's small rates out of its step size estimate, so it "
+             "does not grow too large. Use it with warmup steps.")
     max_grad_norm: float = field(
         1.0, title="Max gradient norm", group="Optimizer", advanced=True,
         help="Gradients are clipped to this norm; 0 disables clipping.", ge=0.0, le=1000.0)

@@ -31,7 +31,8 @@ from ..data.walk import SKIP_KINDS, Skipped
 from .fields import SPECS, get_value
 from .findings import Finding
 from .gpu import GIB
-from .optimizers import ADAPTIVE, ADAPTIVE_LR_LOW, INSTALL_OPTIMIZERS, SCHEDULE_FREE, missing_package
+from .optimizers import (ADAPTIVE, ADAPTIVE_LR_LOW, INSTALL_OPTIMIZERS, SCHEDULE_FREE, missing_package,
+                         unused_options)
 from .jobfile import job_to_dict
 from .model_info import (IMAGE_DEFAULT_TARGETS, TEXT_ENCODER_DEFAULT_TARGETS, Layers, ModelInfo,
                          ModelInfoError, inspect_model, matching_layers, target_candidates)
@@ -106,6 +107,8 @@ RULES: dict[str, str] = {
     "optimizer-package-missing": "Prodigy / DAdaptAdam / AdamWScheduleFree without its package",
     "adaptive-optimizer-lr": "Prodigy / DAdaptAdam with a learning rate far below 1.0",
     "relative-step-ignores": "Adafactor's relative step with learning rates or a schedule it ignores",
+    "optimizer-option-unused": "Prodigy / DAdaptAdam options or betas set for an optimizer that "
+                               "does not take them",
     "adafactor-option-unused": "Adafactor options with another optimizer, or warmup init without "
                                "relative step",
     "schedule-free-scheduler": "a schedule-free optimizer with an LR schedule it replaces",
@@ -852,6 +855,15 @@ def _optimizer_rules(ctx: Context) -> Iterable[Finding]:
                       "Warmup init only works with Adafactor's relative step; it is not used.",
                       f"Turn on {_title('optimizer.adafactor_relative_step')} too, or turn this off.",
                       "adafactor-option-unused")
+    unused = unused_options(opt)
+    if unused:
+        titles = ", ".join(SPECS[f"optimizer.{f}"].title for f in unused)
+        yield Finding(f"optimizer.{unused[0]}", "warning", f"{titles} "
+                      f"{'is' if len(unused) == 1 else 'are'} set, but {name} does not use "
+                      f"{'it' if len(unused) == 1 else 'them'}.",
+                      "Reset to the default, or choose an optimizer that takes "
+                      f"{'it' if len(unused) == 1 else 'them'} (see each setting's help).",
+                      "optimizer-option-unused")
     if name in SCHEDULE_FREE and opt.lr_scheduler not in ("constant", "constant_with_warmup"):
         yield Finding("optimizer.lr_scheduler", "warning",
                       f"{name} replaces the LR schedule: '{opt.lr_scheduler}' is not used; the rate "

@@ -9,7 +9,8 @@ from contextlib import contextmanager, redirect_stdout
 
 import torch
 
-from ...config.optimizers import INSTALL_OPTIMIZERS, OPTIONAL_OPTIMIZERS, SCHEDULE_FREE
+from ...config.optimizers import (INSTALL_OPTIMIZERS, OPTIONAL_OPTIMIZERS, SCHEDULE_FREE,
+                                  optimizer_options)
 from ...config.schema import OptimizerConfig
 from .control import EngineError
 
@@ -48,13 +49,14 @@ def build_optimizer(param_groups: list[dict], cfg: OptimizerConfig,
     """``param_groups``: torch-style groups (``{"params": [...]}``, optionally with their
     own ``"lr"``); groups without one use ``cfg.learning_rate``."""
     name, lr, wd = cfg.optimizer, cfg.learning_rate, cfg.weight_decay
+    options = optimizer_options(cfg)
     if name in BNB_OPTIMIZERS:
         if not on_cuda:
             raise EngineError("config", f"The {name} optimizer needs an NVIDIA GPU (bitsandbytes).",
                               "Choose optimizer.optimizer = AdamW (or Adafactor) to train on this "
                               "machine.")
         return getattr(_bitsandbytes().optim, BNB_OPTIMIZERS[name])(param_groups, lr=lr,
-                                                                     weight_decay=wd)
+                                                                     weight_decay=wd, **options)
     if name == "Adafactor":
         from transformers.optimization import Adafactor
         if cfg.adafactor_relative_step:
@@ -64,16 +66,14 @@ def build_optimizer(param_groups: list[dict], cfg: OptimizerConfig,
         return Adafactor(param_groups, lr=lr, weight_decay=wd, scale_parameter=False,
                          relative_step=False, warmup_init=False)
     if name in OPTIONAL_OPTIMIZERS:
-        kwargs = {"lr": lr, "weight_decay": wd}
-        if name == "DAdaptAdam":
-            kwargs["decouple"] = True   # AdamW's decoupled decay, as Prodigy does by default
+        kwargs = {"lr": lr, "weight_decay": wd, **options}
         if name in SCHEDULE_FREE:
             kwargs["warmup_steps"] = cfg.lr_warmup_steps
         cls = _optional_class(name)
         # Prodigy and DAdaptAdam print a line about weight decay; stdout carries the events.
         with redirect_stdout(sys.stderr):
             return cls(param_groups, **kwargs)
-    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=wd)
+    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=wd, **options)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, total_steps: int):
@@ -108,6 +108,12 @@ def _schedule_free(optimizer) -> bool:
     return "train_mode" in _inner(optimizer).defaults
 
 
+def at_training_point(optimizer) -> bool:
+    """Whether the weights are a schedule-free optimizer's training point y, which
+    differs from x, the point evaluated and exported."""
+    return _schedule_free(optimizer) and bool(_inner(optimizer).param_groups[0]["train_mode"])
+
+
 def train_mode(optimizer) -> None:
     """A schedule-free optimizer steps from a point y between its average x and its
     iterate z: put the weights at y before training (nothing for other optimizers)."""
@@ -127,7 +133,7 @@ def evaluation_weights(optimizer) -> Iterator[None]:
     it. y is restored from a copy: eval() then train() rounds it, and a run that samples
     would drift from one that does not, so a resume would no longer be bit for bit."""
     inner = _inner(optimizer)
-    if not _schedule_free(optimizer) or not inner.param_groups[0]["train_mode"]:
+    if not at_training_point(optimizer):
         yield
         return
     params = [p for group in inner.param_groups for p in group["params"]]
