@@ -322,3 +322,20 @@ def test_relative_image_dirs_are_found_beside_the_dataset_config(tmp_path):
     ds = read_import(project / "lora.json").data["dataset"]
     assert Path(ds["path"]) == (project / "img").resolve()
     assert ds["subsets"] == ["dog; repeats=2", "cat; repeats=1"]
+
+
+def test_the_vram_estimate_counts_the_largest_concept_resolution():
+    from lora_studio.hardware.estimate import latent_size
+
+    plain = _job_data(resolution=512, max_bucket_reso=1024)
+    larger = _job_data(resolution=512, max_bucket_reso=1024,
+                       subsets=["a", "b; resolution=768", "c; resolution=640"])
+    unreadable = _job_data(resolution=512, subsets=["b; resolution=huge"])
+    assert latent_size(plain) == (64, 64)
+    assert latent_size(larger) == (96, 96)
+    assert latent_size(unreadable) == (64, 64)
+
+
+def _job_data(**dataset):
+    from lora_studio.config.schema import DatasetConfig, JobConfig
+    return JobConfig(dataset=DatasetConfig(**dataset))

@@ -112,6 +112,15 @@ def subset_line(subset: Subset) -> str:
     return "; ".join(parts)
 
 
+def largest_resolution(lines: list[str], resolution: int) -> int:
+    """The largest resolution the concept folders train at (the dataset's when no line
+    sets one, or the lines cannot be read: check names them)."""
+    try:
+        return max([resolution] + [s.resolution for s in parse_subsets(lines) if s.resolution])
+    except SubsetError:
+        return resolution
+
+
 def subset_folder(root: str | os.PathLike, subset: Subset) -> Path:
     return Path(root) / subset.folder  # an absolute folder replaces the root
 

@@ -40,6 +40,7 @@ from lora_studio.config.model_info import (
 )
 from lora_studio.config.network import CONV_1X1_TARGETS, CONV_3X3_TARGETS, conv_rank, trains_convs
 from lora_studio.config.schema import JobConfig
+from lora_studio.data.subsets import largest_resolution
 
 from . import archs
 from .inventory import (
@@ -542,10 +543,11 @@ def unet_walk(config: Mapping, batch: int, height: int, width: int, cb: int, tar
 
 
 def latent_size(job: JobConfig) -> tuple[int, int]:
-    """The largest latent a step sees: the bucket area is at most resolution squared,
-    sides are multiples of 64 pixels (8 latent pixels)."""
-    side = min(job.dataset.resolution, job.dataset.max_bucket_reso) if job.dataset.enable_bucket \
-        else job.dataset.resolution
+    """The largest latent a step sees: the bucket area is at most resolution squared (the
+    largest of the concept folders'), sides are multiples of 64 pixels (8 latent pixels)."""
+    resolution = largest_resolution(job.dataset.subsets, job.dataset.resolution)
+    side = min(resolution, job.dataset.max_bucket_reso) if job.dataset.enable_bucket \
+        else resolution
     side = -(-side // 64) * 64
     return side // 8, side // 8
 
