@@ -339,3 +339,13 @@ def test_the_vram_estimate_counts_the_largest_concept_resolution():
 def _job_data(**dataset):
     from lora_studio.config.schema import DatasetConfig, JobConfig
     return JobConfig(dataset=DatasetConfig(**dataset))
+
+
+def test_check_counts_images_a_line_captions_with_its_class_as_captioned(concepts):
+    _png(concepts / "plain" / "p.png")
+    _png(concepts / "classed" / "c.png")
+    findings = _check(concepts, subsets=["plain", "classed; class_tokens=a cat", "style"])
+    missing = [f for f in findings if f.rule == "images-uncaptioned"]
+    assert len(missing) == 1 and missing[0].path == "dataset.subsets"
+    # style's s.png has a .txt beside it; p.png nothing; c.png is captioned by its class
+    assert missing[0].message == "1 of 3 images have no caption file: p.png."

@@ -508,6 +508,22 @@ def _reg_counts(ctx: Context) -> list[Finding]:
                     "more of them.", "reg-counts")]
 
 
+def _subset_uncaptioned(train: ImageDataset, subsets: list) -> list[Finding]:
+    """Images of the concept folders without a caption file (in their line's extension)
+    that will train with an empty caption: a line's class_tokens captions its own."""
+    missing = [i for i in train.items
+               if i.caption_path is None and not subsets[i.subset].class_tokens]
+    if not missing:
+        return []
+    return [Finding("dataset.subsets", "warning",
+                    f"{len(missing)} of {train.images} images have no caption file: "
+                    f"{_names((i.image_path for i in missing), len(missing))}.",
+                    "Write a caption file beside each image with the same name and the "
+                    "extension of its concept folder line (photo.png -> photo.txt), or give "
+                    "the line class_tokens=... to caption them. Images without either train "
+                    "with an empty caption.", "images-uncaptioned")]
+
+
 def _subset_facts(ctx: Context, root: Path) -> list[Finding]:
     """Scan the concept folders (dataset.subsets), each with its own settings."""
     ds = ctx.job.dataset
@@ -521,7 +537,8 @@ def _subset_facts(ctx: Context, root: Path) -> list[Finding]:
                         "Fix the folder in its line (relative folders are inside the dataset "
                         "folder), or remove the line.", "subset-folder-missing")]
     ctx.images, ctx.reg = found.train, found.reg
-    out = _image_dataset_findings(found.train, levels=False)
+    out = [f for f in _image_dataset_findings(found.train, levels=False)
+           if f.rule != "images-uncaptioned"] + _subset_uncaptioned(found.train, subsets)
     items = found.train.items + (found.reg.items if found.reg else ())
     empty = [s.folder for i, s in enumerate(subsets) if not any(it.subset == i for it in items)]
     if empty:
