@@ -68,7 +68,7 @@ def served(tmp_path_factory):
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()   # its playground child sees its stdin close and exits too
             proc.wait(timeout=30)
 
 
@@ -189,6 +189,7 @@ def test_a_model_process_that_died_is_started_again_with_the_adapters(served, cl
     served["children"] = [again]
 
 
+@pytest.mark.skipif(os.name == "nt", reason="SIGTERM is TerminateProcess on Windows")
 def test_stopping_serve_ends_its_model_process(tmp_path, served):
     """Last in this file: it stops the server the others used."""
     proc = served["proc"]
