@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lora_studio.data.image_facts import folder_choices, in_group, reg_for_browser
+from lora_studio.data.browse_scan import browse_scan, reg_for_browser
+from lora_studio.data.image_facts import folder_choices, in_group
 from lora_studio.data.scan import scan_images
 
 
@@ -48,10 +49,10 @@ def test_folder_choices_group_training_and_reg_folders(project):
 
 def test_reg_for_browser_says_why_nothing_is_shown(project, tmp_path):
     img, reg = project
-    assert reg_for_browser(img, "", ".txt") == (None, "")
-    assert "was not found" in reg_for_browser(img, str(tmp_path / "nope"), ".txt")[1]
-    assert "hold one another" in reg_for_browser(img, str(img), ".txt")[1]
-    found, problem = reg_for_browser(img, str(reg), ".txt")
+    assert reg_for_browser([img], "", ".txt") == (None, "")
+    assert "was not found" in reg_for_browser([img], str(tmp_path / "nope"), ".txt")[1]
+    assert "hold one another" in reg_for_browser([img], str(img), ".txt")[1]
+    found, problem = reg_for_browser([img], str(reg), ".txt")
     assert found.images == 4 and problem == ""
 
 
@@ -83,7 +84,7 @@ def test_browser_shows_reg_images_as_their_own_group(qtbot, project):
     qtbot.waitUntil(lambda: len(b.grid_model.cache) >= 4, timeout=10000)
     b.grab().save(str(Path("/tmp") / "reg_browser.png"))
     # the job's reg folder changing shows the folder again without it
-    b.set_reg_path("")
+    b.set_job_folders("", [])
     assert b.grid_model.rowCount() == 2
     assert "Regularisation" not in b.status.text()
     b.shutdown()
@@ -103,3 +104,47 @@ def test_image_facts_show_the_bucket_the_job_trains_at(project):
     square = image_facts(session, item, 0, BucketSettings(512, 256, 1024, 64, enable=False))
     assert (plain["bucket"], kept["bucket"], square["bucket"]) == (
         "640 × 384", "64 × 64", "512 × 512")
+
+
+def test_browse_scan_shows_the_jobs_concept_folders_with_their_settings(project):
+    img, reg = project
+    _folder(img / "style", ["s"], "blue", captions=False)
+    _folder(img / "unlisted", ["u"], "green")
+    found = browse_scan(img, ".txt", 1, ["5_sks dog; keep_tokens=1",
+                                         "style; repeats=2; caption_extension=.caption",
+                                         "../reg/1_dog; is_reg=true"], str(reg / "2_animal"))
+    assert [i.image_path.name for i in found.items] == ["a.png", "b.png", "s.png", "d1.png",
+                                                         "d2.png", "d3.png", "x.png"]
+    labels = [label for label, _ in folder_choices(found.train, found.reg, found.folder_notes())]
+    assert "  5_sks dog — ×5 repeats, 2 images · keep_tokens=1" in labels
+    assert "  style — ×2 repeats, 1 images · caption_extension=.caption" in labels
+    # a new caption of s.png goes where training reads it
+    assert found.caption_paths()[2].name == "s.caption"
+    assert found.note == ""
+    bad = browse_scan(img, ".txt", 1, ["nowhere"], "")
+    assert "concept folders are not shown" in bad.note and "'nowhere'" in bad.note
+    assert {i.image_path.name for i in bad.items} == {"a.png", "b.png", "s.png", "u.png"}
+
+
+def test_browser_shows_the_jobs_concept_folders(qtbot, project):
+    pytest.importorskip("pytestqt")
+    from lora_studio.ui.dataset_browser import DatasetBrowser
+
+    img, reg = project
+    _folder(img / "style", ["s"], "blue", captions=False)
+    b = DatasetBrowser()
+    qtbot.addWidget(b)
+    b.resize(1100, 600)
+    assert b.open_folder(img)
+    assert b.grid_model.rowCount() == 3
+    b.set_job_folders(str(reg), ["style; repeats=2; caption_extension=.caption"])
+    assert b.wait_for_captions()
+    assert [b.grid_model.names[k] for k in b.grid_model.keys] == [
+        "s.png", "reg · d1.png", "reg · d2.png", "reg · d3.png", "reg · x.png"]
+    labels = [b.folder_combo.itemText(i) for i in range(b.folder_combo.count())]
+    assert "  style — ×2 repeats, 1 images · caption_extension=.caption" in labels
+    b.show()
+    qtbot.waitExposed(b)
+    qtbot.waitUntil(lambda: len(b.grid_model.cache) >= 5, timeout=10000)
+    b.grab().save("/tmp/reg_browser_concepts.png")
+    b.shutdown()

@@ -5,12 +5,11 @@ regularisation images). Plain text, no window."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from .buckets import choose_bucket
 from .health import PROBLEMS, image_size
-from .reg_images import nesting, reg_repeats
-from .scan import DatasetError, ImageDataset, ImageItem, scan_images
+from .reg_images import reg_repeats
+from .scan import ImageDataset, ImageItem
 from .session import CaptionSession
 
 
@@ -91,9 +90,11 @@ def reg_samples(dataset: ImageDataset, reg: ImageDataset) -> int:
 Group = tuple[bool, str | None] | None
 
 
-def folder_choices(dataset: ImageDataset, reg: ImageDataset | None) -> list[tuple[str, Group]]:
+def folder_choices(dataset: ImageDataset, reg: ImageDataset | None,
+                   notes: dict[str, str] | None = None) -> list[tuple[str, Group]]:
     """(label, group) of the browser's folder list: the training images and their
-    folders, then the regularisation images and their class folders."""
+    folders, then the regularisation images and their class folders; `notes`: a
+    folder's own settings (its concept folder line), by name."""
     out: list[tuple[str, Group]] = [(f"All images ({dataset.images + (reg.images if reg else 0)})",
                                      None)]
     groups = [(False, dataset, "Training images")] + ([(True, reg, "Regularisation images")]
@@ -104,8 +105,9 @@ def folder_choices(dataset: ImageDataset, reg: ImageDataset | None) -> list[tupl
         for f in data.folders:
             label = f.name or "(top folder)"
             prefix = "  reg · " if is_reg else ("  " if reg is not None else "")
-            out.append((f"{prefix}{label} — ×{f.repeats} repeats, {f.images} images",
-                        (is_reg, f.name)))
+            note = (notes or {}).get(f.name)
+            out.append((f"{prefix}{label} — ×{f.repeats} repeats, {f.images} images"
+                        + (f" · {note}" if note else ""), (is_reg, f.name)))
     return out
 
 
@@ -114,27 +116,6 @@ def in_group(item: ImageItem, group: Group) -> bool:
         return True
     is_reg, folder = group
     return item.is_reg == is_reg and (folder is None or item.folder == folder)
-
-
-def reg_for_browser(root: Path, reg_path: str, caption_extension: str
-                    ) -> tuple[ImageDataset | None, str]:
-    """The job's regularisation images to show beside the folder opened at `root`, or
-    None and why not (nothing set: no reason)."""
-    if not reg_path.strip():
-        return None, ""
-    folder = Path(reg_path)
-    if not folder.is_dir():
-        return None, f"The regularisation folder '{reg_path}' was not found."
-    nested = nesting(root, folder)
-    if nested:
-        return None, (f"The regularisation folder '{folder}' and this folder hold one "
-                      "another, so its images are not shown as a group of their own.")
-    try:
-        reg = scan_images(folder, caption_extension, 1, is_reg=True)
-    except DatasetError as exc:
-        return None, exc.message
-    return (reg, "") if reg.images else (None, f"The regularisation folder '{folder}' holds "
-                                               "no images.")
 
 
 def filter_summary(shown: int, total: int, tag: str | None, problem: str | None) -> str:

@@ -244,7 +244,7 @@ class MainWindow(QMainWindow):
                                        ds.bucket_no_upscale)
         reg = resolve_local_path(ds.reg_path, self.preset_bar.base_dir) \
             if ds.reg_path.strip() else None
-        self.browser.set_reg_path(str(reg) if reg is not None else ds.reg_path)
+        self.browser.set_job_folders(str(reg) if reg is not None else ds.reg_path, ds.subsets)
         self.browser.set_clip_model(self._local_model() if self.state.kind != "text" else None)
 
     def _local_model(self) -> Path | None:

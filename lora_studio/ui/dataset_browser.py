@@ -19,10 +19,11 @@ from ..data.caption_scope import caption_scopes
 from ..data.clip_tokens import CaptionTokens
 from ..data.folder_levels import folder_level_slip
 from ..data.health import passed_over_groups
+from ..data.browse_scan import browse_scan
 from ..data.image_facts import (BucketSettings, filter_summary, folder_choices, image_facts,
-                                in_group, opened_message, reg_for_browser)
+                                in_group, opened_message)
 from ..data.leftovers import remove_stale_temp_files
-from ..data.scan import DatasetError, caption_path_for, scan_images, scan_text_files
+from ..data.scan import DatasetError, scan_text_files
 from ..data.session import CaptionSession, SaveReport, load_caption
 from ..data.tags import add_tag, batch_preview, remove_tag, replace_tag
 from ..runs.item_loss import ItemLossError, read_item_losses
@@ -61,6 +62,7 @@ class DatasetBrowser(QWidget):
         self.opened_kind = ""  # "image" or "text"
         self.caption_extension, self.default_repeats = ".txt", 1  # the job's, for Open folder…
         self.reg_path = ""  # the job's regularisation folder, shown as a group of its own
+        self.subsets: list[str] = []  # the job's concept folder lines: shown instead
         self.buckets = BucketSettings()
         self._current = -1
         self._filter_tag: str | None = None
@@ -214,17 +216,18 @@ class DatasetBrowser(QWidget):
         caption_extension = caption_extension or self.caption_extension
         default_repeats = default_repeats or self.default_repeats
         try:
-            dataset = scan_images(path, caption_extension, default_repeats)
+            found = browse_scan(path, caption_extension, default_repeats, self.subsets,
+                                self.reg_path)
         except DatasetError as exc:
             self.show_message(f"{exc.message} {exc.hint}")
             return False
+        dataset, reg = found.train, found.reg
         if not self._may_leave("opening another folder") \
                 or not self._may_leave_text("opening an image folder"):
             return False
         self.health.stop()
-        reg, reg_problem = reg_for_browser(dataset.root, self.reg_path, caption_extension)
         self.root = dataset.root
-        self.items = dataset.items + (reg.items if reg else ())
+        self.items = found.items
         self.passed_over = passed_over_groups(dataset.problems)
         self.folders = dataset.folders
         self.session = None
@@ -232,7 +235,7 @@ class DatasetBrowser(QWidget):
         self._filter_tag = self._filter_problem = None
         self.folder_combo.blockSignals(True)
         self.folder_combo.clear()
-        for label, group in folder_choices(dataset, reg):
+        for label, group in folder_choices(dataset, reg, found.folder_notes()):
             self.folder_combo.addItem(label, group)
         self.folder_combo.setCurrentIndex(0)
         self.folder_combo.blockSignals(False)
@@ -244,15 +247,17 @@ class DatasetBrowser(QWidget):
         self.side.tag_model.set_counts({})
         self.side.health_list.clear()
         self._update_filter_label()
-        self._caption_paths = [it.caption_path or caption_path_for(it.image_path, dataset.caption_extension)
-                               for it in self.items]
+        self._caption_paths = found.caption_paths()
         removed = remove_stale_temp_files({p.parent for p in self._caption_paths})
         self._opened_message = opened_message(
-            dataset, sum(len(g.paths) for g in self.passed_over), len(removed), reg, reg_problem)
+            dataset, sum(len(g.paths) for g in self.passed_over), len(removed), reg, found.note)
         self.show_message(f"{self._opened_message} Reading captions…")
         self._loaded_captions = []
         self.caption_timer.start()  # the grid paints first; captions follow in slices
-        self._show_folder_level(dataset, caption_extension, default_repeats)
+        if not found.subsets:  # concept folders are named one by one: no level to slip
+            self._show_folder_level(dataset, caption_extension, default_repeats)
+        else:
+            self.level_banner.clear()
         self._opened(path, "image")
         return True
 
@@ -510,10 +515,11 @@ class DatasetBrowser(QWidget):
     def set_keep_tokens(self, n: int) -> None:
         self.caption_pane.keep_spin.setValue(n)
 
-    def set_reg_path(self, path: str) -> None:
-        """The job's regularisation folder; an open image folder is shown again with it."""
-        if path != self.reg_path:
-            self.reg_path = path
+    def set_job_folders(self, reg_path: str, subsets: list[str]) -> None:
+        """The job's regularisation folder and concept folder lines; an open image
+        folder is shown again with them."""
+        if (reg_path, list(subsets)) != (self.reg_path, self.subsets):
+            self.reg_path, self.subsets = reg_path, list(subsets)
             if self.opened_kind == "image" and self.opened_path is not None:
                 self.open_folder(self.opened_path)
 
