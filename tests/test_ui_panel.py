@@ -72,6 +72,10 @@ def test_lines_and_optional_float_editors_give_schema_values(qtbot):
     modules.setPlainText("q_proj\n\n  v_proj \r\n")
     assert state.values["network.target_modules"] == ["q_proj", "v_proj"]
     unet_lr = panel.rows["optimizer.unet_lr"].editor.focus_widget()
+    # an empty optional field says what it means
+    assert unet_lr.placeholderText() == "same as learning rate"
+    assert panel.rows["optimizer.beta2"].editor.focus_widget().placeholderText() == \
+        "the optimizer's own"
     qtbot.keyClicks(unet_lr, "5e-5")
     assert state.values["optimizer.unet_lr"] == 5e-5
     unet_lr.selectAll()

@@ -26,6 +26,7 @@ class FieldSpec:
     exclusive_minimum: float | None = None
     exclusive_maximum: float | None = None
     optional: bool = False            # None allowed (empty means "use the default")
+    unset: str = ""                   # what an empty optional field means, in a few words
     widget: str | None = None
     local_path: bool = False
     applies_to: str = "all"
@@ -62,7 +63,7 @@ def _spec(section: str, name: str, info: FieldInfo) -> FieldSpec:
         group=extra.get("group", section.title()), advanced=bool(extra.get("advanced", False)),
         kind=kind, default=default, choices=choices, optional=optional,
         widget=extra.get("widget"), local_path=bool(extra.get("local_path", False)),
-        applies_to=extra.get("applies_to", "all"), **bounds)
+        applies_to=extra.get("applies_to", "all"), unset=extra.get("unset", ""), **bounds)
 
 
 def field_specs() -> list[FieldSpec]:

@@ -41,6 +41,7 @@ def field(
     widget: str | None = None,
     local_path: bool = False,
     applies_to: str = "all",
+    unset: str = "",
     **bounds: Any,
 ) -> Any:
     """A pydantic Field carrying the UI metadata.
@@ -48,8 +49,11 @@ def field(
     widget: 'dir', 'file', 'path' (file or folder or Hub id), 'lines' (one item a line)
     local_path: the value is a path on this machine; left out of shared presets.
     applies_to: 'all', 'text' or 'image': which job kind uses the field.
+    unset: what leaving an optional field empty means (the editor's placeholder).
     """
     extra = {"group": group, "advanced": advanced, "applies_to": applies_to}
+    if unset:
+        extra["unset"] = unset
     if widget:
         extra["widget"] = widget
     if local_path:
@@ -284,7 +288,7 @@ class NetworkConfig(Section):
              "QR), which learns faster; exported as a plain LoRA for the original base. "
              "'loftq': for a 4-bit base, starts from what quantisation lost.")
     loraplus_lr_ratio: float | None = field(
-        None, title="LoRA+ ratio", group="Network", advanced=True, applies_to="text",
+        None, title="LoRA+ ratio", group="Network", advanced=True, applies_to="text", unset="off",
         help="LoRA+: the B matrices learn this many times faster than A (PEFT's LoRA+ "
              "optimizer groups). 16 is the paper's value; empty turns it off.", ge=1.0, le=1024.0)
     modules_to_save: list[str] = field(
@@ -306,9 +310,11 @@ class OptimizerConfig(Section):
         help="Step size of the optimizer. 1e-4 for most LoRAs.", gt=0.0, le=1.0)
     unet_lr: float | None = field(
         None, title="UNet learning rate", group="Optimizer", advanced=True, applies_to="image",
+        unset="same as learning rate",
         help="Separate learning rate for the UNet; empty uses the learning rate.", gt=0.0, le=1.0)
     text_encoder_lr: float | None = field(
         None, title="Text encoder learning rate", group="Optimizer", advanced=True, applies_to="image",
+        unset="same as learning rate",
         help="Separate learning rate for the text encoder(s); empty uses the learning rate.",
         gt=0.0, le=1.0)
     weight_decay: float = field(
@@ -335,11 +341,11 @@ class OptimizerConfig(Section):
         False, title="Adafactor warmup init", group="Optimizer", advanced=True,
         help="With relative step: start from a tiny step size that grows with the step count.")
     beta1: float | None = field(
-        None, title="Beta 1", group="Optimizer", advanced=True,
+        None, title="Beta 1", group="Optimizer", advanced=True, unset="the optimizer's own",
         help="Decay of the optimizer's running mean of the gradient (Adam's beta1; every "
              "optimizer but Adafactor); empty uses the optimizer's own (0.9).", ge=0.0, lt=1.0)
     beta2: float | None = field(
-        None, title="Beta 2", group="Optimizer", advanced=True,
+        None, title="Beta 2", group="Optimizer", advanced=True, unset="the optimizer's own",
         help="Decay of the running mean of the squared gradient (Adam's beta2; every optimizer "
              "but Adafactor); empty uses the optimizer's own (0.999, Lion's 0.99). 0.99 reacts "
              "faster on small datasets.", ge=0.0, lt=1.0)

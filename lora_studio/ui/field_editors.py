@@ -164,7 +164,7 @@ class TextFloatEditor(FieldEditor):
         super().__init__(spec, parent)
         self.edit = QLineEdit()
         if spec.optional:
-            self.edit.setPlaceholderText("same as learning rate")
+            self.edit.setPlaceholderText(spec.unset or "not set")
         self._hold(self.edit, self.edit.textEdited)
 
     def value(self):
