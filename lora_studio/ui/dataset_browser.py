@@ -101,6 +101,7 @@ class DatasetBrowser(QWidget):
         self.search = QLineEdit()
         self.search.setPlaceholderText("Filter captions…")
         self.search.setClearButtonEnabled(True)
+        self.search.setMinimumWidth(110)
         self.search.textChanged.connect(self._apply_filters)
         self.save_button = QPushButton("Save all")
         self.save_button.setToolTip("Ctrl+S")

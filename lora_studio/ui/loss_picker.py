@@ -20,7 +20,10 @@ class LossPicker(QWidget):
         super().__init__(parent)
         self.runs_folder = Path("runs")   # the job's (ui/app.py sets it)
         self.combo = QComboBox()
-        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        # run names are long ("name-20260101-120000"): the list shows them whole
+        self.combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setMinimumContentsLength(14)
         self.combo.setToolTip("Show each item's training loss from a run of this dataset "
                               "(the mean over the times it was seen)")
         self.combo.activated.connect(lambda _i: self.run_chosen.emit(self.current_run()))
