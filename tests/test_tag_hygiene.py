@@ -106,6 +106,9 @@ def test_the_count_is_the_tokenizers_and_flags_only_the_long_caption(vocab_model
     assert tokens.count(LONG).tokens > CLIP_WINDOW >= tokens.count(SHORT).tokens
     assert tokens.count(LONG).over and not tokens.count(SHORT).over
     assert tokens.count(SHORT).label == f"{tokens.count(SHORT).tokens} / 75 tokens"
+    batched = CaptionTokens.for_model(vocab_model)
+    batched.prefill([SHORT, LONG, SHORT])
+    assert batched.count(LONG) == tokens.count(LONG) and batched.count(SHORT) == tokens.count(SHORT)
 
 
 def test_a_tokenizer_json_folder_counts_as_the_pipeline_does():

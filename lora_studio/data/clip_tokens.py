@@ -19,7 +19,7 @@ _PIECES = re.compile(r"[^\W\d_]+|\d|[^\w\s]+|_", re.UNICODE)
 # Letters per token of an average word, for the estimate (common tags are one token,
 # long or rare words split into a few).
 LETTERS_PER_TOKEN = 7
-CACHED_CAPTIONS = 50_000
+CACHED_CAPTIONS = 200_000
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,17 @@ class CaptionTokens:
     @property
     def exact(self) -> bool:
         return self.tokenizer is not None
+
+    def prefill(self, captions: list[str]) -> None:
+        """Count many captions at once (the tokenizer batches them on its own threads)."""
+        todo = [c for c in dict.fromkeys(captions) if c not in self._counts]
+        if self.tokenizer is None or not todo or len(todo) > CACHED_CAPTIONS:
+            return
+        if len(self._counts) + len(todo) > CACHED_CAPTIONS:
+            self._counts.clear()
+        for caption, enc in zip(todo, self.tokenizer.encode_batch(todo,
+                                                                  add_special_tokens=False)):
+            self._counts[caption] = TokenCount(len(enc.ids), True)
 
     def count(self, caption: str) -> TokenCount:
         hit = self._counts.get(caption)

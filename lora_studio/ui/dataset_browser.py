@@ -323,6 +323,7 @@ class DatasetBrowser(QWidget):
         self.session = CaptionSession(self.grid_model.image_paths, self._caption_paths,
                                       loaded=self._loaded_captions)
         self.session.tokens = self.tokens
+        self.tokens.prefill(self.session.texts)
         self._loaded_captions = []
         self.grid_model.set_session(self.session)
         if self.grid_model.losses is not None:
@@ -759,6 +760,7 @@ class DatasetBrowser(QWidget):
         self.caption_pane.set_token_counter(self.tokens)
         if self.session is not None:
             self.session.tokens = self.tokens
+            self.tokens.prefill(self.session.texts)
             self._refresh_health()
 
     def _choose_tag_list(self) -> None:
