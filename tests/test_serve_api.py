@@ -156,6 +156,14 @@ class FakeProcess:
         self.sent.append(req)
         if req["type"] == "stop":
             self._stop.set()
+        elif req["type"] == "load_base":
+            self.events.put({"type": "base_loaded", "id": req["id"], "loads": 1})
+        elif req["type"] == "load_adapter":
+            if req["path"] == "broken":
+                self.events.put({"type": "error", "id": req["id"], "kind": "config",
+                                 "message": "broken is damaged.", "hint": "Export it again."})
+            else:
+                self.events.put({"type": "adapter_loaded", "id": req["id"], "name": req["name"]})
         elif req["type"] == "generate":
             if self.busy.is_set():
                 self.overlaps += 1
@@ -262,6 +270,7 @@ def test_answers_for_different_adapters_take_turns(fake_server):
         assert results[model].split() == [f"{model}{n}" for n in range(1, 41)]
     generated = [r["adapters"] for r in process.sent if r["type"] == "generate"]
     assert sorted(map(tuple, generated)) == [(), ("serve:a",), ("serve:a",), ("serve:b",)]
+    assert {r["type"] for r in process.sent} == {"generate"}   # switching loads nothing
 
 
 def test_a_client_that_leaves_stops_its_answer(fake_server):
@@ -383,3 +392,20 @@ def test_only_the_end_of_the_answering_process_fails_an_answer(fake_server):
         post(server.url, {"model": "a", "messages": [{"role": "user", "content": "x"}]})
     assert caught.value.code == 503
     assert "starts again on the next request" in json.load(caught.value)["error"]["message"]
+
+
+def test_starting_loads_the_base_once_and_every_adapter_or_says_what_failed():
+    catalog = Catalog(MODEL, "none", (Served("base", None), Served("a", Path("a")),
+                                      Served("b", Path("b"))))
+    process = FakeProcess()
+    Gateway(catalog, process).start()
+    assert [(r["type"], r.get("name"), r.get("chat_template")) for r in process.sent] == [
+        ("load_base", None, "none"), ("load_adapter", "serve:a", None),
+        ("load_adapter", "serve:b", None)]
+    lent = FakeProcess()
+    Gateway(catalog, lent, load_base=False).start()   # the window's base is loaded already
+    assert [r["type"] for r in lent.sent] == ["load_adapter", "load_adapter"]
+    broken = Catalog(MODEL, "auto", (Served("base", None), Served("x", Path("broken"))))
+    with pytest.raises(HintedError) as caught:
+        Gateway(broken, FakeProcess()).start()
+    assert caught.value.message == "broken is damaged." and caught.value.hint == "Export it again."
