@@ -14,7 +14,7 @@ from lora_studio.data.caption_merge import merged_caption
 from lora_studio.data.captions import read_caption
 from lora_studio.data.session import CaptionSession
 from lora_studio.fsutil import is_temp_name
-from lora_studio.runs.caption_models import ModelMissing, locate
+from lora_studio.runs.caption_models import ModelMissing, cached_models, locate
 from lora_studio.runs.caption_protocol import (CaptionRequest, CaptionTally, caption_command,
                                                caption_env, decode_event, request_for)
 from tests.tiny_captioners import (BLUE_TAGS, RED_TAGS, tiny_blip, tiny_florence2, tiny_tagger,
@@ -128,6 +128,16 @@ def test_a_model_in_the_hub_cache_is_found_without_network(tagger_dir, tmp_path,
     import huggingface_hub.constants as hub_constants
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
     assert locate("tagger", "me/tiny-tagger").path == snapshot
+    (cache / "models--someone--llm" / "snapshots" / "b").mkdir(parents=True)
+    (cache / "models--someone--llm" / "snapshots" / "b" / "config.json").write_text(
+        '{"model_type": "llama"}')
+    (cache / "models--me--blip" / "snapshots" / "c").mkdir(parents=True)
+    (cache / "models--me--blip" / "snapshots" / "c" / "config.json").write_text(
+        '{"model_type": "blip"}')
+    assert ("me/tiny-tagger", True) in cached_models("tagger")
+    assert ("me/blip", True) in cached_models("captioner")
+    assert not {"someone/llm", "me/blip"} & {repo for repo, _ in cached_models("tagger")}
+    assert "someone/llm" not in {repo for repo, _ in cached_models("captioner")}
 
 
 # -- the loop, in this process ------------------------------------------------------

@@ -86,10 +86,44 @@ def locate(kind: str, model: str) -> Located:
     return Located(folder)
 
 
+def _fits(kind: str, folder: Path) -> bool:
+    if not all((folder / name).is_file() for name in NEEDED_FILES[kind]):
+        return False
+    if kind == "captioner":
+        try:
+            return model_type(folder) in TASKS
+        except HintedError:
+            return False
+    return True
+
+
+def _other_cached(kind: str) -> list[str]:
+    """Hub ids in the local cache, beyond KNOWN_MODELS, whose snapshot is a ``kind``
+    model (a tagger's files; a captioner of a model type TASKS knows)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return []
+    found = []
+    try:
+        repos = sorted(Path(constants.HF_HUB_CACHE).glob("models--*--*"))
+    except OSError:
+        return []
+    for repo_dir in repos:
+        repo = repo_dir.name.removeprefix("models--").replace("--", "/", 1)
+        snapshots = repo_dir / "snapshots"
+        if repo not in KNOWN_MODELS[kind] and snapshots.is_dir() and \
+                any(_fits(kind, snapshot) for snapshot in snapshots.iterdir()):
+            found.append(repo)
+    return found
+
+
 def cached_models(kind: str) -> list[tuple[str, bool]]:
-    """KNOWN_MODELS[kind] with whether each is in the local Hub cache."""
-    return [(repo, _in_cache(repo, NEEDED_FILES[kind][0]) is not None)
-            for repo in KNOWN_MODELS[kind]]
+    """KNOWN_MODELS[kind] with whether each is in the local Hub cache, then the other
+    ``kind`` models found there."""
+    known = [(repo, _in_cache(repo, NEEDED_FILES[kind][0]) is not None)
+             for repo in KNOWN_MODELS[kind]]
+    return known + [(repo, True) for repo in _other_cached(kind)]
 
 
 def model_type(folder: Path) -> str:
