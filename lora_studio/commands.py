@@ -94,14 +94,15 @@ def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str
            precision: str | None = None, target: str | None = None) -> int:
     """``lora-studio export``: what the target (or the format's targets) cannot take, then
     one line per file written, "PATH  (FORMAT, SHA-256 HEX)", and the ``ollama create``
-    command when a Modelfile was written, the onnxruntime check of an ONNX export. A
-    blocking finding writes nothing."""
+    command when a Modelfile was written, the onnxruntime check of an ONNX export, the
+    round trip of a merged or GGUF export (verify.json). A blocking finding writes nothing."""
     from .engine.core.control import EngineError
     from .engine.exports import export_run
     from .runs.export_check import FORMAT_TARGETS, TARGET_FORMAT, check_run, describe
     from .runs.exports import COMFYUI_NOTE, run_family
     from .runs.modelfile import MODELFILE, ollama_command
     from .runs.onnx_check import ONNX_CHECK, check_line
+    from .runs.roundtrip import VERIFY, verify_lines
     run = RunDir(Path(run_dir))
     if target is not None:
         if run_family(run) != "text":
@@ -129,6 +130,8 @@ def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str
             print(f"Ollama: {ollama_command(_output_name(run, name), done.path)}")
         if done.path.name == ONNX_CHECK:
             print(check_line(done.path))
+        if done.path.name == VERIFY:
+            print("\n".join(verify_lines(done.path)))
         if done.format == "diffusers":
             print(COMFYUI_NOTE)
     return 0

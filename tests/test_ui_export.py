@@ -283,6 +283,42 @@ def test_dialog_offers_onnx_and_shows_the_onnxruntime_check(view, qtbot, tmp_pat
     dialog.grab().save("/tmp/export_dialog_onnx.png")
 
 
+MERGED_EXPORTER = textwrap.dedent("""
+    import json, pathlib, sys
+    folder = pathlib.Path(sys.argv[1]) / "exports" / "lora-merged"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_text("x")
+    (folder / "verify.json").write_text(json.dumps({
+        "checked": True, "export": "merged model", "runtime": "transformers 5.0",
+        "max_abs_diff": 2e-6, "relative_diff": 1e-6, "tolerance": 1e-4, "base_diff": 0.5,
+        "passed": True, "prompts": [{"prompt": "Hello!", "peft": "Arr", "export": "Arr",
+                                     "tokens": 8, "same_tokens": 8}]}))
+    for name in ("model.safetensors", "verify.json"):
+        print(f"{folder / name}  (merged, SHA-256 ignored)")
+""")
+
+
+def test_dialog_shows_the_round_trip_of_a_merged_export(view, qtbot, tmp_path):
+    run = finished_run(tmp_path, "text")
+    view.show_run(run.root)
+    dialog = ExportDialog(view, "text")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.radios["merged"].click()
+    view.export_command = lambda run_dir, fmt: [sys.executable, "-c", MERGED_EXPORTER,
+                                                str(run_dir)]
+    with qtbot.waitSignal(view.export_ended, timeout=ENDED):
+        dialog.export_button.click()
+    assert dialog.roundtrip.isVisible()
+    assert dialog.roundtrip.text() == (
+        "Round trip passed: transformers 5.0 loads the merged model back; greedy answers the "
+        "same as PEFT (base + adapter) on 1/1 prompts; largest logit difference 2e-06, 1e-06 "
+        "of the largest logit (tolerance 0.0001); it differs from the base model by up to 0.5."
+        "\n  'Hello!': PEFT 'Arr', export 'Arr'")
+    assert dialog.height() >= dialog.layout().totalHeightForWidth(dialog.width())
+    dialog.grab().save("/tmp/export_dialog_roundtrip.png")
+
+
 def _image_dialog(qtbot, tmp_path, **sections) -> ExportDialog:
     """The Export dialog of a finished SD 1.x run whose job has ``sections``."""
     run = finished_run(tmp_path, "sd1")

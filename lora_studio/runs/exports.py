@@ -41,7 +41,7 @@ FORMATS: dict[str, tuple[ExportFormat, ...]] = {
                      "{name}"),
         ExportFormat("merged", "Merged model",
                      "The base model with the adapter merged in: a full transformers folder, "
-                     "as large as the base model.",
+                     "as large as the base model; loaded back and checked against PEFT.",
                      "{name}-merged"),
         ExportFormat("gguf-adapter", "GGUF LoRA adapter (llama.cpp, Ollama)",
                      "A .gguf LoRA for llama.cpp's --lora and Ollama's ADAPTER, with a "

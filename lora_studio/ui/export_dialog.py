@@ -3,7 +3,8 @@ that offers the run family's formats with a line on each, a destination folder a
 name, the save precision of an image LoRA, says what the chosen format's runtimes
 (llama.cpp, Ollama, vLLM) cannot take from a text adapter, runs the chosen export and
 shows the same result as the one-click export, with the `ollama create` command when
-a Modelfile was written and onnxruntime's check of an ONNX export."""
+a Modelfile was written, onnxruntime's check of an ONNX export and the round trip of a
+merged or GGUF export (verify.json)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..runs.exports import FORMATS, PRECISIONS, default_name, find_format
 from ..runs.layout import RunDir
 from ..runs.modelfile import MODELFILE, ollama_command
 from ..runs.onnx_check import ONNX_CHECK, check_line
+from ..runs.roundtrip import VERIFY, verify_lines
 from ..runs.names import name_problem
 from .worker import export_options
 
@@ -141,6 +143,12 @@ class ExportDialog(QDialog):
         self.onnx_check.setTextFormat(Qt.TextFormat.PlainText)
         self.onnx_check.hide()
         layout.addWidget(self.onnx_check)
+        self.roundtrip = QLabel()   # the export loaded back by its runtime, against PEFT
+        self.roundtrip.setWordWrap(True)
+        self.roundtrip.setTextFormat(Qt.TextFormat.PlainText)
+        self.roundtrip.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.roundtrip.hide()
+        layout.addWidget(self.roundtrip)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.export_button = self.buttons.addButton("Export",
                                                     QDialogButtonBox.ButtonRole.ApplyRole)
@@ -222,6 +230,7 @@ class ExportDialog(QDialog):
         self.result.hide()
         self.ollama.hide()
         self.onnx_check.hide()
+        self.roundtrip.hide()
         self.status.show()
         if not self.view.export(self.chosen(), self.options()):
             self.status.setText("An export or a run is in progress; try again when it ends.")
@@ -251,6 +260,12 @@ class ExportDialog(QDialog):
             if checks and checks[0]:
                 self.onnx_check.setText(checks[0])
                 self.onnx_check.show()
+            verified = [verify_lines(path) for path, _ in self.view.last_export_files
+                        if Path(path).name == VERIFY]
+            if verified and verified[0]:
+                self.roundtrip.setText("\n".join(verified[0]))
+                self.roundtrip.show()
+            self._fit_height()
         else:
             self.status.setText(self.view.last_export_error)
 

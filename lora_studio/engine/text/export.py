@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ...config.schema import JobConfig
@@ -108,10 +109,12 @@ def export_folder(wanted: Path) -> Path:
     return folder
 
 
-def write_merged_model(merged, tokenizer, wanted: str | Path, metadata: dict[str, str]) -> Path:
+def write_merged_model(merged, tokenizer, wanted: str | Path, metadata: dict[str, str],
+                       check: Callable[[Path], object] | None = None) -> Path:
     """A transformers model folder (sharded safetensors, config, tokenizer) with the
     training metadata in every shard's header, at ``wanted`` or beside it (export_folder);
-    returns the folder written."""
+    returns the folder written. ``check(folder)`` runs on the complete folder before it
+    takes its place (it may add files); when it raises, nothing is written."""
     from safetensors.torch import load_file
     folder = export_folder(Path(wanted))
     tmp = temp_dir_beside(folder)
@@ -121,6 +124,8 @@ def write_merged_model(merged, tokenizer, wanted: str | Path, metadata: dict[str
             tokenizer.save_pretrained(tmp)
         for shard in sorted(tmp.glob("*.safetensors")):
             atomic_save_safetensors(load_file(shard), shard, {**read_metadata(shard), **metadata})
+        if check is not None:
+            check(tmp)
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         atomic_write_text(tmp / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
         _swap_in(tmp, folder)
@@ -134,7 +139,8 @@ def export(run: RunDir, job: JobConfig, fmt: str, out_dir: Path | None = None,
            name: str | None = None, precision: str | None = None) -> list[Exported]:
     """In ``out_dir`` (the run's exports/): ``peft``, the adapter folder ``<name>/``
     (beside it with -2 when that folder holds something else); ``merged``,
-    ``<name>-merged/``, the base model with the adapter merged in; ``gguf-*``, a GGUF
+    ``<name>-merged/``, the base model with the adapter merged in, checked against PEFT
+(verify.json); ``gguf-*``, a GGUF
     folder with an Ollama Modelfile (gguf_folder.py); ``onnx*``, an ONNX model
     folder checked with onnxruntime (onnx_export.py). ``precision`` is
     for image LoRAs; engine/exports.py refuses it here."""
@@ -162,12 +168,22 @@ def export(run: RunDir, job: JobConfig, fmt: str, out_dir: Path | None = None,
 
 
 def _export_merged_text(job: JobConfig, run: RunDir, wanted: Path) -> Path:
+    """The merged model, loaded back by transformers and compared with PEFT's base +
+    adapter before it is kept (verify.py; verify.json beside it)."""
     from peft import PeftModel
 
     from .model import load_base_model, load_tokenizer, resolve_model
+    from .tokens import template_in_use
+    from .verify import peft_reference, verify_merged
     info = resolve_model(job)
     metadata = read_metadata(run.final / ADAPTER_WEIGHTS)
+    tokenizer = load_tokenizer(info.path)
     base = load_base_model(job, info.path, quantize=False)
     model = PeftModel.from_pretrained(base, str(run.final))
-    return write_merged_model(model.merge_and_unload(), load_tokenizer(info.path),
-                              wanted, metadata)
+    # Prompts formatted as training formatted them; template_in_use may set a custom
+    # template on its tokenizer, which the saved tokenizer does not take.
+    prompting = load_tokenizer(info.path)
+    reference = peft_reference(model, prompting,
+                               template_in_use(prompting, job.dataset.chat_template))
+    return write_merged_model(model.merge_and_unload(), tokenizer, wanted, metadata,
+                              lambda folder: verify_merged(folder, reference, prompting))

@@ -1,5 +1,6 @@
-"""The GGUF exports of a text run as a folder: the .gguf file and an Ollama Modelfile
-beside it (runs/modelfile.py), checked first against llama.cpp's and Ollama's limits
+"""The GGUF exports of a text run as a folder: the .gguf file, an Ollama Modelfile
+beside it (runs/modelfile.py) and verify.json (llama.cpp's answers against PEFT's, or why
+not checked: verify.py), checked first against llama.cpp's and Ollama's limits
 (runs/export_check.py), built in a temp folder and settled into place whole."""
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from ...runs.exports import TEXT_ADAPTER, TEXT_ADAPTER_CONFIG
 from ...runs.layout import RunDir
 from ...runs.modelfile import (MODELFILE, PROMPT_MARK, RESPONSE_MARK, SYSTEM_MARK, Renders,
                                modelfile_text, template_from_renders)
+from ...runs.roundtrip import VERIFY
 from ..core.control import EngineError
 from .gguf_export import GgufExportError, write_adapter_gguf, write_merged_gguf
+from .verify import (gguf_not_checked, llama_cpp_or_none, peft_reference, temp_base_gguf,
+                     verify_gguf, write_verify)
 
 GGUF_FILES = {"gguf-adapter": "{name}-lora.gguf", "gguf-f16": "{name}-f16.gguf",
               "gguf-q8_0": "{name}-q8_0.gguf"}
@@ -92,7 +96,8 @@ def modelfile_for(tokenizer, source: str, adapter: str | None, system: str | Non
 
 
 def export_gguf(job: JobConfig, run: RunDir, fmt: str, wanted: Path, name: str) -> list[Path]:
-    """``wanted/`` (or beside it): the GGUF file ``fmt`` names and its Modelfile."""
+    """``wanted/`` (or beside it): the GGUF file ``fmt`` names, its Modelfile and
+    verify.json: llama.cpp's answers against PEFT's where llama-cpp-python is installed."""
     from .model import load_tokenizer, resolve_model
     from .tokens import template_in_use
     try:
@@ -106,27 +111,36 @@ def export_gguf(job: JobConfig, run: RunDir, fmt: str, wanted: Path, name: str) 
     info = resolve_model(job)
     model_config = json.loads((info.path / "config.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(info.path)
-    if not template_in_use(tokenizer, job.dataset.chat_template):
+    use_template = template_in_use(tokenizer, job.dataset.chat_template)
+    if not use_template:
         tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     file_name = GGUF_FILES[fmt].format(name=name)
     system = training_system_prompt(job)
+    llama_cpp = llama_cpp_or_none()
     tmp = temp_dir_beside(wanted)
     try:
         try:
             if fmt == "gguf-adapter":
                 _write_adapter(run, tmp / file_name, model_config, name)
                 text = modelfile_for(tokenizer, str(info.path), f"./{file_name}", system)
+                check = (_check_adapter(llama_cpp, job, run, info.path, tmp / file_name,
+                                        model_config, name, tokenizer, use_template)
+                         if llama_cpp else gguf_not_checked())
             else:
-                _write_merged(job, run, info.path, tmp / file_name, model_config,
-                              fmt.removeprefix("gguf-"), name, tokenizer)
+                reference = _write_merged(job, run, info.path, tmp / file_name, model_config,
+                                          fmt.removeprefix("gguf-"), name, tokenizer,
+                                          use_template if llama_cpp else None)
                 text = modelfile_for(tokenizer, f"./{file_name}", None, system)
+                check = (verify_gguf(llama_cpp, tmp / file_name, reference, tokenizer,
+                                     f"{fmt} model") if llama_cpp else gguf_not_checked())
         except GgufExportError as exc:
             raise EngineError("config", str(exc), "Choose another format.") from None
         atomic_write_text(tmp / MODELFILE, text)
+        write_verify(tmp, check)
         folder = settle(tmp, wanted)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return [folder / file_name, folder / MODELFILE]
+    return [folder / file_name, folder / MODELFILE, folder / VERIFY]
 
 
 def _write_adapter(run: RunDir, path: Path, model_config: dict, name: str) -> None:
@@ -137,14 +151,39 @@ def _write_adapter(run: RunDir, path: Path, model_config: dict, name: str) -> No
                        model_config, name)
 
 
-def _write_merged(job: JobConfig, run: RunDir, base_path: Path, path: Path, model_config: dict,
-                  precision: str, name: str, tokenizer) -> None:
-    """The base model (its folder also holds the tokenizer) merged with the run's adapter,
-    with the chat template training used."""
+def _check_adapter(llama_cpp, job: JobConfig, run: RunDir, base_path: Path, adapter: Path,
+                   model_config: dict, name: str, tokenizer, use_template: bool) -> dict:
+    """llama.cpp applies the adapter GGUF to a scratch f16 GGUF of the base model."""
     from peft import PeftModel
 
     from .model import load_base_model
     base = load_base_model(job, base_path, quantize=False)
-    merged = PeftModel.from_pretrained(base, str(run.final)).merge_and_unload()
+
+    def write(path: Path, state_dict: dict) -> None:
+        write_merged_gguf(path, state_dict, model_config, base_path, "f16", name,
+                          bos_first(tokenizer), tokenizer.chat_template)
+    scratch, base_gguf = temp_base_gguf(write, base.state_dict())
+    try:
+        reference = peft_reference(PeftModel.from_pretrained(base, str(run.final)), tokenizer,
+                                   use_template)
+        return verify_gguf(llama_cpp, base_gguf, reference, tokenizer, "adapter GGUF",
+                           lora_path=adapter)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _write_merged(job: JobConfig, run: RunDir, base_path: Path, path: Path, model_config: dict,
+                  precision: str, name: str, tokenizer, use_template: bool | None):
+    """The base model (its folder also holds the tokenizer) merged with the run's adapter,
+    with the chat template training used. ``use_template`` not None: PEFT's answers to the
+    check's prompts are taken before merging and returned."""
+    from peft import PeftModel
+
+    from .model import load_base_model
+    base = load_base_model(job, base_path, quantize=False)
+    model = PeftModel.from_pretrained(base, str(run.final))
+    reference = None if use_template is None else peft_reference(model, tokenizer, use_template)
+    merged = model.merge_and_unload()
     write_merged_gguf(path, merged.state_dict(), model_config, base_path, precision, name,
                       bos_first(tokenizer), tokenizer.chat_template)
+    return reference
