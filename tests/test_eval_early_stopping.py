@@ -124,3 +124,88 @@ def test_an_eval_split_that_leaves_nothing_is_a_data_error(tmp_path):
         events)
     [error] = events.of("error")
     assert error["kind"] == "data" and "leaves none to train on" in error["message"]
+
+
+# --- schedule-free: the best checkpoint holds the weights that were evaluated ------------
+
+def schedule_free_eval_job(**training):
+    return make_job(dataset={"eval_split": 0.2}, output={"eval_every_n_steps": 2},
+                    optimizer={"optimizer": "AdamWScheduleFree", "learning_rate": 3e-2,
+                               "lr_scheduler": "constant", "lr_warmup_steps": 1},
+                    training={"max_steps": 6, **training})
+
+
+@pytest.fixture
+def first_evaluation_is_best(monkeypatch):
+    """Step 2's evaluation is the best whatever the losses, so the export comes from a
+    checkpoint written in the middle of training (a schedule-free optimizer in training
+    mode), not from the last step's."""
+    from lora_studio.engine.core import loop
+    monkeypatch.setattr(loop.Evaluations, "_better", lambda self, value: self.best is None)
+
+
+def test_schedule_free_best_checkpoint_and_export_are_the_evaluated_weights(
+        tmp_path, monkeypatch, first_evaluation_is_best):
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from lora_studio.engine.text.train import TextTrainee
+    from lora_studio.runs.adapter_sources import adapter_source
+    seen = []   # the adapter weights each eval batch is measured with
+    real_eval_loss_sum = TextTrainee.eval_loss_sum
+
+    def eval_loss_sum(self, model, indices):
+        seen.append({k: v.detach().clone()
+                     for k, v in get_peft_model_state_dict(self.model).items()})
+        return real_eval_loss_sum(self, model, indices)
+
+    monkeypatch.setattr(TextTrainee, "eval_loss_sum", eval_loss_sum)
+    folder = new_run_dir(tmp_path, "sf")
+    events = Recorder()
+    result = trainer.train(schedule_free_eval_job(), folder, events, StopRequest(), text.prepare)
+    assert events.of("finished")[-1]["best_step"] == 2
+    assert json.loads((folder.checkpoints / BEST).read_text())["step"] == 2
+    step2 = folder.checkpoints / "step-000002"
+    evaluated = load_file(step2 / "evaluated.safetensors")
+    training_point = load_file(step2 / "trainable.safetensors")
+    assert evaluated.keys() == seen[0].keys()
+    assert all(torch.equal(evaluated[k], seen[0][k]) for k in evaluated)   # x at step 2
+    assert any(not torch.equal(evaluated[k], training_point[k]) for k in evaluated)   # not y
+    assert adapter_source(step2).weights == step2 / "evaluated.safetensors"   # the playground's
+    final = load_file(folder.final / "adapter_model.safetensors")
+    assert final.keys() == evaluated.keys()
+    assert all(torch.equal(final[k], evaluated[k]) for k in final)
+    # the exported adapter, loaded back on its own, measures the loss step 2 logged
+    trainee = result.trainee
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(MODEL), folder.final)
+    model.eval()
+    with torch.no_grad():
+        total = sum(float(padded_loss_sum(model, [e], trainee.tokenizer.pad_token_id, "cpu"))
+                    for e in trainee.eval_data)
+    items = sum(trainee.eval_items([i]) for i in range(len(trainee.eval_data)))
+    logged = next(e for e in events.of("eval") if e["step"] == 2)["loss"]
+    assert total / items == pytest.approx(logged, rel=1e-5)
+
+
+def test_schedule_free_resume_with_evaluation_is_exact(tmp_path, first_evaluation_is_best):
+    from safetensors.torch import load_file
+
+    from exact import assert_same_checkpoint
+    job = schedule_free_eval_job()
+    straight, stopped = new_run_dir(tmp_path, "straight"), new_run_dir(tmp_path, "stopped")
+    first = Recorder()
+    trainer.train(job, straight, first, StopRequest(), text.prepare)
+    events = Recorder()
+    trainer.train(job, stopped, events, StopRequest(lambda: len(events.of("progress")) >= 3),
+                  text.prepare)
+    assert events.of("finished")[-1]["status"] == "cancelled"
+    resumed = Recorder()
+    trainer.train(job, stopped, resumed, StopRequest(), text.prepare,
+                  resume=stopped.latest_checkpoint())
+    assert [e["loss"] for e in resumed.of("eval")] == \
+        [e["loss"] for e in first.of("eval") if e["step"] > 3]
+    assert_same_checkpoint(straight.checkpoints / "step-000006", stopped.checkpoints / "step-000006")
+    a = load_file(straight.final / "adapter_model.safetensors")
+    b = load_file(stopped.final / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -14,6 +14,8 @@ from .layout import RunDir
 
 PEFT_CONFIG = "adapter_config.json"
 CHECKPOINT_WEIGHTS = "trainable.safetensors"
+# A schedule-free run's checkpoint also keeps the averaged weights, the ones to use.
+CHECKPOINT_EVALUATED = "evaluated.safetensors"
 COMPLETE = "COMPLETE"   # engine/core/checkpoint.py writes it last
 
 
@@ -59,7 +61,10 @@ def adapter_source(path: str | Path) -> AdapterSource:
             raise HintedError("not_adapter", f"{path} is an incomplete checkpoint (no {COMPLETE} "
                                              "marker): it was being written when the run stopped.",
                               "Pick an earlier checkpoint of the run.")
-        return AdapterSource("checkpoint", path / CHECKPOINT_WEIGHTS, _run_of(path))
+        weights = path / CHECKPOINT_EVALUATED
+        if not weights.is_file():
+            weights = path / CHECKPOINT_WEIGHTS
+        return AdapterSource("checkpoint", weights, _run_of(path))
     raise HintedError("not_adapter", f"{path} holds no adapter ({PEFT_CONFIG} + {TEXT_ADAPTER}, "
                                      f"{IMAGE_ADAPTER} or {CHECKPOINT_WEIGHTS}).",
                       "Pick a run's final/ folder, one of its checkpoints/step-N folders, a PEFT "

@@ -1,7 +1,9 @@
 """Resumable training state, one folder per checkpoint:
 
     checkpoints/step-000120/
-      trainable.safetensors   the trained (adapter) tensors
+      trainable.safetensors   the trained (adapter) tensors, the point training goes on from
+      evaluated.safetensors   schedule-free only: the averaged weights, the ones evaluated
+                              and exported (absent when they are trainable.safetensors)
       optimizer.pt            optimizer state_dict
       scheduler.pt            LR scheduler state_dict
       rng.pt                  python / numpy / torch (CPU and CUDA) random states
@@ -33,6 +35,8 @@ from .control import EngineError
 from .safetensors_io import atomic_save_safetensors
 
 COMPLETE = "COMPLETE"
+TRAINABLE = "trainable.safetensors"
+EVALUATED = "evaluated.safetensors"
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
@@ -69,17 +73,21 @@ def _torch_bytes(obj: Any) -> bytes:
 
 
 def save_checkpoint(root: Path, step: int, *, trainable: dict[str, torch.Tensor], optimizer,
-                    scheduler, state: dict) -> Path:
+                    scheduler, state: dict,
+                    evaluated: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a complete checkpoint for ``step``; call it on the main process only. It is
     built in a hidden folder and renamed into place when complete, so a checkpoint of
     the same step already there (a resumed run passing it again) stays whole until
-    its successor is."""
+    its successor is. ``evaluated``: the weights to use, where they are not
+    ``trainable`` (a schedule-free optimizer in training mode)."""
     folder = checkpoint_dir(root, step)
     folder.parent.mkdir(parents=True, exist_ok=True)
     building = temp_dir_beside(folder)
     replaced = folder.with_name(f".{folder.name}.replaced")
     try:
-        atomic_save_safetensors(trainable, building / "trainable.safetensors", {"step": str(step)})
+        atomic_save_safetensors(trainable, building / TRAINABLE, {"step": str(step)})
+        if evaluated is not None:
+            atomic_save_safetensors(evaluated, building / EVALUATED, {"step": str(step)})
         atomic_write_bytes(building / "optimizer.pt", _torch_bytes(optimizer.state_dict()))
         atomic_write_bytes(building / "scheduler.pt", _torch_bytes(scheduler.state_dict()))
         atomic_write_bytes(building / "rng.pt", _torch_bytes(capture_rng()))
@@ -98,17 +106,20 @@ def save_checkpoint(root: Path, step: int, *, trainable: dict[str, torch.Tensor]
 
 def save_checkpoint_in_step(accelerator, emit: Emit, root: Path, step: int, *,
                             trainable: Callable[[], dict[str, torch.Tensor]], optimizer,
-                            scheduler, state: dict, keep_last: int = 0) -> Path | None:
+                            scheduler, state: dict, keep_last: int = 0,
+                            evaluated: Callable[[], dict[str, torch.Tensor]] | None = None
+                            ) -> Path | None:
     """save_checkpoint, called by every process of a run: all wait for each other, the
-    main process gathers ``trainable``, writes the checkpoint and announces it, then
-    prunes to the last ``keep_last`` (prune_checkpoints), and all wait again, so no
-    process runs ahead (or exits) while it is being written. The folder on the main
-    process, None on the others."""
+    main process gathers ``trainable`` (and ``evaluated``), writes the checkpoint and
+    announces it, then prunes to the last ``keep_last`` (prune_checkpoints), and all
+    wait again, so no process runs ahead (or exits) while it is being written. The
+    folder on the main process, None on the others."""
     accelerator.wait_for_everyone()
     folder = None
     if accelerator.is_main_process:
         folder = save_checkpoint(root, step, trainable=trainable(), optimizer=optimizer,
-                                 scheduler=scheduler, state=state)
+                                 scheduler=scheduler, state=state,
+                                 evaluated=evaluated() if evaluated else None)
         emit(event("checkpoint", step=step, path=str(folder)))
         removed = prune_checkpoints(root, keep_last, step)
         if removed:
@@ -155,10 +166,18 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise EngineError("io", f"Cannot read {path / 'state.json'}: it has no step number.",
                           "The checkpoint is damaged; resume from an earlier checkpoint folder.")
     return Checkpoint(path=path, step=state["step"],
-                      trainable=_read(path / "trainable.safetensors", load_file),
+                      trainable=_read(path / TRAINABLE, load_file),
                       optimizer=_read(path / "optimizer.pt", torch_file),
                       scheduler=_read(path / "scheduler.pt", torch_file),
                       rng=_read(path / "rng.pt", torch_file), state=state)
+
+
+def adapter_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The weights of a complete checkpoint to use and export: the evaluated ones where
+    they differ from the training point."""
+    path = Path(path)
+    file = path / EVALUATED if (path / EVALUATED).is_file() else path / TRAINABLE
+    return _read(file, load_file)
 
 
 def complete_checkpoints(folder: Path) -> list[Path]:

@@ -13,14 +13,14 @@ import torch
 from ...config.schema import JobConfig
 from ...runs.events import Emit, event
 from ...runs.layout import RunDir
-from .checkpoint import (checkpoint_dir, load_checkpoint, load_resumable, read_best,
+from .checkpoint import (adapter_weights, checkpoint_dir, load_resumable, read_best,
                          read_best_scores, restore_rng, save_checkpoint_in_step, write_best)
 from .control import EngineError, Phases, StopRequest
 from .family import Exported, RunContext, Trainee
 from .item_losses import STATE_KEY as ITEM_LOSS_STATE
 from .item_losses import ItemLossMeter
 from .loop import LoopHooks, LoopOutcome, LoopSpec, make_accelerator, train_loop
-from .optim import build_optimizer, build_scheduler
+from .optim import at_training_point, build_optimizer, build_scheduler, evaluation_weights
 from .order import shard, steps_per_epoch, total_steps
 
 Prepare = Callable[[JobConfig, RunContext], Trainee]
@@ -101,11 +101,17 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
                     **trainee.started_facts))
     emit_main(event("phase", phase="first step"))
 
+    def evaluated_state() -> dict[str, torch.Tensor]:
+        with evaluation_weights(optimizer):
+            return {k: v.detach().clone() for k, v in trainee.trainable_state().items()}
+
     def save(step: int) -> Path | None:
         kept = {} if item_losses is None else \
             {ITEM_LOSS_STATE: item_losses.save(accelerator, run.root, step)}
+        # A schedule-free run resumes from y but is evaluated and exported at x: both are kept.
         return save_checkpoint_in_step(
             accelerator, emit, run.checkpoints, step, trainable=trainee.trainable_state,
+            evaluated=evaluated_state if at_training_point(optimizer) else None,
             optimizer=optimizer, scheduler=scheduler,
             state={"family": trainee.family, "epoch": step // per_epoch,
                    "step_in_epoch": step % per_epoch, "total_steps": total,
@@ -191,8 +197,7 @@ def train(job: JobConfig, run: RunDir, emit: Emit, stop: StopRequest | Callable[
     if best is not None and best[0] != outcome.step:
         # final/ and the exports hold the best evaluated weights; the last step's stay in
         # their checkpoint
-        trainee.load_trainable_state(load_checkpoint(checkpoint_dir(run.checkpoints,
-                                                                    best[0])).trainable)
+        trainee.load_trainable_state(adapter_weights(checkpoint_dir(run.checkpoints, best[0])))
         emit_main(event("log", level="info",
                         message=f"The adapter exported is the best evaluated one: step {best[0]} "
                                 f"({metric.replace('_', ' ')} {best[1]:.4f}); the weights of step "
