@@ -78,7 +78,10 @@ def test_a_run_lands_as_one_undoable_edit(qtbot, tmp_path, tagger_dir):
     b.undo()  # the whole run, in one step, saved back (autosave)
     assert b.session.texts == ["mine, red background", "", ""] and not b.session.dirty
     assert (root / "a red.txt").read_bytes() == b"mine, red background\r\n"
+    assert not (root / "b blue.txt").exists() and not (root / "c red.txt").exists()  # as before
     assert not b.session.undo_stack.can_undo()
+    b.redo()
+    assert (root / "c red.txt").read_text() == b.session.texts[2] != ""
     b.shutdown()
 
 
@@ -108,7 +111,7 @@ def test_cancel_keeps_what_was_written_as_one_edit(qtbot, tmp_path, tagger_dir):
     assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
     assert sum(1 for t in b.session.texts if t) == written
     b.undo()
-    assert not any(b.session.texts)
+    assert not any(b.session.texts) and not list(root.glob("*.txt"))
     b.shutdown()
 
 

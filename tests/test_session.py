@@ -139,3 +139,25 @@ def test_unwritable_caption_is_reported_not_raised(tmp_path):
     assert report.saved == [0] and list(report.errors) == [1]
     assert "gone folder" in report.errors[1] and s.dirty == {1}
     assert caps[0].read_text() == "a2"
+
+
+def test_captions_written_by_another_process_are_one_undo_that_restores_missing_files(tmp_path):
+    s, caps = _make(tmp_path, ["a", None, None])
+    caps[0].write_text("a, auto")
+    caps[1].write_text("auto")  # what the captioning process wrote meanwhile
+    assert s.adopt_written([0, 1], "Auto-caption") == [0, 1]
+    assert s.texts == ["a, auto", "auto", ""] and not s.dirty and s.counts["auto"] == 2
+    assert s.undo() == [0, 1] and s.texts == ["a", "", ""]
+    assert s.save().ok
+    assert caps[0].read_text() == "a" and not caps[1].exists() and not caps[2].exists()
+    assert s.redo() == [0, 1] and s.save().ok and caps[1].read_text() == "auto"
+
+
+def test_a_created_caption_changed_on_disk_is_not_removed(tmp_path):
+    s, caps = _make(tmp_path, [None])
+    caps[0].write_text("auto")
+    s.adopt_written([0], "Auto-caption")
+    s.undo()
+    caps[0].write_text("someone else's")
+    report = s.save()
+    assert list(report.conflicts) == [0] and caps[0].read_text() == "someone else's"

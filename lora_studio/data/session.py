@@ -55,6 +55,9 @@ class CaptionSession:
         self.dirty: set[int] = set()
         self.conflicts: dict[int, CaptionConflict] = {}
         self.undo_stack = UndoStack()
+        # Caption files another process created (auto-captioning) where there was none:
+        # saved empty (that edit undone), such a file is removed again, as it was.
+        self.created: set[int] = set()
         self.counts: Counter = Counter()
         for text in self.texts:
             self.counts.update(set(split_tags(text)))
@@ -110,6 +113,8 @@ class CaptionSession:
             except CaptionReadError as exc:
                 self.read_errors[i] = str(exc)
                 continue
+            if not self.files[i].exists and cf.exists:
+                self.created.add(i)
             self.files[i] = cf
             self.read_errors.pop(i, None)
             self.conflicts.pop(i, None)
@@ -147,6 +152,9 @@ class CaptionSession:
         for i in [i for i in todo if i in self.read_errors]:
             report.errors[i] = self.read_errors[i]
         todo = [i for i in todo if i not in self.read_errors]
+        for i in [i for i in todo if i in self.created and not self.texts[i]]:
+            todo.remove(i)
+            self._remove_created(i, force, report)
         results = write_captions([(self.files[i], self.texts[i]) for i in todo], force=force)
         for i, result in zip(todo, results):
             if isinstance(result, CaptionConflict):
@@ -161,6 +169,24 @@ class CaptionSession:
                 self.conflicts.pop(i, None)
                 report.saved.append(i)
         return report
+
+    def _remove_created(self, i: int, force: bool, report: SaveReport) -> None:
+        cf = self.files[i]
+        if not force:
+            changed, disk_text = disk_changed(cf)
+            if changed:
+                self.conflicts[i] = report.conflicts[i] = CaptionConflict(cf.path, disk_text)
+                return
+        try:
+            cf.path.unlink(missing_ok=True)
+        except OSError as exc:
+            report.errors[i] = (f"Cannot remove {cf.path}: {exc.strerror or exc}. "
+                                "Check the folder is writable and the file not locked.")
+            return
+        self.files[i] = CaptionFile(cf.path, "")
+        self.dirty.discard(i)
+        self.conflicts.pop(i, None)
+        report.saved.append(i)
 
     def keep_mine(self, i: int) -> SaveReport:
         """Overwrite the file changed on disk with our text."""
