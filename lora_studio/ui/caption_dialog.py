@@ -37,6 +37,7 @@ class CaptionDialog(QDialog):
         self.resize(620, 0)
         self._prepare, self._done = prepare, done
         self.tally = CaptionTally(status="idle")
+        self.keys: list[int] = []  # the images of the run, in the request's order
         self.runner = CaptionRunner(self._event, self)
 
         self.kind = QComboBox()
@@ -208,7 +209,7 @@ class CaptionDialog(QDialog):
         if self.runner.running:
             return False
         if not self._check_model():
-            self.status.setText("Nothing was run: the model is not on this computer (see above).")
+            self.status.setText("Nothing was run: see what is wrong with the model above.")
             return False
         keys = self.scope.currentData() or []
         prepared = self._prepare(keys)
