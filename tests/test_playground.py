@@ -199,6 +199,22 @@ def test_stop_ends_a_generation(server):
     assert events.of("done")[-1]["reason"] == "stopped"
 
 
+def test_a_stop_with_a_target_ends_only_that_generation(server):
+    srv, events = server
+    events.clear()
+    srv.stop(70, target="other")   # someone else's answer: this one goes on
+    srv.handle(69, request("generate", id="mine", messages=chat(), max_new_tokens=5,
+                           temperature=0))
+    assert events.of("done")[-1]["reason"] == "length"
+    srv.stop(72, target="mine")
+    srv.handle(71, request("generate", id="mine", messages=chat(), max_new_tokens=5,
+                           temperature=0))
+    assert events.of("done")[-1]["reason"] == "stopped"
+    srv.handle(73, request("generate", id="mine", messages=chat(), max_new_tokens=5,
+                           temperature=0))
+    assert events.of("done")[-1]["reason"] == "length"   # a stop ends one generation
+
+
 def test_a_training_checkpoint_answers_like_the_final_adapter(server, tmp_path):
     """A checkpoint (trainable.safetensors, no adapter_config.json) becomes an adapter
     with the run's rank and alpha."""

@@ -249,7 +249,8 @@ def test_a_stop_string_ends_the_generation_itself(fake_server):
                                          "messages": [{"role": "user", "content": "Hi"}]}))
     assert answer["choices"][0]["message"]["content"] == "b1 b2 "
     assert answer["choices"][0]["finish_reason"] == "stop"
-    assert any(r["type"] == "stop" for r in process.sent)
+    stops = [r for r in process.sent if r["type"] == "stop"]
+    assert stops and all(r["target"].startswith("serve:chat-") for r in stops)  # only its own
 
 
 def test_answers_for_different_adapters_take_turns(fake_server):
@@ -290,7 +291,8 @@ def test_a_client_that_leaves_stops_its_answer(fake_server):
     process.tokens = 3
     answer = json.load(post(server.url, {"model": "b", "messages": [{"role": "user", "content": "x"}]}))
     assert answer["choices"][0]["message"]["content"] == "b1 b2 b3 "
-    assert [r["type"] for r in process.sent].count("stop") == 1
+    (stop,) = [r for r in process.sent if r["type"] == "stop"]
+    assert stop["target"].startswith("serve:chat-")   # never the answers of a lending window
 
 
 @pytest.mark.parametrize("method, path, key, status, code", [

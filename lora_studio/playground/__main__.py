@@ -40,7 +40,7 @@ def main() -> int:
                 continue
             seq += 1
             if req["type"] in ("stop", "shutdown"):
-                server.stop(seq)
+                server.stop(seq, req.get("target") if req["type"] == "stop" else None)
             if req["type"] != "stop":
                 requests.put((seq, req))
             if req["type"] == "shutdown":

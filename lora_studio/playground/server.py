@@ -51,10 +51,16 @@ class Server:
         self.backend = None
         self.loads = 0              # bases loaded by this process: switching never adds one
         self.stopped_before = 0     # generations with a lower sequence number are stopped
+        self.stopped_ids: set = set()   # and those stopped by their id
         self.drawn = 0
 
-    def stop(self, seq: int) -> None:
-        self.stopped_before = max(self.stopped_before, seq)
+    def stop(self, seq: int, target=None) -> None:
+        """Every generation sent before ``seq``, or only the one whose id is ``target``
+        (a server's answer whose client left, while the window's own go on)."""
+        if target is None:
+            self.stopped_before = max(self.stopped_before, seq)
+        else:
+            self.stopped_ids.add(target)
 
     def handle(self, seq: int, req: dict) -> None:
         rid = req.get("id")
@@ -121,15 +127,19 @@ class Server:
         rid = req.get("id")
 
         def should_stop() -> bool:
-            return self.stopped_before > seq
+            return self.stopped_before > seq or rid in self.stopped_ids
 
         if should_stop():  # stopped while it waited behind another request
+            self.stopped_ids.discard(rid)
             self.emit(reply("done", id=rid, text="", reason="stopped", tokens=0, seconds=0,
                             first_token_s=None))
             return
         if backend.kind == "text":
-            result = backend.generate(req, lambda text: self.emit(reply("token", id=rid, text=text)),
-                                      should_stop)
+            try:
+                result = backend.generate(
+                    req, lambda text: self.emit(reply("token", id=rid, text=text)), should_stop)
+            finally:
+                self.stopped_ids.discard(rid)
             self.emit(reply("done", id=rid, **result))
         else:
             from .grid_image import save_png

@@ -20,7 +20,8 @@ Requests (``id`` is the caller's, echoed by the events that answer it):
 - ``grid``          image: the settings of ``generate`` shared by every cell, ``cells``
                     (rows of dicts that override them: adapters, weights, prompt, seed),
                     col_labels, row_labels, out: one labelled PNG (runs/xy_grid.py).
-- ``stop``          ends the generation running now (answered while it runs).
+- ``stop``          ends the generation running now and those waiting (answered while
+                    it runs); with ``target``, only the generation whose id it is.
 - ``shutdown``      the process exits.
 
 Events:

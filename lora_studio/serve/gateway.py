@@ -118,7 +118,7 @@ class Gateway:
                         raise
                     if not keep_going:
                         stopping = True
-                        self.process.send(request("stop"))
+                        self.process.send(request("stop", target=rid))
 
     def close(self) -> None:
         if self.owns_process:
@@ -147,7 +147,8 @@ class Gateway:
 
     def _stop_and_drain(self, rid: str | None) -> None:
         """Until the answer ``rid`` ends, or the process does."""
-        self.process.send(request("stop"))
+        # Only this answer: a window lending its process goes on with its own.
+        self.process.send(request("stop") if rid is None else request("stop", target=rid))
         while True:
             try:
                 ev = self.process.events.get(timeout=DRAIN_TIMEOUT_S)
