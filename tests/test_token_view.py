@@ -177,7 +177,7 @@ def test_the_scan_child_uses_the_tokenizer_without_torch(tmp_path):
         "import json, sys\n"
         "from lora_studio.engine.text.token_view import _load\n"
         "from lora_studio.engine.text.tokens import tokenise_pieces\n"
-        f"tok, settings, loaded = _load({{'tokenizer': {str(root / 'resources' / 'tiny-text-model')!r},"
+        f"tok, settings, [(_, loaded)] = _load({{'tokenizer': {str(root / 'resources' / 'tiny-text-model')!r},"
         f" 'path': {str(root / 'resources' / 'demo-text' / 'chat.jsonl')!r}, 'max_seq_length': 128}})\n"
         "ids = tok('Ahoy, matey!', add_special_tokens=False)['input_ids']\n"
         "print(json.dumps({'torch': 'torch' in sys.modules, 'ids': ids,"
@@ -192,3 +192,56 @@ def test_the_scan_child_uses_the_tokenizer_without_torch(tmp_path):
     assert not result["torch"] and result["records"] == 34
     assert result["ids"] == engine("Ahoy, matey!", add_special_tokens=False)["input_ids"]
     assert result["template"] == engine.chat_template
+
+
+def test_serve_scans_the_mix_after_the_file_and_names_each_records_source(tmp_path):
+    """The records of dataset.mix follow the file's, weighted as training takes them
+    (load_mixed), and a mixed-in record is asked for by its place in the scan."""
+    from lora_studio.data.text_sources import load_mixed
+
+    def lines(path, prefix, n):
+        path.write_text("".join(json.dumps({"prompt": f"{prefix}{i}", "response": "ok"}) + "\n"
+                                for i in range(n)), encoding="utf-8")
+        return path
+
+    main = lines(tmp_path / "main.jsonl", "main", 3)
+    lines(tmp_path / "more.jsonl", "more", 2)
+    lines(tmp_path / "half.jsonl", "half", 4)
+    mix = ["more.jsonl @ 2", "half.jsonl @ 0.5"]
+    request = {"tokenizer": str(MODEL), "path": str(main), "max_seq_length": 64, "mix": mix,
+               "base_dir": str(tmp_path), "seed": 7}
+    asks = [{"index": 4}, {"line": 1}, {"index": 99}]
+    out = io.StringIO()
+    serve(io.StringIO("".join(json.dumps(m) + "\n" for m in [request, *asks])), out)
+    msgs = [json.loads(line) for line in out.getvalue().splitlines()]
+    loaded = msgs[0]
+    assert loaded["records"] == 3 + 4 + 2
+    assert loaded["sources"] == [{"name": "main.jsonl", "weight": 1.0, "records": 3},
+                                 {"name": "more.jsonl", "weight": 2.0, "records": 4},
+                                 {"name": "half.jsonl", "weight": 0.5, "records": 2}]
+    found = TokenLengths(64, total=loaded["records"], sources=loaded["sources"])
+    for m in msgs:
+        if m["type"] == "lengths":
+            found.add(m)
+    trained = load_mixed(str(main), mix, seed=7, base_dir=tmp_path).records
+    assert found.lines == [r.line for r in trained]   # training's records, in its order
+    assert [found.label(i) for i in (0, 3, 7)] == ["main.jsonl line 1", "more.jsonl line 1",
+                                                  "half.jsonl line " + str(trained[7].line)]
+    records = {(m.get("index"), m.get("line")): m for m in msgs if m["type"] == "record"}
+    mixed = records[(4, 2)]   # the 5th record: more.jsonl's second line
+    assert mixed["source"] == "more.jsonl" and "more1" in "".join(t for t, *_ in mixed["tokens"])
+    assert "main0" in "".join(t for t, *_ in records[(None, 1)]["tokens"])   # the file's line 1
+    assert "no record" in next(m for m in msgs if m.get("index") == 99)["error"]
+
+
+def test_the_sources_of_a_mixed_scan_are_named_in_the_list_and_summary():
+    found = TokenLengths(8, total=3, sources=[{"name": "a.jsonl", "weight": 1.0, "records": 1},
+                                              {"name": "b.jsonl", "weight": 2.0, "records": 2}])
+    found.add({"lengths": [3, 20, 20], "lines": [1, 5, 5], "truncated": [1, 2], "dropped": [],
+               "errors": {}})
+    assert [found.source_of(i) for i in range(3)] == [0, 1, 1]
+    assert [text for _i, text in found.listed()] == ["b.jsonl line 5: truncated, 20 tokens"] * 2
+    assert found.sources_note() == "Records from a.jsonl (1) and the mix: b.jsonl ×2 (2)."
+    alone = TokenLengths(8, total=1, sources=[{"name": "a.jsonl", "weight": 1.0, "records": 1}])
+    alone.add({"lengths": [20], "lines": [4], "truncated": [0], "dropped": [], "errors": {}})
+    assert alone.listed() == [(0, "line 4: truncated, 20 tokens")] and not alone.sources_note()

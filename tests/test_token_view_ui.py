@@ -121,3 +121,68 @@ def test_the_window_passes_the_jobs_model_and_length(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: tokens.found is not None and tokens.found.done == 1, timeout=WAIT_MS)
     window.panel.apply_values({"dataset.max_seq_length": 64})
     qtbot.waitUntil(lambda: tokens.request["max_seq_length"] == 64, timeout=WAIT_MS)
+
+
+def test_scan_request_takes_the_mix_only_for_the_jobs_own_file(tmp_path):
+    data = write(tmp_path / "main.jsonl", [chat("Q?", "A.")])
+    mixed = job(path=str(data), mix=["more.jsonl @ 2"])
+    request = scan_request(mixed, tmp_path, data)
+    assert request["mix"] == ["more.jsonl @ 2"] and request["base_dir"] == str(tmp_path)
+    assert "seed" not in request   # whole weights take every record: the seed picks nothing
+    half = job(path=str(data), mix=["more.jsonl @ 0.5"])
+    assert scan_request(half, tmp_path, data)["seed"] == half.training.seed
+    other = write(tmp_path / "other.jsonl", [chat("Q?", "A.")])
+    assert "mix" not in scan_request(mixed, tmp_path, other)   # not what trains with the mix
+    assert "cannot read the mix" in scan_request(job(path=str(data), mix=["x @ many"]),
+                                                 tmp_path, data)
+
+
+def test_quick_edits_restart_the_scan_once_and_unrelated_ones_not_at_all(qtbot, tmp_path,
+                                                                          monkeypatch):
+    from lora_studio.ui.token_view import TokenView
+    data = write(tmp_path / "a.jsonl", [chat("Q?", "A.")])
+    view = TokenView()
+    qtbot.addWidget(view)
+    started = []
+    monkeypatch.setattr(view.runner, "start", started.append)   # no child: count the starts
+    view.set_job(job(48), None)
+    view.set_path(data)
+    view.show()
+    assert [r["max_seq_length"] for r in started] == [48]
+    for length in (4, 40, 409, 4096):   # typing 4096
+        view.set_job(job(length), None)
+    assert len(started) == 1   # nothing before the edits pause
+    qtbot.waitUntil(lambda: len(started) == 2, timeout=5000)
+    assert not view._debounce.isActive()   # no second restart is pending
+    assert started[-1]["max_seq_length"] == 4096
+    unrelated = job(4096)
+    unrelated.output.output_name = "other"
+    unrelated.training.seed = 99          # the seed picks nothing without a fractional mix
+    view.set_job(unrelated, None)
+    qtbot.waitUntil(lambda: not view._debounce.isActive(), timeout=5000)
+    assert len(started) == 2
+
+
+def test_the_tokens_tab_scans_the_mix_and_shows_a_mixed_in_record(qtbot, tmp_path):
+    data = write(tmp_path / "main.jsonl", [chat(f"Q{i}?", f"A{i}.") for i in range(3)])
+    write(tmp_path / "more.jsonl", [chat("Short?", "Yes."), chat("Hi", "arr " * 60)])
+    view = TextDatasetView()
+    qtbot.addWidget(view)
+    view.set_job(job(48, path=str(data), mix=["more.jsonl @ 2"]), tmp_path)
+    view.resize(1100, 800)
+    view.show()
+    assert view.open(data)
+    tokens = view.tokens
+    view.record_tabs.setCurrentWidget(tokens)
+    qtbot.waitUntil(lambda: tokens.found is not None and tokens.found.done == 3 + 4
+                    and not tokens.progress.isVisible(), timeout=WAIT_MS)
+    assert "Records from main.jsonl (3) and the mix: more.jsonl ×2 (4)." in tokens.summary.text()
+    listed = [tokens.cut_list.item(i).text() for i in range(tokens.cut_list.count())]
+    assert len(listed) == 2 and all(t.startswith("more.jsonl line 2: truncated") for t in listed)
+    row = view.view.currentIndex().row()
+    tokens.cut_list.itemClicked.emit(tokens.cut_list.item(0))
+    assert view.view.currentIndex().row() == row   # the table has no such row: it stays
+    qtbot.waitUntil(lambda: "✂ max_seq_length" in tokens.record.toPlainText(), timeout=WAIT_MS)
+    assert tokens.record_title.text().startswith("more.jsonl line 2, as training tokenises it")
+    view.grab().save(str(tmp_path / "mix.png"))
+    tokens.runner.shutdown()

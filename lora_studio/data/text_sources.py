@@ -214,14 +214,25 @@ def weighted(records: list, weight: float, seed: int) -> list:
     return taken
 
 
-def load_mixed(path: str, mix: Iterable[str], fmt: str = "auto",
+def load_parts(path: str, mix: Iterable[str], fmt: str = "auto",
                columns: Iterable[str] = (), seed: int = 0,
-               base_dir: Path | None = None) -> LoadResult:
-    """``dataset.path`` and every ``dataset.mix`` source, weighted, in that order."""
+               base_dir: Path | None = None) -> list[tuple[Source, LoadResult]]:
+    """``dataset.path`` and every ``dataset.mix`` source, each with its records weighted,
+    in that order."""
     renames = parse_columns(columns)
-    total = load_source(path, fmt, renames, base_dir)
+    parts = [(Source(path), load_source(path, fmt, renames, base_dir))]
     for n, source in enumerate(parse_mix(mix), 1):
         part = load_source(source.where, fmt, renames, base_dir)
         part.records = weighted(part.records, source.weight, seed * 1_000_003 + n)
+        parts.append((source, part))
+    return parts
+
+
+def load_mixed(path: str, mix: Iterable[str], fmt: str = "auto",
+               columns: Iterable[str] = (), seed: int = 0,
+               base_dir: Path | None = None) -> LoadResult:
+    """The records training reads: load_parts, one after the other."""
+    total = LoadResult()
+    for _source, part in load_parts(path, mix, fmt, columns, seed, base_dir):
         _merge(total, part)
     return total

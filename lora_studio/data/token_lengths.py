@@ -2,7 +2,8 @@
 messages of engine/text/token_view.py): each record's length in tokens, which will be
 truncated at max_seq_length, which dropped (nothing left to learn from after the cut;
 training skips them), which the chat template failed on; and a histogram of the
-lengths against max_seq_length."""
+lengths against max_seq_length. With the job's dataset.mix the records of each mixed-in
+source follow the file's, and each record is named by its source."""
 from __future__ import annotations
 
 import math
@@ -31,6 +32,8 @@ class TokenLengths:
     truncated: list[int] = field(default_factory=list)   # record indices
     dropped: list[int] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)
+    # The scan's sources in order, the open file first ({"name", "weight", "records"}).
+    sources: list[dict] = field(default_factory=list)
 
     def add(self, msg: dict) -> None:
         """One ``lengths`` message, in the order the scan sent them."""
@@ -39,6 +42,31 @@ class TokenLengths:
         self.truncated += msg["truncated"]
         self.dropped += msg["dropped"]
         self.errors.update({int(k): v for k, v in msg["errors"].items()})
+
+    def source_of(self, index: int) -> int:
+        """Which source the record at ``index`` comes from (0: the open file)."""
+        end = 0
+        for n, source in enumerate(self.sources):
+            end += source["records"]
+            if index < end:
+                return n
+        return 0
+
+    def label(self, index: int) -> str:
+        """``line 6``, or ``more.jsonl line 6`` when the scan mixes in other sources."""
+        line = f"line {self.lines[index]}"
+        if len(self.sources) < 2:
+            return line
+        return f"{self.sources[self.source_of(index)]['name']} {line}"
+
+    def sources_note(self) -> str:
+        """The sources a mixed scan reads, with the records each gives; "" for one file."""
+        if len(self.sources) < 2:
+            return ""
+        first, *mixed = self.sources
+        parts = [f"{s['name']} ×{s['weight']:g} ({s['records']:,})" for s in mixed]
+        return (f"Records from {first['name']} ({first['records']:,}) and the mix: "
+                f"{', '.join(parts)}.")
 
     @property
     def done(self) -> int:
@@ -87,13 +115,13 @@ class TokenLengths:
     def listed(self) -> list[tuple[int, str]]:
         """(record index, line of text) for the records training will not take whole:
         template failures, then dropped, then truncated, longest first."""
-        rows = [(i, f"line {self.lines[i]}: the chat template failed: {msg}")
+        rows = [(i, f"{self.label(i)}: the chat template failed: {msg}")
                 for i, msg in sorted(self.errors.items())[:LISTED]]
         dropped = set(self.dropped)
-        rows += [(i, f"line {self.lines[i]}: dropped, {self.lengths[i]:,} tokens and none "
+        rows += [(i, f"{self.label(i)}: dropped, {self.lengths[i]:,} tokens and none "
                      "to learn from before the cut") for i in self.dropped[:LISTED]]
         longest = sorted((i for i in self.truncated if i not in dropped),
                          key=lambda i: -self.lengths[i])[:LISTED]
-        rows += [(i, f"line {self.lines[i]}: truncated, {self.lengths[i]:,} tokens")
+        rows += [(i, f"{self.label(i)}: truncated, {self.lengths[i]:,} tokens")
                  for i in longest]
         return rows

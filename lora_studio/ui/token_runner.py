@@ -65,6 +65,11 @@ class TokenViewRunner(QObject):
         if self._proc is not None:
             self._send({"line": line})
 
+    def ask_index(self, index: int) -> None:
+        """The record at that place in the scan (a mixed-in one has no line of the file)."""
+        if self._proc is not None:
+            self._send({"index": index})
+
     def _send(self, msg: dict) -> None:
         try:
             self._proc.stdin.write(json.dumps(msg) + "\n")

@@ -3,20 +3,25 @@ open file in a child process (ui/token_runner.py), shown as a histogram of lengt
 tokens against max_seq_length with the share that will be truncated, the records
 training will cut or drop, and the selected record token by token as training
 encodes it: the tokens the loss is on highlighted, special tokens marked, the cut
-at max_seq_length drawn. The scan starts when the tab is first shown, and again when
-the file or a setting it depends on changes."""
+at max_seq_length drawn. When the file is the job's dataset.path, the sources of
+dataset.mix are scanned with it, weighted as training takes them, each record named by
+its source. The scan starts when the tab is first shown, and again when the file or a
+setting it depends on changes: a setting edit waits DEBOUNCE_MS for the next, so a value
+being typed restarts the tokenizer process once."""
 from __future__ import annotations
 
 import html
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, Qt, Signal
+from PySide6.QtCore import QCoreApplication, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QLabel, QListWidget, QListWidgetItem, QProgressBar, QSplitter,
                                QTextBrowser, QVBoxLayout, QWidget)
 
 from ..config.model_info import ModelInfoError, inspect_model
+from ..config.paths import resolve_local_path
 from ..config.schema import JobConfig
+from ..data.text_sources import SourceError, parse_mix
 from ..data.token_lengths import TokenLengths
 from .token_histogram import TokenHistogram
 from .token_runner import TokenViewRunner
@@ -28,6 +33,7 @@ SPECIAL = "#6a1b9a"
 BEYOND = "#9e9e9e"
 VISIBLE = {"\n": "↵\n", "\t": "→\t", "\r": "␍"}
 LIST_EVERY = 10  # refresh the list of cut records every this many batches while scanning
+DEBOUNCE_MS = 400  # a setting edit restarts the scan this long after the last one
 LEGEND = (f'<span style="background:{LOSS[0]}">&nbsp;loss&nbsp;</span> the tokens training '
           f'learns from &nbsp; <span style="background:{CONTEXT[0]}">&nbsp;prompt&nbsp;</span> '
           f'read, not learned &nbsp; <b style="color:{SPECIAL}">special</b> tokens &nbsp; '
@@ -36,7 +42,9 @@ LEGEND = (f'<span style="background:{LOSS[0]}">&nbsp;loss&nbsp;</span> the token
 
 def scan_request(job: JobConfig, base_dir, path: Path) -> dict | str:
     """What the token view's child needs to scan the file at `path` as `job` would
-    train on it, or a sentence saying why it cannot."""
+    train on it, or a sentence saying why it cannot. It holds only what the scan depends
+    on, so that an unchanged request means no new scan: the mix (and the seed, which
+    only picks a fractional weight's share) only for the job's own dataset file."""
     try:
         info = inspect_model(job.model.path, base_dir, allow_pickle=job.model.allow_pickle)
     except ModelInfoError as exc:
@@ -45,11 +53,22 @@ def scan_request(job: JobConfig, base_dir, path: Path) -> dict | str:
         return ("The token view needs a text model's tokenizer; the job's base model is not a "
                 "text model. Choose one in Parameters (model.path).")
     ds = job.dataset
-    return {"tokenizer": str(info.path if info.path.is_dir() else info.path.parent),
-            "path": str(path), "format": "auto" if ds.format == "images" else ds.format,
-            "columns": list(ds.columns), "seed": job.training.seed,
-            "chat_template": ds.chat_template, "max_seq_length": ds.max_seq_length,
-            "responses_only": ds.train_on_responses_only}
+    request = {"tokenizer": str(info.path if info.path.is_dir() else info.path.parent),
+               "path": str(path), "format": "auto" if ds.format == "images" else ds.format,
+               "columns": list(ds.columns), "chat_template": ds.chat_template,
+               "max_seq_length": ds.max_seq_length,
+               "responses_only": ds.train_on_responses_only}
+    dataset = resolve_local_path(ds.path, base_dir)
+    if not ds.mix or dataset is None or dataset.resolve() != Path(path).resolve():
+        return request
+    try:
+        sources = parse_mix(ds.mix)
+    except SourceError as exc:
+        return f"The token view cannot read the mix: {exc}"
+    request.update(mix=list(ds.mix), base_dir=str(base_dir) if base_dir else None)
+    if any(s.weight != int(s.weight) for s in sources):
+        request["seed"] = job.training.seed
+    return request
 
 
 def token_html(tokens: list) -> str:
@@ -80,11 +99,16 @@ class TokenView(QWidget):
         self.base_dir = None
         self.request: dict | None = None  # what the running scan was asked
         self.found: TokenLengths | None = None
-        self.line: int | None = None      # the record shown token by token
+        self.line: int | None = None      # the record of the file shown token by token
+        self.index: int | None = None     # or the mixed-in record shown, by its place in the scan
         self._stamp = None                # the file's size and time when the scan began
         self._batches = 0
         self._skipped = ""                # a note on the lines that are not records
         self.runner = TokenViewRunner(self._on_message, self)
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(DEBOUNCE_MS)
+        self._debounce.timeout.connect(self._refresh)
 
         self.summary = QLabel()
         self.summary.setWordWrap(True)
@@ -140,16 +164,25 @@ class TokenView(QWidget):
         self._refresh()
 
     def set_job(self, job: JobConfig, base_dir) -> None:
+        """Every settings edit comes here; the scan follows once the edits pause."""
         self.job, self.base_dir = job, base_dir
-        self._refresh()
+        self._debounce.start()
 
     def show_line(self, line: int | None) -> None:
         """The record under the table's cursor, shown token by token."""
-        self.line = line
+        self.line, self.index = line, None
         self.record.clear()
         self.record_title.setText(f"Line {line}, as training tokenises it" if line else "")
         if line is not None and self.runner.running:
             self.runner.ask(line)
+
+    def show_index(self, index: int) -> None:
+        """A mixed-in record (it has no row in the table), shown token by token."""
+        self.line, self.index = None, index
+        self.record.clear()
+        self.record_title.setText(f"{self.found.label(index)}, as training tokenises it")
+        if self.runner.running:
+            self.runner.ask_index(index)
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -176,6 +209,9 @@ class TokenView(QWidget):
         if request == self.request and self._stamp == self._file_stamp() and self._stamp:
             return
         self.request, self._stamp, self._batches = request, self._file_stamp(), 0
+        if self.index is not None:  # the new scan may place other records there
+            self.index = None
+            self.record_title.clear()
         self.found, self._skipped = None, ""
         self.cut_list.clear()
         self.record.clear()
@@ -203,7 +239,8 @@ class TokenView(QWidget):
     def _on_message(self, msg: dict) -> None:
         kind = msg["type"]
         if kind == "loaded":
-            self.found = TokenLengths(self.request["max_seq_length"], total=msg["records"])
+            self.found = TokenLengths(self.request["max_seq_length"], total=msg["records"],
+                                      sources=msg.get("sources", []))
             self.progress.setRange(0, max(1, msg["records"]))
             self.progress.setValue(0)
             skipped = msg["skipped"]
@@ -217,7 +254,8 @@ class TokenView(QWidget):
         elif kind == "done":
             self.progress.hide()
             self._show_found(final=True)
-        elif kind == "record" and msg.get("line") == self.line:
+        elif kind == "record" and msg.get("index") == self.index and \
+                (self.index is not None or msg.get("line") == self.line):
             self._show_record(msg)
         elif kind == "error":
             self.progress.hide()
@@ -228,13 +266,14 @@ class TokenView(QWidget):
 
     def _show_found(self, final: bool) -> None:
         found = self.found
-        self.summary.setText(found.summary() + self._skipped)
+        self.summary.setText(" ".join(filter(None, (found.summary(), found.sources_note())))
+                             + self._skipped)
         self.histogram.show_histogram(found.histogram() if found.done else None, found.max_length)
         if final or self._batches % LIST_EVERY == 1:
             self.cut_list.clear()
             for index, text in found.listed():
                 item = QListWidgetItem(text)
-                item.setData(Qt.ItemDataRole.UserRole, found.lines[index])
+                item.setData(Qt.ItemDataRole.UserRole, index)
                 self.cut_list.addItem(item)
 
     def _show_record(self, msg: dict) -> None:
@@ -243,7 +282,8 @@ class TokenView(QWidget):
             return
         state = ("dropped: no token to learn from before the cut" if msg["dropped"] else
                  "truncated" if msg["truncated"] else "kept whole")
-        self.record_title.setText(f"Line {msg['line']}, as training tokenises it: "
+        where = f"{msg['source']} line {msg['line']}" if "index" in msg else f"Line {msg['line']}"
+        self.record_title.setText(f"{where}, as training tokenises it: "
                                   f"{msg['length']:,} tokens, {state}")
         page = token_html(msg["tokens"])
         if msg["hidden"]:
@@ -251,4 +291,10 @@ class TokenView(QWidget):
         self.record.setHtml(page)
 
     def _list_activated(self, item: QListWidgetItem) -> None:
-        self.line_activated.emit(item.data(Qt.ItemDataRole.UserRole))
+        """A record of the file: the table selects its line (and shows it here); a
+        mixed-in record is shown here only."""
+        index = item.data(Qt.ItemDataRole.UserRole)
+        if self.found.source_of(index) == 0:
+            self.line_activated.emit(self.found.lines[index])
+        else:
+            self.show_index(index)

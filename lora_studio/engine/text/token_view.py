@@ -5,11 +5,15 @@ which the window must not import).
 Requests are JSON lines on stdin. The first is the scan::
 
     {"tokenizer": DIR, "path": FILE, "format": "auto", "columns": [], "seed": 0,
-     "chat_template": "auto", "max_seq_length": 2048, "responses_only": true}
+     "chat_template": "auto", "max_seq_length": 2048, "responses_only": true,
+     "mix": ["more.jsonl @ 0.5"], "base_dir": DIR}
 
-and every later one asks for the tokens of the record at a line of the file:
-``{"line": LINE}``. Replies are
-JSON lines on stdout: ``loaded`` (how many records, the bad lines), ``lengths`` for
+(``mix``: the job's dataset.mix, whose records follow the file's, weighted as training
+takes them), and every later one asks for the tokens of a record: the one at a line of
+the file, ``{"line": LINE}``, or any scanned one by its place in the scan,
+``{"index": INDEX}`` (a mixed-in record). Replies are
+JSON lines on stdout: ``loaded`` (how many records, from which sources, the bad
+lines), ``lengths`` for
 each batch of records (token length, truncated, dropped, template errors), ``done``,
 ``record`` (its tokens, the ones the loss is on marked) and ``error``. A record asked
 for is answered between two batches of the scan, not after it. The end of stdin (the
@@ -34,7 +38,7 @@ from typing import IO
 
 from ...data.chat_template import TemplateProblem
 from ...data.text_records import TextDataError, TextRecord
-from ...data.text_sources import SourceError, load_mixed
+from ...data.text_sources import Source, SourceError, load_parts
 from ..core.control import EngineError
 from .tokens import (IGNORE, has_target, joined, record_pieces, template_in_use, tokenise_pieces,
                      tokenizer_by_name)
@@ -171,20 +175,36 @@ def _load(request: dict):
         from .model import load_tokenizer
         tokenizer = load_tokenizer(Path(request["tokenizer"]))
     settings = settings_for(tokenizer, request)
-    loaded = load_mixed(request["path"], (), request.get("format", "auto"),
-                        request.get("columns", ()), int(request.get("seed", 0)))
-    return tokenizer, settings, loaded
+    base_dir = request.get("base_dir")
+    parts = load_parts(request["path"], request.get("mix", ()), request.get("format", "auto"),
+                       request.get("columns", ()), int(request.get("seed", 0)),
+                       Path(base_dir) if base_dir else None)
+    return tokenizer, settings, parts
 
 
-def _answer(line: int, at_line: dict[int, TextRecord], tokenizer, settings: Settings) -> dict:
-    record = at_line.get(line)
+def source_name(source: Source, first: bool) -> str:
+    """The open file by its name, a mixed-in source as the mix line names it."""
+    return Path(source.where).name if first else source.where
+
+
+def _answer(asked: tuple[str, int], at_line: dict[int, TextRecord], records: list[TextRecord],
+            names: list[str], tokenizer, settings: Settings) -> dict:
+    """The record at a line of the file (``("line", LINE)``) or at a place in the scan
+    (``("index", INDEX)``), token by token."""
+    kind, value = asked
+    if kind == "line":
+        record, reply = at_line.get(value), {"type": "record", "line": value}
+        missing = "Training reads no record from this line (see the skipped lines)."
+    else:
+        record = records[value] if 0 <= value < len(records) else None
+        reply = {"type": "record", "index": value, "source": names[value] if record else ""}
+        missing = "The scan has no record there."
     if record is None:
-        return {"type": "record", "line": line,
-                "error": "Training reads no record from this line (see the skipped lines)."}
+        return {**reply, "error": missing}
     try:
-        return record_tokens(record, tokenizer, settings)
+        return {**record_tokens(record, tokenizer, settings), **reply, "line": record.line}
     except Exception as exc:  # the template's failure on this record, shown in its place
-        return {"type": "record", "line": line, "error": str(getattr(exc, "message", exc))}
+        return {**reply, "line": record.line, "error": str(getattr(exc, "message", exc))}
 
 
 def serve(requests: IO[str], out: IO[str]) -> None:
@@ -196,7 +216,7 @@ def serve(requests: IO[str], out: IO[str]) -> None:
     if not first:
         return
     try:
-        tokenizer, settings, loaded = _load(json.loads(first))
+        tokenizer, settings, parts = _load(json.loads(first))
     except (EngineError, TemplateProblem) as exc:
         send({"type": "error", "message": exc.message, "hint": exc.hint})
         return
@@ -207,18 +227,25 @@ def serve(requests: IO[str], out: IO[str]) -> None:
         send({"type": "error", "message": f"Cannot load the tokenizer: {exc}",
               "hint": "Check model.path: the tokenizer comes from the job's base model."})
         return
-    records = loaded.records
-    at_line = {r.line: r for r in records}
-    send({"type": "loaded", "records": len(records), "skipped": loaded.skipped,
-          "problems": [str(p) for p in loaded.problems[:SHOWN_PROBLEMS]]})
+    records = [r for _source, part in parts for r in part.records]
+    names = [source_name(source, n == 0) for n, (source, part) in enumerate(parts)
+             for _ in part.records]
+    at_line = {r.line: r for r in parts[0][1].records}  # the lines of the open file
+    problems = [p for _source, part in parts for p in part.problems]
+    send({"type": "loaded", "records": len(records), "skipped": len(problems),
+          "problems": [str(p) for p in problems[:SHOWN_PROBLEMS]],
+          "sources": [{"name": source_name(source, n == 0), "weight": source.weight,
+                       "records": len(part.records)} for n, (source, part) in enumerate(parts)]})
 
     asked: queue.Queue = queue.Queue()
 
     def read() -> None:
         for line in requests:
             try:
-                asked.put(int(json.loads(line)["line"]))
-            except (ValueError, KeyError, TypeError):
+                request = json.loads(line)
+                kind = "index" if "index" in request else "line"
+                asked.put((kind, int(request[kind])))
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # only the window writes here; a line it did not mean is ignored
         asked.put(None)
     threading.Thread(target=read, daemon=True).start()
@@ -226,20 +253,20 @@ def serve(requests: IO[str], out: IO[str]) -> None:
     def answer_pending() -> bool:
         while True:
             try:
-                line = asked.get_nowait()
+                question = asked.get_nowait()
             except queue.Empty:
                 return True
-            if line is None:
+            if question is None:
                 return False
-            send(_answer(line, at_line, tokenizer, settings))
+            send(_answer(question, at_line, records, names, tokenizer, settings))
 
     for msg in scan(records, tokenizer, settings, BATCH):
         send(msg)
         if not answer_pending():
             return
     send({"type": "done", "records": len(records)})
-    while (line := asked.get()) is not None:
-        send(_answer(line, at_line, tokenizer, settings))
+    while (question := asked.get()) is not None:
+        send(_answer(question, at_line, records, names, tokenizer, settings))
 
 
 if __name__ == "__main__":
