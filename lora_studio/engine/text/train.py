@@ -87,6 +87,7 @@ class TextTrainee:
     eval_prompts: list[HeldOutPrompt] = field(default_factory=list)  # and generation metrics
     family: str = "text"
     started_facts: dict = field(default_factory=dict)
+    item_losses: ItemLossMeter | None = None   # each record's loss (item_loss_meter)
 
     def __post_init__(self):
         if self.job.network.loraplus_lr_ratio:
@@ -97,16 +98,6 @@ class TextTrainee:
         # Packed: a batch holds rows of records (packing.py); else a batch holds records.
         self.rows = pack(list(lengths_of(self.data)),
                          self.job.dataset.max_seq_length) if self.job.dataset.packing else None
-        self.item_losses = self._item_loss_meter()
-
-    def _item_loss_meter(self) -> ItemLossMeter | None:
-        """Records keyed by file and line; a streamed dataset's records stay on disk and
-        carry no origin, so it records none."""
-        if not isinstance(self.data, list) or not all(e.origin for e in self.data):
-            return None
-        root = dataset_root(self.job.dataset.path)
-        return ItemLossMeter([record_key(*e.origin, root) for e in self.data], "text", root,
-                             self.ctx.device)
 
     @property
     def dataset_size(self) -> int:
@@ -212,6 +203,15 @@ class TextTrainee:
                 for path in copy_adapter(run.final, run.exports / job.output.output_name)]
 
 
+def item_loss_meter(job: JobConfig, data, device) -> ItemLossMeter | None:
+    """Records keyed by file and line; a streamed dataset's records stay on disk and
+    carry no origin, so it records none."""
+    if not isinstance(data, list) or not all(e.origin for e in data):
+        return None
+    root = dataset_root(job.dataset.path)
+    return ItemLossMeter([record_key(*e.origin, root) for e in data], "text", root, device)
+
+
 def prepare(job: JobConfig, ctx: RunContext) -> TextTrainee:
     ctx.phase("loading the tokenizer")
     info = resolve_model(job)
@@ -223,6 +223,7 @@ def prepare(job: JobConfig, ctx: RunContext) -> TextTrainee:
     model = build_peft_model(job, info, load_base_model(job, info.path))
     trainee = TextTrainee(job, ctx, model, tokenizer, data, use_template,
                           initial_adapter(job, model), eval_data,
-                          job_prompts(job, eval_data, tokenizer, ctx.emit))
+                          job_prompts(job, eval_data, tokenizer, ctx.emit),
+                          item_losses=item_loss_meter(job, data, ctx.device))
     ctx.emit(trainee.padding_log())
     return trainee
