@@ -46,6 +46,13 @@ def test_send_asks_every_column_with_its_own_adapter_and_the_same_settings():
                                          {"role": "user", "content": "More"}]
 
 
+def test_stop_names_the_answers_of_this_chat_only():
+    s, _ = session_with("a")
+    assert s.stop() == []
+    gens = [r for r in s.send("Hi") if r["type"] == "generate"]
+    assert s.stop() == [{"type": "stop", "target": g["id"]} for g in gens]
+
+
 def test_tokens_stream_into_their_own_column():
     s, _ = session_with("a")
     gens = [r for r in s.send("Hi") if r["type"] == "generate"]

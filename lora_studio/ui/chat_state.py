@@ -184,7 +184,9 @@ class ChatSession:
         column.error = column.error or message  # a failed adapter load says more
 
     def stop(self) -> list[dict]:
-        return [request("stop")] if self.busy else []
+        """Each column's answer by its id: answers the process gives others (a server
+        the Playground lends it to) go on."""
+        return [request("stop", target=c.pending) for c in self.columns if c.pending]
 
     # -- saved sessions ---------------------------------------------------------
     def to_record(self) -> dict:
