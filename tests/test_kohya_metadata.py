@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save
 from lora_studio.engine.core.optim import build_optimizer
 from lora_studio.engine.image.export import export_kohya
 from lora_studio.engine.image.kohya_metadata import (OPTIMIZER_CLASS, TrainFacts,
-                                                     base_model_version, optimizer_args)
+                                                     base_model_version, optimizer_args,
+                                                     optimizer_text)
 from test_sd_engine import TINY_SD, make_job
 
 # The keys train_network.py (sd-scripts, 2026) writes for a folder dataset, with the type
@@ -195,6 +196,20 @@ def test_ss_optimizer_names_the_class_and_arguments_the_engine_builds(name, rela
     assert OPTIMIZER_CLASS[name] == f"{cls.__module__}.{cls.__name__}"
     for key, value in optimizer_args(job).items():
         assert built.defaults[key] == value, key
+
+
+def test_ss_optimizer_lists_the_optimizer_options_a_kohya_user_would_have_typed():
+    job = make_job(TINY_SD, optimizer={"optimizer": "Prodigy", "learning_rate": 1.0,
+                                       "d_coef": 2.0, "safeguard_warmup": True, "beta2": 0.99})
+    assert optimizer_text(job) == ("prodigyopt.prodigy.Prodigy(weight_decay=0.01,d_coef=2.0,"
+                                   "safeguard_warmup=True,betas=(0.9, 0.99))")
+    built = build_optimizer([{"params": [torch.nn.Parameter(torch.zeros(2))]}], job.optimizer,
+                            on_cuda=False)
+    for key, value in optimizer_args(job).items():
+        assert built.defaults[key] == value, key
+    # DAdaptAdam's own default is coupled decay: ours (decoupled) is listed
+    dadapt = make_job(TINY_SD, optimizer={"optimizer": "DAdaptAdam", "learning_rate": 1.0})
+    assert optimizer_text(dadapt).endswith("DAdaptAdam(weight_decay=0.01,decouple=True)")
 
 
 def test_every_optimizer_of_the_schema_has_a_class_path():

@@ -435,7 +435,7 @@ class _Converter:
                 if name == "AdamWScheduleFree" and key == "warmup_steps":
                     self.put("optimizer.lr_warmup_steps", _coerce(value, "int"))
                     continue
-                if key in OPTIMIZER_ARGS and name in OPTIMIZER_OPTIONS[OPTIMIZER_ARGS[key][0]][1]:
+                if key in OPTIMIZER_ARGS and name in OPTIMIZER_OPTIONS[OPTIMIZER_ARGS[key][0]]:
                     field_name, kind = OPTIMIZER_ARGS[key]
                     self.put(f"optimizer.{field_name}", _coerce(value, kind))
                     continue

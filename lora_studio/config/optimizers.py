@@ -5,6 +5,7 @@ by the engine."""
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 from .schema import OptimizerConfig
 
@@ -31,14 +32,15 @@ def missing_package(optimizer: str) -> str | None:
         return None
     return package
 
-# Settings only some optimizers take: OptimizerConfig field -> (the keyword of the
-# optimizer's class, the optimizers that take it). The engine passes them on; validation
-# names one changed for an optimizer that ignores it.
-OPTIMIZER_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "d_coef": ("d_coef", ("Prodigy",)),
-    "decouple": ("decouple", ("Prodigy", "DAdaptAdam")),
-    "use_bias_correction": ("use_bias_correction", ("Prodigy", "DAdaptAdam")),
-    "safeguard_warmup": ("safeguard_warmup", ("Prodigy",)),
+# Settings only some optimizers take: OptimizerConfig field (also the keyword of the
+# optimizer's class) -> {optimizer that takes it: the class's own default}. The engine
+# passes them on; a LoRA's ss_optimizer lists those that differ from the class's default
+# (what a kohya user types); validation names one changed for an optimizer that ignores it.
+OPTIMIZER_OPTIONS: dict[str, dict[str, Any]] = {
+    "d_coef": {"Prodigy": 1.0},
+    "decouple": {"Prodigy": True, "DAdaptAdam": False},
+    "use_bias_correction": {"Prodigy": False, "DAdaptAdam": False},
+    "safeguard_warmup": {"Prodigy": False},
 }
 # beta1 / beta2: every optimizer but Adafactor, whose own values fill in the one not set.
 DEFAULT_BETAS = (0.9, 0.999)
@@ -50,7 +52,7 @@ def optimizer_options(cfg: OptimizerConfig) -> dict:
     """The keyword arguments of OPTIMIZER_OPTIONS and the betas that ``cfg.optimizer``
     takes."""
     name = cfg.optimizer
-    out = {kw: getattr(cfg, path) for path, (kw, takers) in OPTIMIZER_OPTIONS.items()
+    out = {path: getattr(cfg, path) for path, takers in OPTIMIZER_OPTIONS.items()
            if name in takers}
     if name not in NO_BETAS and (cfg.beta1 is not None or cfg.beta2 is not None):
         own = OWN_BETAS.get(name, DEFAULT_BETAS)
@@ -59,11 +61,17 @@ def optimizer_options(cfg: OptimizerConfig) -> dict:
     return out
 
 
+def changed_options(cfg: OptimizerConfig) -> dict:
+    """optimizer_options that differ from the optimizer class's own defaults."""
+    return {k: v for k, v in optimizer_options(cfg).items()
+            if k == "betas" or v != OPTIMIZER_OPTIONS[k][cfg.optimizer]}
+
+
 def unused_options(cfg: OptimizerConfig) -> list[str]:
     """The fields of OPTIMIZER_OPTIONS and the betas changed from their defaults that
     ``cfg.optimizer`` does not take."""
     defaults = OptimizerConfig.model_fields
-    out = [path for path, (_, takers) in OPTIMIZER_OPTIONS.items()
+    out = [path for path, takers in OPTIMIZER_OPTIONS.items()
            if cfg.optimizer not in takers and getattr(cfg, path) != defaults[path].default]
     if cfg.optimizer in NO_BETAS:
         out += [b for b in ("beta1", "beta2") if getattr(cfg, b) is not None]

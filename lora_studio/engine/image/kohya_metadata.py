@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lora_studio import __version__
 from lora_studio.config.network import KOHYA_MODULE, kohya_network_args
+from lora_studio.config.optimizers import changed_options
 from lora_studio.config.schema import JobConfig
 from lora_studio.fsutil import sha256_file
 
@@ -83,10 +84,9 @@ def optimizer_args(job: JobConfig) -> dict[str, object]:
         relative = opt.adafactor_relative_step
         args.update(scale_parameter=relative, relative_step=relative,
                     warmup_init=relative and opt.adafactor_warmup_init)
-    elif opt.optimizer == "DAdaptAdam":
-        args["decouple"] = True
     elif opt.optimizer == "AdamWScheduleFree":
         args["warmup_steps"] = opt.lr_warmup_steps
+    args.update(changed_options(opt))
     return args
 
 
