@@ -105,7 +105,12 @@ def test_llama_cpp_loads_the_gguf_back_and_continues_like_peft(run, capsys, fmt,
     assert check["checked"] and check["export"] == export
     assert check["runtime"].startswith("llama.cpp (llama-cpp-python ")
     assert check["passed"], check["prompts"]
-    assert "Round trip passed: llama.cpp" in out
+    # The tiny model answers every prompt with newlines, base or adapter: the next token's
+    # logits are what show llama.cpp applied the adapter.
+    assert check["adapter_applied"]
+    assert check["first_token_max_abs_diff"] < 0.05 * check["largest_logit"]
+    assert check["first_token_base_diff"] > 5 * check["first_token_max_abs_diff"]
+    assert "Round trip passed: llama.cpp" in out and "from the base model's" in out
 
 
 def test_verify_lines_read_a_check_and_skip_what_they_cannot_read(tmp_path):
@@ -121,3 +126,25 @@ def test_verify_lines_read_a_check_and_skip_what_they_cannot_read(tmp_path):
         "  'Hi': PEFT 'Arr', export 'Arr!'", "  'Yo': PEFT 'Ho', export 'Ho'"]
     path.write_text("{not json")
     assert verify_lines(path) == []
+
+
+def test_llama_cpp_answering_without_the_adapter_does_not_pass(run, tmp_path):
+    """The check itself: the base GGUF alone (the adapter left out) is caught by its
+    next-token logits, though the tiny model's greedy newlines are the same."""
+    pytest.importorskip("gguf")
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lora_studio.engine.text.gguf_export import write_merged_gguf
+    from lora_studio.engine.text.verify import peft_reference, verify_gguf, write_verify
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    base = AutoModelForCausalLM.from_pretrained(MODEL)
+    config = json.loads((MODEL / "config.json").read_text())
+    write_merged_gguf(tmp_path / "base.gguf", base.state_dict(), config, MODEL, "f16", "base")
+    reference = peft_reference(PeftModel.from_pretrained(base, str(run.final)), tokenizer, True)
+    check = verify_gguf(llama_cpp, tmp_path / "base.gguf", reference, tokenizer, "adapter GGUF")
+    assert not check["adapter_applied"] and not check["passed"]
+    write_verify(tmp_path, check)
+    assert "(the adapter is not in effect)" in verify_lines(tmp_path / VERIFY)[0]
+    assert verify_lines(tmp_path / VERIFY)[0].startswith("Round trip found differences")

@@ -39,4 +39,9 @@ def _summary(check: dict) -> str:
                  f"{check['tolerance']:g})")
     if "base_diff" in check:
         text += f"; it differs from the base model by up to {check['base_diff']:.3g}"
+    if "first_token_base_diff" in check:
+        text += (f"; next-token logits {check['first_token_max_abs_diff']:.3g} from PEFT's, "
+                 f"{check['first_token_base_diff']:.3g} from the base model's")
+        if not check["adapter_applied"]:
+            text += " (the adapter is not in effect)"
     return text + "."

@@ -162,21 +162,28 @@ def verify_gguf(llama_cpp, model_path: Path, reference: Reference, tokenizer, ex
     """llama.cpp's greedy answers against PEFT's on the fixed prompts."""
     kwargs = {"lora_path": str(lora_path)} if lora_path is not None else {}
     context = max(len(i) for i in reference.ids) + NEW_TOKENS + 8
-    llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=context, verbose=False, **kwargs)
-    got, worst, scale = [], 0.0, 0.0
+    # logits_all: llama-cpp-python keeps no logits otherwise (its sampler runs in llama.cpp).
+    llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=context, logits_all=True,
+                          verbose=False, **kwargs)
+    got, worst, scale, from_base = [], 0.0, 0.0, 0.0
     try:
-        for ids, want in zip(reference.ids, reference.logits):
+        for ids, want, base in zip(reference.ids, reference.logits, reference.base_logits):
             tokens, first = _llama_greedy(llm, ids, reference.eos)
             got.append(tuple(tokens))
             worst = max(worst, float((first - want[-1]).abs().max()))
             scale = max(scale, float(want[-1].abs().max()))
+            from_base = max(from_base, float((first - base[-1]).abs().max()))
     finally:
         llm.close()
     rows = _prompt_rows(reference, got, tokenizer)
+    # The next token's logits nearer PEFT's than the base model's: the adapter is in.
+    adapted = worst < from_base
     return {"checked": True, "export": export,
             "runtime": f"llama.cpp (llama-cpp-python {llama_cpp.__version__})",
-            "first_token_max_abs_diff": worst, "largest_logit": scale,
-            "passed": all(r["same_tokens"] == r["tokens"] for r in rows), "prompts": rows}
+            "first_token_max_abs_diff": worst, "first_token_base_diff": from_base,
+            "largest_logit": scale, "adapter_applied": adapted,
+            "passed": adapted and all(r["same_tokens"] == r["tokens"] for r in rows),
+            "prompts": rows}
 
 
 def gguf_not_checked() -> dict:
