@@ -299,7 +299,7 @@ def test_switching_file_in_a_text_folder_can_be_cancelled(qtbot, tmp_path):
 def test_health_child_dying_is_reported_not_crashing(qtbot, browser):
     b, root = browser
     b.health.start(dict(enumerate(b.session.image_paths)))
-    b.health._proc.kill()
+    b.health._child.proc.kill()
     assert b.wait_for_health()
     assert "stopped early" in b.health_status.text()
 

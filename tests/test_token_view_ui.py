@@ -91,7 +91,7 @@ def test_a_scan_streams_progress_and_is_cancelled_by_stop(qtbot, tmp_path):
     runner = TokenViewRunner(got.append, poll_ms=20)
     runner.start(scan_request(job(), None, data))
     qtbot.waitUntil(lambda: any(m["type"] == "lengths" for m in got), timeout=WAIT_MS)
-    proc = runner._proc
+    proc = runner._child.proc
     runner.stop()
     assert not runner.running and proc.poll() is not None  # the child is gone
     seen = len(got)
@@ -105,7 +105,7 @@ def test_a_child_that_dies_is_reported(qtbot, tmp_path):
     got = []
     runner = TokenViewRunner(got.append, poll_ms=20)
     runner.start(scan_request(job(), None, data))
-    runner._proc.kill()
+    runner._child.proc.kill()
     qtbot.waitUntil(lambda: not runner.running, timeout=WAIT_MS)
     assert got[-1]["type"] == "error" and "stopped" in got[-1]["message"]
 

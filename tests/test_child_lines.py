@@ -1,0 +1,41 @@
+"""The reading of a child's lines that the token view's and the health check's runners
+share (ui/child_lines.py): lines are handed over whole and once, a child's end is seen
+only after its last line was taken, stderr's tail explains a crash, kill ends it."""
+import time
+
+from lora_studio.ui.child_lines import ChildLines
+
+
+def taken_until(child, done, seconds=60):
+    got = []
+    deadline = time.monotonic() + seconds
+    while not done(got) and time.monotonic() < deadline:
+        got += child.take()
+        time.sleep(0.01)
+    return got
+
+
+def test_every_line_is_taken_once_before_the_child_counts_as_ended():
+    child = ChildLines("this")   # python -m this: the Zen of Python, then exit 0
+    got = taken_until(child, lambda got: child.ended())
+    assert child.returncode == 0 and got[0] == "The Zen of Python, by Tim Peters\n"
+    assert len(got) == 21 and child.take() == []
+    child.close()
+
+
+def test_stderr_keeps_why_a_child_failed():
+    child = ChildLines("no_such_module_here", stderr=True)
+    taken_until(child, lambda got: child.ended())
+    assert child.returncode != 0 and "No module named no_such_module_here" in child.stderr
+    child.close()
+
+
+def test_a_child_is_written_to_and_killed():
+    child = ChildLines("code", stdin=True, stderr=True)   # an interactive console on a pipe
+    child.write("print(6 * 7)\n")
+    said = lambda got: any(line.endswith("42\n") for line in got)  # after the >>> prompt
+    assert said(taken_until(child, said))
+    assert not child.ended()
+    child.kill()
+    child.take()   # what it wrote before it was killed (a prompt)
+    assert child.ended() and child.returncode != 0
