@@ -217,3 +217,33 @@ def test_every_optimizer_of_the_schema_has_a_class_path():
 
     from lora_studio.config.schema import Optimizer
     assert set(OPTIMIZER_CLASS) == set(get_args(Optimizer))
+
+
+def test_facts_count_training_and_regularisation_images_apart():
+    """sd-scripts: ss_num_train_images and ss_dataset_dirs are the training images (with
+    repeats), ss_num_reg_images and ss_reg_dataset_dirs the regularisation ones; the bucket
+    counts include repeats; batches are the epoch's micro-batches."""
+    from types import SimpleNamespace as NS
+
+    from lora_studio.data.buckets import bucket_report
+    from lora_studio.engine.image.export import facts_from_run
+
+    def image(folder, repeats, bucket, size, is_reg=False):
+        return NS(folder=folder, repeats=repeats, bucket=bucket, size=size, caption="cat, sofa",
+                  is_reg=is_reg)
+    images = (image("5_cat", 5, (64, 64), (100, 100)), image("5_cat", 5, (64, 128), (50, 100)),
+              image("1_cat", 3, (64, 64), (120, 100), is_reg=True))
+    image_set = NS(images=images,
+                   report=bucket_report((im.bucket, im.repeats) for im in images))
+    model = NS(family="sd1", prediction_type="epsilon",
+               info=NS(source=str(TINY_SD), weight_files=[], path=TINY_SD))
+    job = make_job(TINY_SD, training={"batch_size": 2, "max_steps": 0, "epochs": 4})
+    f = facts_from_run(job, model, image_set, steps=7, per_epoch=7, started_at=1.0)
+    assert f.num_train_images == 10 and f.num_reg_images == 3
+    assert f.dataset_dirs == {"5_cat": {"n_repeats": 5, "img_count": 2}}
+    assert f.reg_dataset_dirs == {"1_cat": {"n_repeats": 3, "img_count": 1}}
+    assert f.bucket_samples == {"64x64": 8, "64x128": 5}
+    assert f.batches_per_epoch == 7          # 8 samples in one bucket, 5 in the other, by 2
+    assert f.max_train_steps == 28 and f.num_epochs == 4 and f.epochs == 1
+    assert f.mean_img_ar_error == pytest.approx((0 + 0 + abs(1 - 1.2)) / 3)
+    assert f.tag_frequency["5_cat"] == {"cat": 2, "sofa": 2}
