@@ -102,7 +102,7 @@ def test_a_folder_of_eval_images_and_early_stopping_on_its_loss(tmp_path, monkey
             shutil.copy(DEMO_IMAGES / "4_demo" / f"{name}{ext}", held / f"{name}{ext}")
     measured = []
     losses = iter([2.0, 1.0, 1.5, 1.7, 9.9])
-    # The measured losses are replaced by a script: the best is step 4, patience runs out at 8.
+    # The measured losses are replaced by a script: the best is step 2, patience runs out at 4.
     real_record = loop.Evaluations.record
 
     def scripted(self, step, loss, metrics=None):
@@ -110,20 +110,20 @@ def test_a_folder_of_eval_images_and_early_stopping_on_its_loss(tmp_path, monkey
         return real_record(self, step, next(losses), metrics)
     monkeypatch.setattr(loop.Evaluations, "record", scripted)
     job = make_job(TINY_SD, dataset={"eval_path": str(held), "cache_latents": False},
-                   output={"eval_every_n_steps": 2},
-                   training={"max_steps": 10, "early_stopping_patience": 2})
+                   output={"eval_every_n_steps": 1},
+                   training={"max_steps": 6, "early_stopping_patience": 2})
     run = run_dir(tmp_path)
     events = []
     result = train_sd(job, run, events.append, lambda: False)
     assert len(result.trainee.eval_images) == 2 and len(result.trainee.image_set.images) == 6
     assert len(measured) == 4 and all(0 < m < 10 for m in measured)
     finished = _of(events, "finished")[-1]
-    assert (finished["step"], finished["best_step"], finished["early_stopped"]) == (8, 4, True)
-    assert [e["step"] for e in _of(events, "eval")] == [2, 4, 6, 8]
-    assert read_best(run.checkpoints) == (4, 1.0)
-    assert json.loads((run.checkpoints / BEST).read_text())["step"] == 4
-    best = load_file(run.checkpoints / "step-000004" / "trainable.safetensors")
-    last = load_file(run.checkpoints / "step-000008" / "trainable.safetensors")
+    assert (finished["step"], finished["best_step"], finished["early_stopped"]) == (4, 2, True)
+    assert [e["step"] for e in _of(events, "eval")] == [1, 2, 3, 4]
+    assert read_best(run.checkpoints) == (2, 1.0)
+    assert json.loads((run.checkpoints / BEST).read_text())["step"] == 2
+    best = load_file(run.checkpoints / "step-000002" / "trainable.safetensors")
+    last = load_file(run.checkpoints / "step-000004" / "trainable.safetensors")
     final = load_file(run.final / "adapter.safetensors")
     key = next(iter(best))
     assert torch.equal(final[key], best[key]) and not torch.equal(final[key], last[key])
