@@ -94,6 +94,7 @@ def big_lora() -> dict[str, torch.Tensor]:
 @pytest.fixture
 def exported(tmp_path):
     job = make_job(TINY_SD, network={"rank": 4, "alpha": 16},
+                   dataset={"prior_loss_weight": 0.5},
                    optimizer={"optimizer": "Prodigy", "learning_rate": 1.0},
                    training={"batch_size": 2, "gradient_accumulation_steps": 3})
     done = export_kohya(big_lora(), job, facts(), tmp_path / "cat.safetensors",
@@ -123,6 +124,7 @@ def test_values_follow_sd_scripts_conventions(exported):
     assert bucket_info["mean_img_ar_error"] == 0.05
     assert json.loads(meta["ss_reg_dataset_dirs"]) == {"1_cat": {"n_repeats": 1, "img_count": 3}}
     assert meta["ss_num_reg_images"] == "3" and meta["ss_num_batches_per_epoch"] == "5"
+    assert meta["ss_prior_loss_weight"] == "0.5"
     assert meta["ss_max_train_steps"] == "20" and meta["ss_num_epochs"] == "5"
     assert meta["ss_steps"] == "12" and meta["ss_epoch"] == "3"
     assert meta["ss_sd_model_name"] == "tiny-sd"

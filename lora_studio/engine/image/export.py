@@ -83,8 +83,8 @@ def _addnet_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -
 
 def facts_from_run(job: JobConfig, model, image_set, steps: int, per_epoch: int,
                    started_at: float) -> TrainFacts:
-    train = [im for im in image_set.images if not getattr(im, "is_reg", False)]
-    reg = [im for im in image_set.images if getattr(im, "is_reg", False)]
+    train = [im for im in image_set.images if not im.is_reg]
+    reg = [im for im in image_set.images if im.is_reg]
     info = model.info
     weights = info.weight_files[0] if info.weight_files else info.path
     tr = job.training

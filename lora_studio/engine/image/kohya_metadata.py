@@ -174,8 +174,7 @@ SS_METADATA: tuple[tuple[str, Value], ...] = (
     ("ss_caption_dropout_every_n_epochs", lambda j, f: None),
     ("ss_caption_tag_dropout_rate", lambda j, f: 0.0),
     ("ss_face_crop_aug_range", lambda j, f: None),
-    # The job gains prior_loss_weight with regularisation images (dataset.reg_path).
-    ("ss_prior_loss_weight", lambda j, f: float(getattr(j.dataset, "prior_loss_weight", 1.0))),
+    ("ss_prior_loss_weight", lambda j, f: float(j.dataset.prior_loss_weight)),
     ("ss_min_snr_gamma", lambda j, f: j.training.min_snr_gamma or None),
     ("ss_scale_weight_norms", lambda j, f: None),
     ("ss_ip_noise_gamma", lambda j, f: None),
