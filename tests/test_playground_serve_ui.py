@@ -88,6 +88,14 @@ def test_the_tab_serves_its_base_and_adapters_on_its_own_process(view, qtbot, tm
     view.send()
     qtbot.waitUntil(lambda: not view.session.busy, timeout=120_000)
     assert all(c.messages[-1]["role"] == "assistant" for c in view.session.columns)
+    # and its Stop, which names its own answers, still stops them
+    view.settings.boxes["max_new_tokens"].setValue(400)
+    view.input.setPlainText("And a lemon?")
+    view.send()
+    qtbot.waitUntil(lambda: bool(view.session.columns[0].partial), timeout=120_000)
+    view.stop()
+    qtbot.waitUntil(lambda: not view.session.busy, timeout=120_000)
+    assert view.session.columns[0].last_reason == "stopped"
 
     view.open_base(str(MODEL))   # another base: serving stops, the port is free again
     assert "another base model was loaded" in box.label.text()
