@@ -124,6 +124,8 @@ def test_the_base_comes_from_the_runs_or_from_base(tmp_path):
     with pytest.raises(HintedError, match="different base models"):
         build_catalog([str(a), str(b)])
     assert build_catalog([str(a), str(b)], base=str(other)).base == other
+    alone = build_catalog([], base=str(MODEL))   # the base model by itself
+    assert alone.ids == [MODEL.name] and alone.chat_template == "auto"
     with pytest.raises(HintedError, match="No adapter names its base model"):
         build_catalog([str(peft_folder(tmp_path / "c", ""))])
     with pytest.raises(HintedError, match="not a model folder"):

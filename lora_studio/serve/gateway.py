@@ -99,9 +99,9 @@ class Gateway:
                 if ev["type"] == "exited":
                     if ev.get("reason") == "replaced" or pid not in (None, ev.get("pid")):
                         continue
+                    print(ev.get("hint") or "", file=sys.stderr)   # its last words: here only
                     raise ApiError(503, "The model process ended while answering; it starts "
-                                        "again on the next request. " + (ev.get("hint") or ""),
-                                   type_="server_error")
+                                        "again on the next request.", type_="server_error")
                 if ev.get("id") not in (rid, None):
                     continue  # what a restarted process says while reloading
                 if ev["type"] == "error":
