@@ -41,9 +41,12 @@ def load_images(items: Sequence[tuple[Path, str]], resolution: int):
 def train(model_dir: Path, items: Sequence[tuple[Path, str]], *, resolution: int, batch_size: int,
           steps: int, rank: int, alpha: float, targets: Sequence[str] = DEFAULT_TARGETS,
           mixed_precision: str = "bf16", learning_rate: float = 1e-4, seed: int = 0,
-          on_step: Callable[[int, float], None] = lambda step, loss: None) -> None:
+          on_step: Callable[[int, float], None] = lambda step, loss: None,
+          on_model: Callable[[object], None] = lambda unet: None,
+          save_dir: Path | None = None) -> None:
     """`steps` optimizer steps on the SD 1.x pipeline in `model_dir`; `on_step(step,
-    loss)` after each (the caller times them)."""
+    loss)` after each (the caller times them), `on_model(unet)` once the LoRA is in; the
+    UNet LoRA is saved to `save_dir` at the end when given, as the script saves it."""
     import torch
     import torch.nn.functional as F
     from accelerate import Accelerator
@@ -73,6 +76,7 @@ def train(model_dir: Path, items: Sequence[tuple[Path, str]], *, resolution: int
     if mixed_precision == "fp16":
         cast_training_params(unet, dtype=torch.float32)
     lora_layers = [p for p in unet.parameters() if p.requires_grad]
+    on_model(unet)
     optimizer = torch.optim.AdamW(lora_layers, lr=learning_rate, betas=(0.9, 0.999),
                                   weight_decay=1e-2, eps=1e-08)
 
@@ -110,4 +114,12 @@ def train(model_dir: Path, items: Sequence[tuple[Path, str]], *, resolution: int
                 on_step(step, loss.item())
                 if step >= steps:
                     break
+    if save_dir is not None:
+        from diffusers import StableDiffusionPipeline
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+        unet = accelerator.unwrap_model(unet).to(torch.float32)
+        StableDiffusionPipeline.save_lora_weights(
+            save_directory=save_dir, safe_serialization=True,
+            unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)))
     accelerator.free_memory()

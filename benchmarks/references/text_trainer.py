@@ -17,9 +17,12 @@ def train(model_dir: Path, rows: Sequence[Sequence[int]], output_dir: Path, *, b
           steps: int, rank: int, alpha: float, dropout: float, targets: Sequence[str] | str,
           load_in_4bit: bool = True, mixed_precision: str = "bf16",
           gradient_checkpointing: bool = True, learning_rate: float = 1e-4, seed: int = 0,
-          on_step: Callable[[int], None] = lambda step: None) -> None:
+          on_step: Callable[[int], None] = lambda step: None,
+          on_model: Callable[[object], None] = lambda model: None,
+          save_dir: Path | None = None) -> None:
     """`steps` optimizer steps on the causal LM in `model_dir`; `on_step(step)` after
-    each (the caller times them)."""
+    each (the caller times them), `on_model(model)` once the LoRA is in; the adapter is
+    saved to `save_dir` at the end when given, as a user's script would."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import (AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainerCallback,
@@ -43,6 +46,7 @@ def train(model_dir: Path, rows: Sequence[Sequence[int]], output_dir: Path, *, b
         model.config.use_cache = False
     model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
                                              target_modules=targets, task_type="CAUSAL_LM"))
+    on_model(model)
 
     class StepTimer(TrainerCallback):
         def on_step_end(self, args, state, control, **_):
@@ -58,5 +62,8 @@ def train(model_dir: Path, rows: Sequence[Sequence[int]], output_dir: Path, *, b
         fp16=mixed_precision == "fp16", logging_strategy="no", save_strategy="no",
         report_to=[], disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
         seed=seed, use_cpu=not torch.cuda.is_available())
-    Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator,
-            callbacks=[StepTimer()]).train()
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                      data_collator=default_data_collator, callbacks=[StepTimer()])
+    trainer.train()
+    if save_dir is not None:
+        trainer.save_model(str(save_dir))
