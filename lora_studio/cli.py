@@ -187,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError("train needs a preset file, e.g. lora-studio train presets/demo-text-tiny.toml")
     preset = find_preset(args.preset) if args.resume is None else None
     overrides = args.set + ([f"training.processes={args.processes}"] if args.processes else [])
-    return commands.train(preset, overrides, args.resume, print_findings)
+    return commands.train(preset, overrides, args.resume, print_findings, args.own_process)
 
 
 def add_train(sub) -> None:
@@ -206,7 +206,7 @@ def add_train(sub) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import commands
-    return commands.demo(args.kind, args.set, print_findings)
+    return commands.demo(args.kind, args.set, print_findings, args.own_process)
 
 
 def add_demo(sub) -> None:
@@ -453,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
+    # No argv: this is the lora-studio command itself, and the process is its own (a
+    # caller in Python, such as a test, passes argv and keeps its process as it was).
+    args.own_process = argv is None
     try:
         code = args.run(args) if args.command else launch_gui()
         sys.stdout.flush()  # a reader that left shows up here, not at exit

@@ -42,10 +42,15 @@ def job_from_preset(preset_path: Path, overrides: list[str]) -> tuple[JobConfig,
     return job, preset.findings + findings
 
 
-def start_run(job: JobConfig, run: RunDir, resume: Path | None = None) -> dict | None:
-    """In this process, or, for several processes, through accelerate launch."""
+def start_run(job: JobConfig, run: RunDir, resume: Path | None = None,
+              own_process: bool = False) -> dict | None:
+    """In this process, or, for several processes, through accelerate launch.
+    ``own_process``: this process ends after the run (engine/lean_imports.py)."""
     if job.training.processes <= 1:
         from .engine.run import run_in_process
+        if own_process:
+            from .engine.lean_imports import skip_unneeded
+            skip_unneeded(job)
         return run_in_process(job, run, resume)
     from .runs.launch import engine_command, follow_engine
     command = engine_command(run.root, job.training.processes, job.training.mixed_precision, resume)
@@ -57,8 +62,9 @@ def exit_code(last: dict | None) -> int:
 
 
 def train(preset_path: Path | None, overrides: list[str], resume: Path | None,
-          print_findings: Callable[[list[Finding]], None]) -> int:
-    """``lora-studio train``: 0 finished or cancelled, 1 errors in the job or the run."""
+          print_findings: Callable[[list[Finding]], None], own_process: bool = False) -> int:
+    """``lora-studio train``: 0 finished or cancelled, 1 errors in the job or the run.
+    ``own_process``: the command's own process, which ends after the run."""
     if resume is not None:
         from .engine.core.checkpoint import resolve_resume
         from .engine.core.control import EngineError
@@ -73,7 +79,7 @@ def train(preset_path: Path | None, overrides: list[str], resume: Path | None,
             print_findings(findings)
             return 1
         print(f"Resuming {run.root} from {checkpoint.name}")
-        return exit_code(start_run(job, run, checkpoint))
+        return exit_code(start_run(job, run, checkpoint, own_process))
     assert preset_path is not None
     job, findings = job_from_preset(preset_path, overrides)
     if findings:
@@ -82,12 +88,13 @@ def train(preset_path: Path | None, overrides: list[str], resume: Path | None,
         return 1
     run = new_run_dir(Path(job.output.output_dir).absolute(), job.output.output_name)
     write_job_toml(job, run.job_toml)
-    return exit_code(start_run(job, run))
+    return exit_code(start_run(job, run, own_process=own_process))
 
 
-def demo(kind: str, overrides: list[str], print_findings: Callable[[list[Finding]], None]) -> int:
+def demo(kind: str, overrides: list[str], print_findings: Callable[[list[Finding]], None],
+         own_process: bool = False) -> int:
     """``lora-studio demo text``: train the bundled tiny model on the bundled data."""
-    return train(builtin_dir() / DEMO_PRESETS[kind], overrides, None, print_findings)
+    return train(builtin_dir() / DEMO_PRESETS[kind], overrides, None, print_findings, own_process)
 
 
 def export(run_dir: Path, fmt: str | None, output: Path | None = None, name: str | None = None,

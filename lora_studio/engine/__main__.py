@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                                       message=f"{args.run_dir / 'job.toml'}: no such file.",
                                       hint="Pass a run folder; lora-studio train writes one.")) + "\n")
         return 2
+    if argv is None:  # started as `python -m lora_studio.engine`: the process is the run's
+        skip_unneeded_libraries(args.run_dir / "job.toml")
 
     import torch
     from accelerate import PartialState
@@ -74,6 +76,18 @@ def main(argv: list[str] | None = None) -> int:
         with StopRequest(None, run.root).handling_signals() as stop:
             run_job(job, run.root, emit, stop, resume)
     return 1 if errors else 0
+
+
+def skip_unneeded_libraries(job_toml: Path) -> None:
+    """Before anything imports the ML libraries (engine/lean_imports.py); a job.toml
+    that cannot be read is reported below, by the run."""
+    try:
+        job, findings = read_job_toml(job_toml)
+    except JobFileError:
+        return
+    if not has_errors(findings):
+        from .lean_imports import skip_unneeded
+        skip_unneeded(job)
 
 
 if __name__ == "__main__":
