@@ -134,7 +134,7 @@ def test_closing_kills_a_comparison_still_answering(view, tmp_path):
     view.show_run(_summary(run), [])
     view.compare_command = lambda *_: [sys.executable, "-c", "import time; time.sleep(60)"]
     assert view.start_compare() and view.running
-    process = view.runner._proc
+    process = view.runner._child.proc
     view.shutdown()
     assert process.poll() is not None and not view.running
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer
 
 from ..data.health import ImageCheck
-from .child_lines import ChildLines
+from .child_lines import ChildLines, python_module
 
 
 class HealthRunner(QObject):
@@ -39,7 +39,7 @@ class HealthRunner(QObject):
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({k: str(p) for k, p in paths.items()}, fh)
         self._paths_file = Path(name)
-        self._child = ChildLines("lora_studio.data.health", name)
+        self._child = ChildLines(python_module("lora_studio.data.health", name))
         self._done, self._total = 0, len(paths)
         self._timer.start()
 

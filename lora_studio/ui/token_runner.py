@@ -9,7 +9,7 @@ import json
 
 from PySide6.QtCore import QObject, QTimer
 
-from .child_lines import ChildLines
+from .child_lines import ChildLines, python_module
 
 MODULE = "lora_studio.engine.text.token_view"
 
@@ -34,7 +34,7 @@ class TokenViewRunner(QObject):
 
     def start(self, request: dict) -> None:
         self.stop()
-        self._child = ChildLines(MODULE, stdin=True, stderr=True)
+        self._child = ChildLines(python_module(MODULE), stdin=True, stderr=True)
         self._finished = False
         self._send(request)
         self._timer.start()
