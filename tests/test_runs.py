@@ -2,6 +2,8 @@ import hashlib
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 
 from lora_studio.config import JobConfig
@@ -37,6 +39,23 @@ def test_events_skip_junk_and_cut_lines(tmp_path):
                     encoding="utf-8")
     assert [e["type"] for e in read_events(path)] == ["log"]
     assert decode('{"type": "error", "kind": "oom"}')["kind"] == "oom"
+
+
+def test_a_child_process_prints_only_events_on_its_stdout():
+    # What the captioning and playground processes write: a library's print goes to stderr.
+    script = ("import threading\n"
+              "from lora_studio.runs.events import event, stdout_events\n"
+              "emit = stdout_events()\n"
+              "print('Loading checkpoint shards: 100%')\n"
+              "threads = [threading.Thread(target=lambda: [emit(event('log', message='ü' * 500))"
+              " for _ in range(200)]) for _ in range(4)]\n"
+              "[t.start() for t in threads]; [t.join() for t in threads]\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, encoding="utf-8",
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8"}, timeout=60)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 800
+    assert all(decode(line)["message"] == "ü" * 500 for line in lines)
+    assert "Loading checkpoint shards: 100%" in done.stderr
 
 
 def test_checkpoint_needs_complete_marker(tmp_path):

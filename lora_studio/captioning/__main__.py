@@ -10,7 +10,8 @@ import traceback
 
 from ..errors import HintedError
 from ..runs.caption_models import ModelMissing, locate
-from ..runs.caption_protocol import CaptionRequest, encode_event, reply
+from ..runs.caption_protocol import CaptionRequest, reply
+from ..runs.events import stdout_events
 
 
 def run(request: CaptionRequest, emit, should_stop) -> int:
@@ -39,16 +40,7 @@ def run(request: CaptionRequest, emit, should_stop) -> int:
 
 
 def main() -> int:
-    # Libraries print progress bars and notices to stdout: only events go to the real one.
-    out = sys.stdout
-    sys.stdout = sys.stderr
-    lock = threading.Lock()
-
-    def emit(ev: dict) -> None:
-        with lock:
-            out.write(encode_event(ev) + "\n")
-            out.flush()
-
+    emit = stdout_events()
     first = sys.stdin.readline()
     if not first.strip():
         return 0

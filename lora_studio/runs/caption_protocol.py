@@ -24,8 +24,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
-from .events import encode
-
 CAPTION_MODULE = "lora_studio.captioning"
 KINDS = ("tagger", "captioner")
 EVENT_TYPES = ("started", "captioned", "failed", "finished", "error")
@@ -62,10 +60,6 @@ def reply(type_: str, **values) -> dict:
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown caption event {type_!r}")
     return {"type": type_, "time": round(time.time(), 3), **values}
-
-
-def encode_event(ev: dict) -> str:
-    return encode(ev)
 
 
 def decode_event(line: str) -> dict | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,6 +110,22 @@ class EventWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def stdout_events() -> Emit:
+    """The emit of a child process whose stdout carries only events (captioning,
+    playground): libraries print progress bars and notices to stdout, so from now on
+    sys.stdout is stderr, and each event is one line on the real stdout, written by one
+    thread at a time."""
+    out = sys.stdout
+    sys.stdout = sys.stderr
+    lock = threading.Lock()
+
+    def emit(ev: dict) -> None:
+        with lock:
+            out.write(encode(ev) + "\n")
+            out.flush()
+    return emit
 
 
 def read_events(path: Path) -> Iterator[dict]:
