@@ -10,13 +10,12 @@ import torch
 from PIL import Image
 
 from lora_studio.config.kohya import convert_kohya
-from lora_studio.config.parse import parse_job
 from lora_studio.config.validate import check
 from lora_studio.data.reg_images import nesting, reg_caption, reg_repeats
 from lora_studio.data.scan import scan_images
+from tests.tiny_jobs import TINY_SD, tiny_sd_job
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_SD = ROOT / "resources" / "tiny-sd"
 DEMO_IMAGES = ROOT / "resources" / "demo-images"
 
 
@@ -152,23 +151,11 @@ def test_kohya_import_maps_reg_folder_and_prior_weight():
 
 # ---------------------------------------------------------------- the engine
 
-def _job(img: Path, reg: Path | None, **dataset):
-    data = {"model": {"path": str(TINY_SD)},
-            "dataset": {"path": str(img), "resolution": 64, "min_bucket_reso": 64,
-                        "max_bucket_reso": 128, **({"reg_path": str(reg)} if reg else {}),
-                        **dataset},
-            "network": {"rank": 4, "alpha": 8.0}, "optimizer": {"learning_rate": 1e-2},
-            "training": {"max_steps": 2, "batch_size": 2}}
-    job, findings = parse_job(data)
-    assert not [f for f in findings if f.level == "error"], findings
-    return job
-
-
 def test_engine_loads_reg_images_cycled_and_captioned_with_their_class(project):
     from lora_studio.engine.image.data import epoch_batches, load_image_set
 
     img, reg = project
-    image_set = load_image_set(_job(img, reg), img)
+    image_set = load_image_set(tiny_sd_job(img, reg_path=str(reg)), img)
     train = [im for im in image_set.images if not im.is_reg]
     regs = [im for im in image_set.images if im.is_reg]
     assert sum(im.repeats for im in train) == 24
@@ -194,7 +181,7 @@ def reg_trainee(tmp_path_factory):
     reg = tmp / "reg"
     _png(reg / "1_shape" / "grey.png", "gray")
     _png(reg / "1_shape" / "white.png", "white")
-    job = _job(img, reg)
+    job = tiny_sd_job(img, reg_path=str(reg))
     ctx = RunContext(RunDir(tmp / "run").ensure(), lambda ev: None, torch.device("cpu"), True, 1)
     return prepare(job, ctx)
 
@@ -234,8 +221,8 @@ def test_a_run_with_reg_images_trains_and_says_so(project, tmp_path):
 
     img, reg = project
     events = []
-    trainer.train(_job(img, reg, prior_loss_weight=0.5), RunDir(tmp_path / "run").ensure(),
-                  events.append, lambda: False, image.prepare)
+    trainer.train(tiny_sd_job(img, reg_path=str(reg), prior_loss_weight=0.5),
+                  RunDir(tmp_path / "run").ensure(), events.append, lambda: False, image.prepare)
     assert events[-1]["type"] == "finished" and events[-1]["status"] == "completed"
     logs = [e["message"] for e in events if e["type"] == "log"]
     assert any(m.startswith("Regularisation: 4 images, 24 samples per epoch beside 24 "

@@ -8,15 +8,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lora_studio.config.parse import parse_job
 from lora_studio.config.presets import read_import
 from lora_studio.config.validate import check
 from lora_studio.data.buckets import bucket_for, bucket_no_upscale, choose_bucket
 from lora_studio.data.subsets import (Subset, SubsetError, parse_subset, scan_subsets,
                                       subset_line)
+from tests.tiny_jobs import TINY_SD, tiny_sd_job
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY_SD = ROOT / "resources" / "tiny-sd"
 
 
 # ---------------------------------------------------------------- the line format
@@ -123,14 +121,7 @@ def test_check_warns_about_an_empty_concept_folder(concepts):
 
 
 def _job(root, **dataset):
-    data = {"model": {"path": str(TINY_SD)},
-            "dataset": {"path": str(root), "resolution": 64, "min_bucket_reso": 64,
-                        "max_bucket_reso": 256, **dataset},
-            "network": {"rank": 4, "alpha": 8.0}, "optimizer": {"learning_rate": 1e-2},
-            "training": {"max_steps": 2, "batch_size": 2}}
-    job, findings = parse_job(data)
-    assert not [f for f in findings if f.level == "error"], findings
-    return job
+    return tiny_sd_job(root, max_bucket_reso=256, **dataset)
 
 
 def test_engine_honours_each_folders_settings(concepts):
