@@ -216,14 +216,29 @@ MODELFILE_EXPORTER = textwrap.dedent("""
 """)
 
 
-def test_dialog_names_what_the_target_cannot_take_and_shows_the_ollama_command(view, qtbot,
-                                                                               tmp_path):
-    run = finished_run(tmp_path, "text")
-    (run.final / "adapter_config.json").write_text('{"r": 32, "use_dora": true}')
+def _shown_text_dialog(view, qtbot, run) -> ExportDialog:
+    """The Export dialog of a finished text run, on screen (its findings and checks are
+    shown only when it is)."""
     view.show_run(run.root)
     dialog = ExportDialog(view, "text")
     qtbot.addWidget(dialog)
     dialog.show()
+    return dialog
+
+
+def _export_with(view, dialog, qtbot, script: str) -> None:
+    """Click Export with ``script`` (given the run folder) standing in for `lora-studio
+    export`, and wait for its end."""
+    view.export_command = lambda run_dir, fmt: [sys.executable, "-c", script, str(run_dir)]
+    with qtbot.waitSignal(view.export_ended, timeout=ENDED):
+        dialog.export_button.click()
+
+
+def test_dialog_names_what_the_target_cannot_take_and_shows_the_ollama_command(view, qtbot,
+                                                                               tmp_path):
+    run = finished_run(tmp_path, "text")
+    (run.final / "adapter_config.json").write_text('{"r": 32, "use_dora": true}')
+    dialog = _shown_text_dialog(view, qtbot, run)
     dialog.radios["gguf-adapter"].click()
     assert dialog.findings.isVisible() and "cannot load DoRA adapters" in dialog.findings.text()
     assert "fix: Export the merged model instead" in dialog.findings.text()
@@ -239,10 +254,7 @@ def test_dialog_names_what_the_target_cannot_take_and_shows_the_ollama_command(v
     (run.final / "adapter_config.json").write_text('{"r": 8}')
     dialog.radios["peft"].click()
     assert not dialog.findings.isVisible() and dialog.export_button.isEnabled()
-    view.export_command = lambda run_dir, fmt: [sys.executable, "-c", MODELFILE_EXPORTER,
-                                                str(run_dir)]
-    with qtbot.waitSignal(view.export_ended, timeout=ENDED):
-        dialog.export_button.click()
+    _export_with(view, dialog, qtbot, MODELFILE_EXPORTER)
     modelfile = run.exports / "lora-gguf" / "Modelfile"
     assert dialog.ollama.isVisible()
     assert dialog.ollama.text() == f'Ollama: ollama create my_lora -f "{modelfile}"'
@@ -262,19 +274,13 @@ ONNX_EXPORTER = textwrap.dedent("""
 
 
 def test_dialog_offers_onnx_and_shows_the_onnxruntime_check(view, qtbot, tmp_path):
-    run = finished_run(tmp_path, "text")
-    view.show_run(run.root)
-    dialog = ExportDialog(view, "text")
-    qtbot.addWidget(dialog)
-    dialog.show()
+    dialog = _shown_text_dialog(view, qtbot, finished_run(tmp_path, "text"))
     assert {"onnx", "onnx-fp16", "onnx-kv", "onnx-kv-fp16"} <= set(dialog.radios)
     dialog.radios["onnx-kv"].click()
     assert dialog.name.text() == "my_lora-onnx-kv"
     dialog.radios["onnx"].click()
     assert dialog.name.text() == "my_lora-onnx"
-    view.export_command = lambda run_dir, fmt: [sys.executable, "-c", ONNX_EXPORTER, str(run_dir)]
-    with qtbot.waitSignal(view.export_ended, timeout=ENDED):
-        dialog.export_button.click()
+    _export_with(view, dialog, qtbot, ONNX_EXPORTER)
     assert dialog.onnx_check.isVisible()
     assert dialog.onnx_check.text() == (
         "onnxruntime 1.2.3 matches the merged PyTorch model on 3 prompts (float32): largest "
@@ -299,16 +305,9 @@ MERGED_EXPORTER = textwrap.dedent("""
 
 
 def test_dialog_shows_the_round_trip_of_a_merged_export(view, qtbot, tmp_path):
-    run = finished_run(tmp_path, "text")
-    view.show_run(run.root)
-    dialog = ExportDialog(view, "text")
-    qtbot.addWidget(dialog)
-    dialog.show()
+    dialog = _shown_text_dialog(view, qtbot, finished_run(tmp_path, "text"))
     dialog.radios["merged"].click()
-    view.export_command = lambda run_dir, fmt: [sys.executable, "-c", MERGED_EXPORTER,
-                                                str(run_dir)]
-    with qtbot.waitSignal(view.export_ended, timeout=ENDED):
-        dialog.export_button.click()
+    _export_with(view, dialog, qtbot, MERGED_EXPORTER)
     assert dialog.roundtrip.isVisible()
     assert dialog.roundtrip.text() == (
         "Round trip passed: transformers 5.0 loads the merged model back; greedy answers the "
