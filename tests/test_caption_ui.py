@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from lora_studio.data.caption_scope import caption_scopes  # noqa: E402
-from lora_studio.ui.dataset_browser import DatasetBrowser  # noqa: E402
+from tests.shown_browser import shown_browser  # noqa: E402
 from tests.tiny_captioners import BLUE_TAGS, RED_TAGS, tiny_tagger, write_image  # noqa: E402
 
 SHOTS = Path(os.environ.get("LORA_STUDIO_SHOTS", "/tmp"))
@@ -18,16 +18,6 @@ SHOTS = Path(os.environ.get("LORA_STUDIO_SHOTS", "/tmp"))
 @pytest.fixture(scope="module")
 def tagger_dir(tmp_path_factory):
     return tiny_tagger(tmp_path_factory.mktemp("models") / "wd tagger")
-
-
-def open_browser(qtbot, root: Path) -> DatasetBrowser:
-    b = DatasetBrowser()
-    qtbot.addWidget(b)
-    b.resize(1200, 760)
-    b.show()
-    qtbot.waitExposed(b)
-    assert b.open_folder(root) and b.wait_for_captions()
-    return b
 
 
 def test_scopes_offer_the_selection_shown_folders_and_all():
@@ -44,7 +34,7 @@ def test_a_run_lands_as_one_undoable_edit(qtbot, tmp_path, tagger_dir):
                          ("c red.png", (250, 10, 0))):
         write_image(root / name, colour)
     (root / "a red.txt").write_bytes(b"mine, red background\r\n")
-    b = open_browser(qtbot, root)
+    b = shown_browser(qtbot, root)
     dialog = b.show_auto_caption()
     assert [dialog.scope.itemText(i) for i in range(dialog.scope.count())][-1] == "All images (3)"
     dialog.model.setEditText(str(tagger_dir))
@@ -89,7 +79,7 @@ def test_cancel_keeps_what_was_written_as_one_edit(qtbot, tmp_path, tagger_dir):
     root = tmp_path / "many"
     for i in range(120):
         write_image(root / f"img {i:03d}.png", (0, 0, 255))
-    b = open_browser(qtbot, root)
+    b = shown_browser(qtbot, root)
     dialog = b.show_auto_caption()
     dialog.model.setEditText(str(tagger_dir))
     dialog.scope.setCurrentIndex(dialog.scope.count() - 1)
@@ -121,7 +111,7 @@ def test_a_missing_model_shows_the_download_command_and_runs_nothing(qtbot, tmp_
     import huggingface_hub.constants as hub_constants
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty cache"))
     write_image(tmp_path / "ds" / "x.png", (1, 2, 3))
-    b = open_browser(qtbot, tmp_path / "ds")
+    b = shown_browser(qtbot, tmp_path / "ds")
     dialog = b.show_auto_caption()
     dialog.kind.setCurrentIndex(dialog.kind.findData("captioner"))
     dialog.model.setEditText("Salesforce/blip-image-captioning-base")

@@ -13,8 +13,8 @@ from lora_studio.ui.loss_state import LossOverlay
 pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 
-from lora_studio.ui.dataset_browser import DatasetBrowser  # noqa: E402
 from lora_studio.ui.thumbnails import ThumbnailDelegate  # noqa: E402
+from tests.shown_browser import shown_browser  # noqa: E402
 
 
 def losses(items, root=Path("/data"), kind="image"):
@@ -53,11 +53,7 @@ def fake_run(runs: Path, name: str, kind: str, root: Path, items: dict) -> Path:
 
 @pytest.fixture
 def browser(qtbot):
-    b = DatasetBrowser()
-    qtbot.addWidget(b)
-    b.resize(1200, 700)
-    b.show()
-    qtbot.waitExposed(b)
+    b = shown_browser(qtbot, size=(1200, 700))
     yield b
     b.shutdown()
 

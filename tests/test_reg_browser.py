@@ -58,14 +58,10 @@ def test_reg_for_browser_says_why_nothing_is_shown(project, tmp_path):
 
 def test_browser_shows_reg_images_as_their_own_group(qtbot, project):
     pytest.importorskip("pytestqt")
-    from lora_studio.ui.dataset_browser import DatasetBrowser
+    from tests.shown_browser import shown_browser
 
     img, reg = project
-    b = DatasetBrowser()
-    qtbot.addWidget(b)
-    b.resize(1100, 600)
-    b.show()
-    qtbot.waitExposed(b)
+    b = shown_browser(qtbot, size=(1100, 600))
     b.reg_path = str(reg)
     assert b.open_folder(img)
     assert b.wait_for_captions()

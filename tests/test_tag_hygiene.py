@@ -167,18 +167,14 @@ def test_the_session_lists_a_caption_over_the_window_until_it_is_shortened(tmp_p
 def browser(qtbot, tmp_path):
     pytest.importorskip("pytestqt")
     from PIL import Image
-    from lora_studio.ui.dataset_browser import DatasetBrowser
+
+    from tests.shown_browser import shown_browser
     root = tmp_path / "shapes ü"
     root.mkdir()
     for name, caption in (("long", LONG), ("short", SHORT)):
         Image.new("RGB", (64, 64), "red").save(root / f"{name}.png")
         (root / f"{name}.txt").write_text(caption, encoding="utf-8")
-    b = DatasetBrowser()
-    qtbot.addWidget(b)
-    b.resize(1200, 800)
-    b.show()
-    qtbot.waitExposed(b)
-    assert b.open_folder(root) and b.wait_for_captions()
+    b = shown_browser(qtbot, root, (1200, 800))
     yield b
     b.shutdown()
 
