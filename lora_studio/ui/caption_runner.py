@@ -11,42 +11,32 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import QObject, QTimer
-
 from ..runs.caption_protocol import (CaptionRequest, caption_command, caption_env,
                                      decode_event)
 from .child_lines import ChildLines, package_root
+from .child_runner import ChildRunner
 
 CANCEL_GRACE_S = 10.0
 
 
-class CaptionRunner(QObject):
+class CaptionRunner(ChildRunner):
     """start(request) runs it; every event reaches on_event(dict) on the GUI thread,
     and a child that ends without ``finished`` or ``error`` sends an ``error``."""
 
     def __init__(self, on_event, parent=None, poll_ms: int = 50):
-        super().__init__(parent)
+        super().__init__(parent, poll_ms)
         self.on_event = on_event
-        self._child: ChildLines | None = None
         self._ended = False       # the child sent "finished" or "error"
         self._started = False     # the model is loaded: captions may be on their way
         self._cancel_at: float | None = None
-        self._timer = QTimer(self)
-        self._timer.setInterval(poll_ms)
-        self._timer.timeout.connect(self.poll)
-
-    @property
-    def running(self) -> bool:
-        return self._child is not None
 
     def start(self, request: CaptionRequest) -> None:
         self.stop()
-        self._child = ChildLines(caption_command(), caption_env(package_root()),
-                                 stdin=True, stderr=True)
+        self._run(ChildLines(caption_command(), caption_env(package_root()),
+                             stdin=True, stderr=True))
         self._ended = self._started = False
         self._cancel_at = None
         self._child.write(request.to_json() + "\n")
-        self._timer.start()
 
     def cancel(self) -> None:
         """Stop after the caption being written; ends a child still loading at once."""
@@ -86,18 +76,6 @@ class CaptionRunner(QObject):
         self.on_event({"type": "error", "message": f"The captioning process stopped: {last}",
                        "hint": "Captions written before it stopped are kept. Its output:\n"
                                + stderr})
-
-    def _finish(self) -> None:
-        self._timer.stop()
-        if self._child is not None:
-            self._child.close()
-            self._child = None
-
-    def stop(self) -> None:
-        """End the child now (the window is closing); no more events."""
-        if self._child is not None:
-            self._child.kill()
-            self._finish()
 
     def wait(self, seconds: float = 60.0) -> bool:
         """Poll until the child has ended (tests and shutdown); True when it has."""

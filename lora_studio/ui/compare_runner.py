@@ -7,33 +7,23 @@ from __future__ import annotations
 
 from collections import deque
 
-from PySide6.QtCore import QObject, QTimer
-
 from .child_lines import ChildLines
+from .child_runner import ChildRunner
 from .worker import child_env
 
 TAIL_LINES = 8   # of the child's output kept to explain a failure
 
 
-class CompareRunner(QObject):
+class CompareRunner(ChildRunner):
     def __init__(self, on_end, parent=None, poll_ms: int = 100):
-        super().__init__(parent)
+        super().__init__(parent, poll_ms)
         self.on_end = on_end
-        self._child: ChildLines | None = None
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self._timer = QTimer(self)
-        self._timer.setInterval(poll_ms)
-        self._timer.timeout.connect(self.poll)
-
-    @property
-    def running(self) -> bool:
-        return self._child is not None
 
     def start(self, command: list[str]) -> None:
         """Raises OSError when the command cannot start."""
         self._tail.clear()
-        self._child = ChildLines(command, child_env(), merge_stderr=True)
-        self._timer.start()
+        self._run(ChildLines(command, child_env(), merge_stderr=True))
 
     def poll(self) -> None:
         if self._child is None:
@@ -44,14 +34,3 @@ class CompareRunner(QObject):
         code = self._child.returncode
         self._finish()
         self.on_end(code, "\n".join(self._tail))
-
-    def _finish(self) -> None:
-        self._timer.stop()
-        if self._child is not None:
-            self._child.close()
-            self._child = None
-
-    def stop(self) -> None:
-        if self._child is not None:
-            self._child.kill()
-            self._finish()

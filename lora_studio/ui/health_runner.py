@@ -11,25 +11,20 @@ import os
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QTimer
-
 from ..data.health import ImageCheck
 from .child_lines import ChildLines, python_module
+from .child_runner import ChildRunner
 
 
-class HealthRunner(QObject):
+class HealthRunner(ChildRunner):
     """start(paths) checks {index: path}; on_checks(dict), on_duplicates(list) and
     on_progress(done, total, error) are called on the GUI thread."""
 
     def __init__(self, on_checks, on_duplicates, on_progress, parent=None, poll_ms: int = 100):
-        super().__init__(parent)
+        super().__init__(parent, poll_ms)
         self.on_checks, self.on_duplicates, self.on_progress = on_checks, on_duplicates, on_progress
-        self._child: ChildLines | None = None
         self._paths_file: Path | None = None
         self._done = self._total = 0
-        self._timer = QTimer(self)
-        self._timer.setInterval(poll_ms)
-        self._timer.timeout.connect(self.poll)
 
     def start(self, paths: dict[int, Path]) -> None:
         self.stop()
@@ -39,13 +34,8 @@ class HealthRunner(QObject):
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({k: str(p) for k, p in paths.items()}, fh)
         self._paths_file = Path(name)
-        self._child = ChildLines(python_module("lora_studio.data.health", name))
+        self._run(ChildLines(python_module("lora_studio.data.health", name)))
         self._done, self._total = 0, len(paths)
-        self._timer.start()
-
-    @property
-    def running(self) -> bool:
-        return self._child is not None
 
     def poll(self) -> None:
         if self._child is None:
@@ -69,18 +59,7 @@ class HealthRunner(QObject):
                 self.on_progress(self._total, self._total, error)
 
     def _finish(self) -> None:
-        self._timer.stop()
-        if self._child is not None:
-            self._child.close()
-            self._child = None
+        super()._finish()
         if self._paths_file is not None:
             self._paths_file.unlink(missing_ok=True)
             self._paths_file = None
-
-    def stop(self) -> None:
-        if self._child is not None:
-            self._child.kill()
-            self._finish()
-
-    def shutdown(self) -> None:
-        self.stop()

@@ -7,37 +7,27 @@ from __future__ import annotations
 
 import json
 
-from PySide6.QtCore import QObject, QTimer
-
 from .child_lines import ChildLines, python_module
+from .child_runner import ChildRunner
 
 MODULE = "lora_studio.engine.text.token_view"
 
 
-class TokenViewRunner(QObject):
+class TokenViewRunner(ChildRunner):
     """start(request) scans; ask(line) asks for the record at that line; every message
     from the child reaches on_message(dict) on the GUI thread, and a child that ends
     without saying so sends {"type": "error", ...}."""
 
     def __init__(self, on_message, parent=None, poll_ms: int = 100):
-        super().__init__(parent)
+        super().__init__(parent, poll_ms)
         self.on_message = on_message
-        self._child: ChildLines | None = None
         self._finished = False  # the child sent "done" or "error"
-        self._timer = QTimer(self)
-        self._timer.setInterval(poll_ms)
-        self._timer.timeout.connect(self.poll)
-
-    @property
-    def running(self) -> bool:
-        return self._child is not None
 
     def start(self, request: dict) -> None:
         self.stop()
-        self._child = ChildLines(python_module(MODULE), stdin=True, stderr=True)
+        self._run(ChildLines(python_module(MODULE), stdin=True, stderr=True))
         self._finished = False
         self._send(request)
-        self._timer.start()
 
     def ask(self, line: int) -> None:
         if self._child is not None:
@@ -71,17 +61,3 @@ class TokenViewRunner(QObject):
                 last = stderr.splitlines()[-1] if stderr else f"exit code {child.returncode}"
                 self.on_message({"type": "error", "message": f"The token view stopped: {last}",
                                  "hint": "The full output of the tokenizer process:\n" + stderr})
-
-    def _finish(self) -> None:
-        self._timer.stop()
-        if self._child is not None:
-            self._child.close()
-            self._child = None
-
-    def stop(self) -> None:
-        if self._child is not None:
-            self._child.kill()
-            self._finish()
-
-    def shutdown(self) -> None:
-        self.stop()
