@@ -217,7 +217,6 @@ class Context:
             return self.images.samples_per_epoch + self.reg_samples
         return self.text_records
 
-
     @property
     def total_steps(self) -> int | None:
         return estimate_total_steps(self.job, self.samples_per_epoch)

@@ -9,20 +9,12 @@ import queue
 import sys
 import threading
 
-from ..runs.playground_protocol import decode_request, encode, reply
+from ..runs.events import stdout_events
+from ..runs.playground_protocol import decode_request, reply
 
 
 def main() -> int:
-    # Libraries print progress bars and notices to stdout: only events go to the real one.
-    out = sys.stdout
-    sys.stdout = sys.stderr
-    lock = threading.Lock()
-
-    def emit(ev: dict) -> None:
-        with lock:
-            out.write(encode(ev) + "\n")
-            out.flush()
-
+    emit = stdout_events()
     emit(reply("ready", pid=os.getpid()))
     from .server import Server
     server = Server(emit)
