@@ -1,9 +1,11 @@
-"""A process that runs one job keeps bitsandbytes out unless the job needs it
-(engine/lean_imports.py): a quantised base, an 8-bit optimizer or a pre-quantised
-model folder need it; the CLI as a command hides it, a caller in Python does not."""
+"""A process that runs one job keeps out the libraries it does not use
+(engine/lean_imports.py): hub kernels and onnxruntime always, bitsandbytes unless a
+quantised base, an 8-bit optimizer or a pre-quantised model folder need it; the CLI
+as a command hides them, a caller in Python does not."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,28 +67,42 @@ if sys.argv[4] == "imported":
     import transformers
 hidden = skip_unneeded(job)
 import peft, transformers.utils
-print(hidden, transformers.utils.is_bitsandbytes_available(),
-      sys.modules.get("bitsandbytes", "absent") is None)
+from transformers import AutoModelForCausalLM
+AutoModelForCausalLM.from_pretrained(sys.argv[1])  # loads without the hidden modules
+from transformers.utils.import_utils import is_kernels_available
+try:
+    import onnxruntime
+    onnx = "importable"
+except ImportError:
+    onnx = "hidden"
+print(",".join(sorted(hidden)) or "-", transformers.utils.is_bitsandbytes_available(),
+      is_kernels_available(), onnx)
 """
 
 
-def probe(load: str, before: str) -> str:
+def probe(load: str, before: str, env: dict | None = None) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != "USE_HUB_KERNELS"}
     out = subprocess.run([sys.executable, "-c", PROBE, str(TINY), load,
                           str(ROOT / "resources" / "demo-text" / "chat.jsonl"), before],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+                         capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         env={**environ, **(env or {})})
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.strip().splitlines()[-1]
 
 
-def test_a_fresh_process_hides_it_from_the_libraries_only_when_unneeded():
-    assert probe("full", "fresh") == "True False True"
-    hidden, _, blocked = probe("4bit", "fresh").split()
-    assert (hidden, blocked) == ("False", "False")
+def test_a_fresh_process_hides_them_from_the_libraries_bitsandbytes_only_when_unneeded():
+    assert probe("full", "fresh") == "bitsandbytes,kernels,onnxruntime False False hidden"
+    assert probe("4bit", "fresh").split()[0] == "kernels,onnxruntime"
+
+
+def test_hub_kernels_asked_for_by_the_user_are_left_in():
+    assert probe("full", "fresh", {"USE_HUB_KERNELS": "YES"}).split()[0] == \
+        "bitsandbytes,onnxruntime"
 
 
 def test_a_process_that_imported_the_libraries_already_is_left_alone():
-    hidden, _, blocked = probe("full", "imported").split()
-    assert (hidden, blocked) == ("False", "False")
+    hidden, _, _, onnx = probe("full", "imported").split()
+    assert (hidden, onnx) == ("-", "importable")
 
 
 def test_only_the_command_itself_owns_its_process(monkeypatch, tmp_path):

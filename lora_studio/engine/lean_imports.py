@@ -1,25 +1,37 @@
 """Libraries a run does not need, kept out of a process that runs one job.
 
-peft, transformers and diffusers import bitsandbytes whenever it is installed, and
-it imports torch's compiler stack: about 1 s of CPU and 45 MB before the first step
-(benchmarks/vs_peers.py), for nothing unless the job quantises its base or uses an
-8-bit optimizer. A ``None`` in ``sys.modules`` is Python's own way to say a module
-cannot be imported: the libraries' availability checks (importlib.util.find_spec)
-then see it as not installed. Only for a process that runs this one job and ends:
-a library imported meanwhile keeps believing bitsandbytes is missing.
+peft, transformers and diffusers import these whenever they are installed:
+bitsandbytes (and with it torch's compiler stack), Hugging Face's hub kernels and
+onnxruntime. Together about 1.5 s of CPU and 60-100 MB before the first step on the
+tiny models (benchmarks/vs_peers.py), for nothing unless the job quantises its base
+or uses an 8-bit optimizer (bitsandbytes). A ``None`` in ``sys.modules`` is Python's
+own way to say a module cannot be imported: the libraries' availability checks
+(importlib.util.find_spec) then see it as not installed. Only for a process that runs
+this one job and ends: a library imported meanwhile keeps believing they are missing.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 from ..config.schema import JobConfig
 
 BITSANDBYTES = "bitsandbytes"
-# The libraries that look for bitsandbytes when imported: once one of them is in, hiding
-# it changes nothing, or makes this process disagree with itself.
-ITS_USERS = ("transformers", "peft", "diffusers", "accelerate")
+KERNELS = "kernels"
+# transformers kernelizes every model it loads with kernels from the Hub (code fetched at
+# run time) unless this says no; LoRA Studio downloads nothing while training.
+HUB_KERNELS_ENV = "USE_HUB_KERNELS"
+# Never used by a training run: why, by module.
+NEVER_USED = {
+    KERNELS: "Hub kernels are code downloaded at run time (off: USE_HUB_KERNELS=NO)",
+    "onnxruntime": "ONNX exports and their check run in lora-studio export, a process of "
+                   "their own",
+}
+# The libraries that look for those when imported: once one of them is in, hiding them
+# changes nothing, or makes this process disagree with itself.
+THEIR_USERS = ("transformers", "peft", "diffusers", "accelerate")
 EIGHT_BIT_OPTIMIZERS = ("AdamW8bit", "PagedAdamW8bit", "Lion8bit")
 
 
@@ -49,11 +61,20 @@ def needs_bitsandbytes(job: JobConfig) -> bool:
             or quantised_model(m.path))
 
 
-def skip_unneeded(job: JobConfig) -> bool:
-    """Hide bitsandbytes from this process when ``job`` does not need it and no library
-    that looks for it is imported yet; returns whether it was hidden."""
-    if needs_bitsandbytes(job) or BITSANDBYTES in sys.modules \
-            or any(name in sys.modules for name in ITS_USERS):
-        return False
-    sys.modules[BITSANDBYTES] = None  # type: ignore[assignment]
-    return True
+def unneeded(job: JobConfig) -> list[str]:
+    return [*NEVER_USED, *([] if needs_bitsandbytes(job) else [BITSANDBYTES])]
+
+
+def skip_unneeded(job: JobConfig) -> list[str]:
+    """Hide from this process the modules ``job`` does not need, when no library that
+    looks for them is imported yet; returns those hidden."""
+    if any(name in sys.modules for name in THEIR_USERS):
+        return []
+    hidden = [name for name in unneeded(job) if name not in sys.modules]
+    if os.environ.get(HUB_KERNELS_ENV) is None:
+        os.environ[HUB_KERNELS_ENV] = "NO"
+    elif KERNELS in hidden:  # the user's own setting: theirs to keep
+        hidden.remove(KERNELS)
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    return hidden
