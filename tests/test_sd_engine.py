@@ -459,6 +459,107 @@ def test_pixels_crop_and_flip(tmp_path):
     assert len(crops) > 1
 
 
+def pil_pixels(image, rng, random_crop, flip):
+    """How pixels were made before the pixel cache (decode, resize, crop, flip in PIL every
+    step): the cache must give the same tensors from the same random draws."""
+    import numpy as np
+    from PIL import Image
+
+    from lora_studio.data.buckets import resize_and_crop
+    from lora_studio.data.images import load_rgb
+
+    img = load_rgb(image.path)
+    position = (rng.random(), rng.random()) if random_crop else (0.5, 0.5)
+    size, box = resize_and_crop(img.width, img.height, image.bucket, position)
+    img = img.resize(size, Image.Resampling.LANCZOS).crop(box)
+    if flip and rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), (box[1], box[0])
+
+
+def test_pixel_cache_gives_the_same_pixels_and_draws_within_its_budget(tmp_path, monkeypatch):
+    import os
+    import random
+
+    from PIL import Image
+
+    from lora_studio.engine.image import data
+
+    noise = torch.Generator().manual_seed(0)
+    shapes = [((97, 61), (64, 64)), ((61, 130), (64, 128)), ((200, 90), (128, 64))]
+    train_images = []
+    for i, (size, bucket) in enumerate(shapes):
+        rgb = torch.randint(0, 256, (size[1], size[0], 3), generator=noise, dtype=torch.uint8)
+        Image.fromarray(rgb.numpy()).save(tmp_path / f"{i}.png")
+        train_images.append(data.TrainImage(tmp_path / f"{i}.png", "", 1, "", size, bucket))
+    decoded = []
+    real_load = data.load_rgb
+    monkeypatch.setattr(data, "load_rgb", lambda path: decoded.append(path) or real_load(path))
+    cache = data.PixelCache()
+    for seed in range(6):
+        for image in train_images:
+            for crop, flip in ((True, True), (False, False), (True, False)):
+                cached_rng, pil_rng = random.Random(seed), random.Random(seed)
+                got = data.pixels(image, cached_rng, crop, flip, cache)
+                want, want_crop = pil_pixels(image, pil_rng, crop, flip)
+                assert torch.equal(got.tensor, want) and got.crop_top_left == want_crop
+                assert cached_rng.random() == pil_rng.random()  # same draws: captions stay
+    assert len(decoded) == len(train_images) and len(cache) == len(train_images)
+    assert cache.used_bytes == sum(cache.get(im).array.nbytes for im in train_images)
+
+    # An edited file is decoded again; past the budget an image is decoded every time.
+    Image.new("RGB", (97, 61), "white").save(tmp_path / "0.png")
+    os.utime(tmp_path / "0.png", ns=(1, 1))
+    assert data.pixels(train_images[0], random.Random(0), cache=cache).tensor.min() == 1.0
+    small = data.PixelCache(budget_bytes=cache.get(train_images[1]).array.nbytes)
+    decoded.clear()
+    for _ in range(3):
+        for image in train_images[1:]:
+            data.pixels(image, random.Random(0), cache=small)
+    assert len(small) == 1 and decoded.count(train_images[2].path) == 3
+    assert decoded.count(train_images[1].path) == 1
+
+
+def test_uncached_latents_steps_see_the_same_pixels_with_the_pixel_cache(tmp_path, monkeypatch):
+    """A few micro-batches of a random-crop, flipped run: the pixels the VAE encodes and the
+    losses are those of decoding every image every step."""
+    from lora_studio.engine.core.family import RunContext
+    from lora_studio.engine.image import data, train
+
+    job = make_job(TINY_SD, dataset={"cache_latents": False, "random_crop": True,
+                                     "flip_aug": True, "shuffle_caption": True})
+    ctx = RunContext(run_dir(tmp_path), lambda ev: None, torch.device("cpu"), True, 1)
+    trainee = train.prepare(job, ctx)
+    assert trainee.latent_cache is None and trainee.pixel_cache is not None
+    encoded = []
+    real_encode = trainee.encode_pixels
+    trainee.encode_pixels = lambda px: encoded.append(px.clone()) or real_encode(px)
+    captions = []
+    real_cond = trainee._cond
+    trainee._cond = lambda c: captions.append(list(c)) or real_cond(c)
+    batches = trainee.epoch_batches(0)[:4] + trainee.epoch_batches(1)[:4]
+
+    def run_batches():
+        with torch.no_grad():
+            return [trainee.loss_sum(trainee.model, batch) for batch in batches]
+
+    cached_losses = run_batches()
+    assert len(trainee.pixel_cache) == len({i for b in batches for i in b.indices})
+    cached_pixels, cached_captions = encoded[:], captions[:]
+    encoded.clear(), captions.clear()
+    trainee.pixel_cache = None
+    monkeypatch.setattr(data, "pixels", lambda image, rng, crop=False, flip=False, cache=None:
+                        data.Pixels(*pil_pixels(image, rng, crop, flip)))
+    monkeypatch.setattr(train, "pixels", data.pixels)
+    decoded_losses = run_batches()
+    assert len(encoded) == len(cached_pixels) == len(batches)
+    for got, want in zip(cached_pixels, encoded):
+        assert torch.equal(got, want)
+    assert cached_captions == captions
+    assert [loss.item() for loss in cached_losses] == [loss.item() for loss in decoded_losses]
+
+
 def test_latent_cache_on_disk_is_reused(tmp_path):
     from PIL import Image
 

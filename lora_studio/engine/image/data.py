@@ -206,17 +206,73 @@ class Pixels:
     crop_top_left: tuple[int, int]  # (top, left), for SDXL's size conditioning
 
 
-def pixels(image: TrainImage, rng: random.Random, random_crop: bool = False,
-           flip: bool = False) -> Pixels:
-    """The image resized to cover its bucket and cropped to it."""
+def image_key(image: TrainImage) -> str:
+    """The image file as it is now (path, size, mtime) at its bucket: an edited file or
+    another bucket is a different key."""
+    st = image.path.stat()
+    ident = f"{image.path}|{st.st_size}|{st.st_mtime_ns}|{image.bucket}"
+    return hashlib.sha256(ident.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Resized:
+    array: np.ndarray               # (H, W, 3) uint8, covering the bucket, not yet cropped
+    source_size: tuple[int, int]    # (width, height) as decoded, upright
+
+
+def resized(image: TrainImage) -> Resized:
+    """The image decoded and resized to cover its bucket: the part of `pixels` that does
+    not depend on the crop position or the flip."""
     img = load_rgb(image.path)
+    size = resize_and_crop(img.width, img.height, image.bucket)[0]
+    return Resized(np.asarray(img.resize(size, Image.Resampling.LANCZOS)), img.size)
+
+
+# An image decoded and resized (uint8) takes bucket area x 3 bytes and more, 3 MiB at 1024 px:
+# 1 GiB holds about 340 such images, or 1,300 at 512 px. Per process: a multi-GPU run holds
+# one cache in each.
+PIXEL_CACHE_BYTES = 1 << 30
+
+
+class PixelCache:
+    """Images decoded and resized to their bucket, kept for later epochs when latents are
+    not cached (random crop or flip, or caching off): a step then only crops, flips and
+    scales, as a loop that decodes its dataset once before training does. The first images
+    that fit the budget are kept and never evicted: a shuffled epoch would evict an LRU's
+    images before their next use, so beyond the budget the rest are decoded every step."""
+
+    def __init__(self, budget_bytes: int = PIXEL_CACHE_BYTES):
+        self.budget_bytes = budget_bytes
+        self.used_bytes = 0
+        self._memory: dict[str, Resized] = {}
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+    def get(self, image: TrainImage) -> Resized:
+        key = image_key(image)
+        found = self._memory.get(key)
+        if found is not None:
+            return found
+        fresh = resized(image)
+        if self.used_bytes + fresh.array.nbytes <= self.budget_bytes:
+            self._memory[key] = fresh
+            self.used_bytes += fresh.array.nbytes
+        return fresh
+
+
+def pixels(image: TrainImage, rng: random.Random, random_crop: bool = False,
+           flip: bool = False, cache: PixelCache | None = None) -> Pixels:
+    """The image resized to cover its bucket and cropped to it. The random draws (crop
+    position, then flip) are the same with or without `cache`, and so are the pixels."""
+    source = cache.get(image) if cache is not None else resized(image)
     position = (rng.random(), rng.random()) if random_crop else (0.5, 0.5)
-    size, box = resize_and_crop(img.width, img.height, image.bucket, position)
-    img = img.resize(size, Image.Resampling.LANCZOS).crop(box)
+    left, top, right, bottom = resize_and_crop(*source.source_size, image.bucket, position)[1]
+    arr = source.array[top:bottom, left:right]
     if flip and rng.random() < 0.5:
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
-    return Pixels(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), (box[1], box[0]))
+        arr = arr[:, ::-1]
+    arr = arr.astype(np.float32) / 127.5 - 1.0
+    return Pixels(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), (top, left))
 
 
 class LatentCache:
@@ -229,14 +285,8 @@ class LatentCache:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
 
-    @staticmethod
-    def key(image: TrainImage) -> str:
-        st = image.path.stat()
-        ident = f"{image.path}|{st.st_size}|{st.st_mtime_ns}|{image.bucket}"
-        return hashlib.sha256(ident.encode("utf-8")).hexdigest()[:32]
-
     def get(self, image: TrainImage, encode: Callable[[], torch.Tensor]) -> torch.Tensor:
-        key = self.key(image)
+        key = image_key(image)
         if self.folder is None:
             if key not in self._memory:
                 self._memory[key] = encode().cpu()

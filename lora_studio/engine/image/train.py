@@ -18,7 +18,7 @@ from ...runs.item_loss import dataset_root, item_key
 from ..core.family import Exported, RunContext
 from ..core.item_losses import ItemLossMeter
 from ..core.optim import TRAIN_UNTIL_STEP
-from .data import (ImageSet, LatentCache, MicroBatch, TrainImage, epoch_batches,
+from .data import (ImageSet, LatentCache, MicroBatch, PixelCache, TrainImage, epoch_batches,
                    latent_caching_possible, load_image_set, pixels, sample_seed, skipped_log)
 from .export import diffusers_unsupported, export_sd, facts_from_run, write_final
 from .export import export_epoch
@@ -41,6 +41,7 @@ class ImageTrainee:
     cache_text: bool
     text_cache: dict[str, Cond] = field(default_factory=dict)
     eval_images: tuple[TrainImage, ...] = ()   # held out: the validation loss
+    pixel_cache: PixelCache | None = None      # decoded images, when latents are not cached
     eval_metric = "eval_loss"                  # no generated answers to score
 
     def __post_init__(self):
@@ -96,7 +97,8 @@ class ImageTrainee:
             crop = resize_and_crop(*image.size, image.bucket)[1]
             latents = self.latent_cache.get(image, lambda: encode(pixels(image, rng).tensor))
             return latents, (crop[1], crop[0])
-        px = pixels(image, rng, ds.random_crop and augment, ds.flip_aug and augment)
+        px = pixels(image, rng, ds.random_crop and augment, ds.flip_aug and augment,
+                    self.pixel_cache)
         return (encode(px.tensor) if encode_now else px.tensor), px.crop_top_left
 
     def cache_latents(self) -> None:
@@ -246,11 +248,14 @@ def prepare(job: JobConfig, ctx: RunContext) -> ImageTrainee:
                 adapted[name].gradient_checkpointing_enable()
     trains_text = any(name != UNET for name in adapted)
     cache_folder = ctx.run.root / "cache" / "latents" if ds.cache_latents_to_disk else None
+    caches_latents = latent_caching_possible(job)
     trainee = ImageTrainee(
         job=job, ctx=ctx, base=base, adapted=adapted, image_set=image_set,
         noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config,
                                                   prediction_type=base.prediction_type),
-        latent_cache=LatentCache(cache_folder) if latent_caching_possible(job) else None,
+        latent_cache=LatentCache(cache_folder) if caches_latents else None,
+        # With latents cached each image is decoded once anyway: no pixels to keep.
+        pixel_cache=None if caches_latents else PixelCache(),
         cache_text=not trains_text and not captions_vary(
             any(im.shuffle_caption for im in image_set.images), ds.caption_dropout_rate),
         eval_images=eval_images)
