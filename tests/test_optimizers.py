@@ -253,3 +253,23 @@ def test_optimizer_options_reach_the_optimizer(settings, expected):
                                 job.optimizer, on_cuda=False)
     got = {key: optimizer.defaults[key] for key in expected}
     assert {k: tuple(v) if k == "betas" else v for k, v in got.items()} == expected
+
+
+def test_adamw_steps_exactly_as_torch_default_adamw():
+    """AdamW runs torch's foreach implementation (one call per operation, not a loop over
+    the tensors): the weights it gives are torch's default AdamW's, bit for bit."""
+    job = toy_job(optimizer={"optimizer": "AdamW", "learning_rate": 1e-2, "weight_decay": 0.1})
+    noise = torch.Generator().manual_seed(0)
+    start = [torch.randn(shape, generator=noise) for shape in [(4, 32), (32, 4), (7,)] * 8]
+    grads = [[torch.randn(t.shape, generator=noise) for t in start] for _ in range(5)]
+    ours = [torch.nn.Parameter(t.clone()) for t in start]
+    theirs = [torch.nn.Parameter(t.clone()) for t in start]
+    ours_opt = build_optimizer([{"params": ours}], job.optimizer, on_cuda=False)
+    theirs_opt = torch.optim.AdamW(theirs, lr=1e-2, weight_decay=0.1)
+    assert ours_opt.defaults["foreach"] and not theirs_opt.defaults["foreach"]
+    for step_grads in grads:
+        for params, opt in ((ours, ours_opt), (theirs, theirs_opt)):
+            for p, g in zip(params, step_grads):
+                p.grad = g.clone()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
