@@ -77,6 +77,9 @@ def test_browser_shows_reg_images_as_their_own_group(qtbot, project):
     facts = b.image_facts(key)
     assert facts["group"] == "regularisation image of class 'dog'"
     assert facts["caption"] == "no caption file: trains as its class 'dog'"
+    # it trains on its class, so Health does not count it uncaptioned
+    assert b.session.problem_counts()["no_caption"] == 0
+    assert b.session.problems(key) == set()
     qtbot.waitUntil(lambda: len(b.grid_model.cache) >= 4, timeout=10000)
     b.grab().save(str(Path("/tmp") / "reg_browser.png"))
     # the job's reg folder changing shows the folder again without it

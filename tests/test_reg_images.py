@@ -11,8 +11,8 @@ from PIL import Image
 
 from lora_studio.config.kohya import convert_kohya
 from lora_studio.config.validate import check
-from lora_studio.data.reg_images import nesting, reg_caption, reg_repeats
-from lora_studio.data.scan import scan_images
+from lora_studio.data.reg_images import nesting, reg_repeats, stand_in_caption
+from lora_studio.data.scan import ImageItem, scan_images
 from tests.tiny_jobs import TINY_SD, tiny_sd_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +32,11 @@ def test_reg_repeats_match_the_training_samples_as_kohya_cycles_them(train, repe
 
 
 def test_a_reg_image_without_caption_trains_on_its_class():
-    assert reg_caption("", "dog") == "dog"
-    assert reg_caption("a photo of a dog", "dog") == "a photo of a dog"
+    dog = ImageItem(Path("d.png"), None, 1, "1_dog", class_tokens="dog", is_reg=True)
+    assert stand_in_caption(dog, None) == "dog"
+    sks = ImageItem(Path("s.png"), None, 1, "10_sks", class_tokens="sks")
+    assert stand_in_caption(sks, None) == ""  # a folder name alone captions nothing
+    assert stand_in_caption(sks, "sks") == "sks"
 
 
 def _png(path: Path, color="gray", size=(64, 64)) -> Path:

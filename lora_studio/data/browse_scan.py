@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .reg_images import nesting
+from .reg_images import nesting, stand_in_caption
 from .scan import DatasetError, ImageDataset, ImageItem, caption_path_for, scan_images
 from .subsets import (Subset, SubsetError, merged, parse_subsets, scan_subsets,
                       subset_folder, subset_line)
@@ -32,6 +32,11 @@ class BrowseScan:
             return (line and line.caption_extension) or self.train.caption_extension
         return [item.caption_path or caption_path_for(item.image_path, extension(item))
                 for item in self.items]
+
+    def stand_in_captions(self) -> list[str]:
+        """What each item trains on while it has no caption (its class), else ""."""
+        return [stand_in_caption(item, self.subsets[item.subset].class_tokens
+                                 if item.subset >= 0 else None) for item in self.items]
 
     def folder_notes(self) -> dict[str, str]:
         """A concept folder's own settings, by its name, for the folder list."""

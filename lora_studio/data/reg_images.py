@@ -11,6 +11,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .scan import ImageItem
+
 
 def reg_repeats(train_samples: int, repeats: Sequence[int]) -> list[int]:
     """How often each reg image is trained per epoch (0: not used), so that the reg
@@ -33,9 +35,10 @@ def reg_repeats(train_samples: int, repeats: Sequence[int]) -> list[int]:
     return out
 
 
-def reg_caption(caption: str, class_tokens: str) -> str:
-    """The caption a reg image trains with: its own, else its class."""
-    return caption if caption.strip() else class_tokens
+def stand_in_caption(item: ImageItem, line_class_tokens: str | None) -> str:
+    """What an image trains on when its caption is empty or missing, as kohya does: a
+    regularisation image's class, or a concept folder line's class_tokens; else ""."""
+    return item.class_tokens if item.is_reg or line_class_tokens else ""
 
 
 def _resolved(path: str | os.PathLike) -> Path:

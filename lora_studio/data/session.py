@@ -41,12 +41,16 @@ def load_caption(path: Path) -> tuple[CaptionFile, str]:
 class CaptionSession:
     """`image_paths` and `caption_paths` are parallel sequences (one per image).
     `loaded`, when given, is what load_caption() returned for each caption path
-    (so a caller can read them in slices between paints)."""
+    (so a caller can read them in slices between paints). `stand_ins`, when given, is
+    what each image trains on while it has no caption (a regularisation image's class;
+    see reg_images.stand_in_caption), so such an image is not reported uncaptioned."""
 
     def __init__(self, image_paths: Sequence[Path], caption_paths: Sequence[Path],
                  min_side: int = DEFAULT_MIN_SIDE,
-                 loaded: Sequence[tuple[CaptionFile, str]] | None = None):
+                 loaded: Sequence[tuple[CaptionFile, str]] | None = None,
+                 stand_ins: Sequence[str] = ()):
         self.image_paths = list(image_paths)
+        self.stand_ins = {i: text for i, text in enumerate(stand_ins) if text}
         if loaded is None:
             loaded = [load_caption(p) for p in caption_paths]
         self.files: list[CaptionFile] = [cf for cf, _err in loaded]
@@ -252,6 +256,8 @@ class CaptionSession:
     def problems(self, i: int) -> set[str]:
         if i in self.read_errors:  # it exists, so "no caption" would be wrong
             found = {"caption_unreadable"}
+        elif i in self.stand_ins and not self.texts[i].strip():
+            found = set()
         else:
             found = caption_problems(self.files[i].exists or i in self.dirty, self.texts[i])
         if i in self.checks:

@@ -249,6 +249,7 @@ class DatasetBrowser(QWidget):
         self.side.health_list.clear()
         self._update_filter_label()
         self._caption_paths = found.caption_paths()
+        self._stand_ins = found.stand_in_captions()
         removed = remove_stale_temp_files({p.parent for p in self._caption_paths})
         self._opened_message = opened_message(
             dataset, sum(len(g.paths) for g in self.passed_over), len(removed), reg, found.note)
@@ -321,7 +322,8 @@ class DatasetBrowser(QWidget):
             return
         self.caption_timer.stop()
         self.session = CaptionSession(self.grid_model.image_paths, self._caption_paths,
-                                      loaded=self._loaded_captions)
+                                      loaded=self._loaded_captions,
+                                      stand_ins=self._stand_ins)
         self.session.tokens = self.tokens
         self.tokens.prefill(self.session.texts)
         self._loaded_captions = []

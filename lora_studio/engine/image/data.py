@@ -19,7 +19,7 @@ from lora_studio.config.schema import JobConfig
 from lora_studio.data.buckets import BucketReport, bucket_report, choose_bucket, resize_and_crop
 from lora_studio.data.captions import CaptionReadError, read_caption
 from lora_studio.data.images import SkippedImage, check_images, load_rgb
-from lora_studio.data.reg_images import reg_caption, reg_repeats
+from lora_studio.data.reg_images import reg_repeats, stand_in_caption
 from lora_studio.data.scan import IMAGE_EXTENSIONS, DatasetError, ImageDataset, scan_images
 from lora_studio.data.subsets import Subset, SubsetError, parse_subsets, scan_subsets
 
@@ -137,8 +137,7 @@ def load_image_set(job: JobConfig, root: Path,
             skipped.append(SkippedImage(item.image_path, str(exc)))
             continue
         subset = subsets[item.subset] if item.subset >= 0 else Subset("")
-        if item.is_reg or subset.class_tokens:
-            caption = reg_caption(caption, item.class_tokens)
+        caption = caption or stand_in_caption(item, subset.class_tokens)
         w, h = sizes[item.image_path]
         bucket = choose_bucket(w, h, subset.resolution or ds.resolution, ds.min_bucket_reso,
                                ds.max_bucket_reso, ds.bucket_reso_steps, ds.enable_bucket,
