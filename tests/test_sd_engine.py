@@ -484,6 +484,7 @@ def test_pixel_cache_gives_the_same_pixels_and_draws_within_its_budget(tmp_path,
 
     from PIL import Image
 
+    from lora_studio.data.images import ImageLoadError
     from lora_studio.engine.image import data
 
     noise = torch.Generator().manual_seed(0)
@@ -519,6 +520,10 @@ def test_pixel_cache_gives_the_same_pixels_and_draws_within_its_budget(tmp_path,
             data.pixels(image, random.Random(0), cache=small)
     assert len(small) == 1 and decoded.count(train_images[2].path) == 3
     assert decoded.count(train_images[1].path) == 1
+    # A file removed during the run is named, as without the cache.
+    train_images[2].path.unlink()
+    with pytest.raises(ImageLoadError, match="2.png"):
+        data.pixels(train_images[2], random.Random(0), cache=cache)
 
 
 def test_uncached_latents_steps_see_the_same_pixels_with_the_pixel_cache(tmp_path, monkeypatch):

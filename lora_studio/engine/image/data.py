@@ -249,7 +249,10 @@ class PixelCache:
         return len(self._memory)
 
     def get(self, image: TrainImage) -> Resized:
-        key = image_key(image)
+        try:
+            key = image_key(image)
+        except OSError:  # gone since the scan: decoding it raises the error that names it
+            return resized(image)
         found = self._memory.get(key)
         if found is not None:
             return found
