@@ -32,12 +32,15 @@ def test_a_stop_file_interrupts_a_blocking_call(tmp_path):
     stop = StopRequest(None, tmp_path)
     timer = later(lambda: (tmp_path / "STOP").write_text("stop"))
     reached_the_end = False
+    started = time.monotonic()
     with pytest.raises(Cancelled):
         with stop.interrupting(poll_s=0.05):
             time.sleep(LONG)  # stands for a weights load that polls nothing
             reached_the_end = True
     timer.join()
     assert not reached_the_end and stop()
+    # the sleep itself was cut short, not merely followed by the exception
+    assert time.monotonic() - started < LONG / 2
 
 
 @posix_only

@@ -115,6 +115,19 @@ class Cancelled(BaseException):
 _SIGNALS = ("SIGINT", "SIGTERM")
 
 
+def _interrupt_main_thread() -> None:
+    """SIGTERM to the main thread from the stop watcher. A real signal wakes a blocking
+    call (a sleep, a read: PEP 475 runs the handler, which raises); interrupt_main alone
+    only raises once that call returns. It is sent before the watcher ends, and the
+    block's handlers are restored only after the watcher is joined, so it never meets
+    the default action. Windows has no pthread_kill: the simulated signal is all there
+    is."""
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+    else:
+        _thread.interrupt_main(signal.SIGTERM)
+
+
 class StopRequest:
     """Whether the run should stop after the current step: a caller's callback, a
     ``STOP`` file in the run folder (the GUI's way, works on Windows), or a signal.
@@ -165,9 +178,7 @@ class StopRequest:
         def watch() -> None:
             while not done.wait(poll_s):
                 if self():
-                    # A simulated SIGTERM: if it lands after this block, the handler
-                    # then in place only asks for a stop (handling_signals), or nothing.
-                    _thread.interrupt_main(signal.SIGTERM)
+                    _interrupt_main_thread()
                     return
         watcher = threading.Thread(target=watch, name="stop-watch", daemon=True)
         watcher.start()
