@@ -6,21 +6,11 @@ import threading
 import pytest
 
 from test_playground import MODEL, make_adapter, reference_ids
+from test_playground_ui import view  # noqa: F401  (the fixture: the tab on a real process)
 
 openai = pytest.importorskip("openai")
 
 QUESTION = [{"role": "user", "content": "What colour is a plum?"}]
-
-
-@pytest.fixture
-def view(qtbot, tmp_path):
-    from lora_studio.runs.playground_launch import PlaygroundProcess
-    from lora_studio.ui.playground_view import PlaygroundView
-    widget = PlaygroundView(PlaygroundProcess(stderr_path=tmp_path / "err.log"))
-    qtbot.addWidget(widget)
-    widget.resize(1200, 800)
-    yield widget
-    widget.shutdown()
 
 
 def free_port() -> int:
@@ -67,6 +57,7 @@ def test_the_tab_serves_its_base_and_adapters_on_its_own_process(view, qtbot, tm
     box.button.click()
     qtbot.waitUntil(lambda: "Serving at" in box.label.text(), timeout=120_000)
     assert f"http://127.0.0.1:{port}/v1" in box.label.text()
+    view.resize(1200, 800)  # room for the Serve box under the chat
     view.grab().save(str(tmp_path / "serving.png"))
 
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k1", timeout=120,
