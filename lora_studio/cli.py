@@ -22,6 +22,7 @@ from .config.gpu import GpuFacts
 from .config.presets import (PresetError, PresetFile, find_preset, import_preset, list_presets,
                              read_preset)
 from .config.validate import check
+from .wording import plural
 
 DEBUG_ENV = "LORA_STUDIO_DEBUG"
 
@@ -46,10 +47,6 @@ def _paint(text: str, style: str, colour: bool) -> str:
     return f"\033[{COLOURS[style]}m{text}\033[0m" if colour else text
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def print_findings(findings: list[Finding], out=None) -> None:
     """Each finding on its own lines (level, field, message, hint), then a summary line."""
     out = out or sys.stdout
@@ -62,7 +59,7 @@ def print_findings(findings: list[Finding], out=None) -> None:
         if f.hint:
             print(_paint(f"          hint: {f.hint}", "dim", colour), file=out)
     counts = {level: sum(f.level == level for f in findings) for level in order}
-    summary = f"{_plural(counts['error'], 'error')}, {_plural(counts['warning'], 'warning')}, " \
+    summary = f"{plural(counts['error'], 'error')}, {plural(counts['warning'], 'warning')}, " \
               f"{counts['info']} info."
     if counts["error"]:
         print(_paint(f"{summary} Fix the errors before training.", "error", colour), file=out)

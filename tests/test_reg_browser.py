@@ -35,12 +35,12 @@ def test_folder_choices_group_training_and_reg_folders(project):
     assert [label for label, _ in choices] == [
         "All images (6)", "Training images (2)", "  5_sks dog — ×5 repeats, 2 images",
         "Regularisation images (4)", "  reg · 1_dog — ×1 repeats, 3 images",
-        "  reg · 2_animal — ×2 repeats, 1 images"]
+        "  reg · 2_animal — ×2 repeats, 1 image"]
     items = train.items + regs.items
     shown = {label: [i.image_path.name for i in items if in_group(i, group)]
              for label, group in choices}
     assert shown["Regularisation images (4)"] == ["d1.png", "d2.png", "d3.png", "x.png"]
-    assert shown["  reg · 2_animal — ×2 repeats, 1 images"] == ["x.png"]
+    assert shown["  reg · 2_animal — ×2 repeats, 1 image"] == ["x.png"]
     assert shown["Training images (2)"] == ["a.png", "b.png"]
     # without reg images the list is as before
     assert [label for label, _ in folder_choices(train, None)] == [
@@ -116,7 +116,7 @@ def test_browse_scan_shows_the_jobs_concept_folders_with_their_settings(project)
                                                          "d2.png", "d3.png", "x.png"]
     labels = [label for label, _ in folder_choices(found.train, found.reg, found.folder_notes())]
     assert "  5_sks dog — ×5 repeats, 2 images · keep_tokens=1" in labels
-    assert "  style — ×2 repeats, 1 images · caption_extension=.caption" in labels
+    assert "  style — ×2 repeats, 1 image · caption_extension=.caption" in labels
     # a new caption of s.png goes where training reads it
     assert found.caption_paths()[2].name == "s.caption"
     assert found.note == ""
@@ -141,7 +141,7 @@ def test_browser_shows_the_jobs_concept_folders(qtbot, project):
     assert [b.grid_model.names[k] for k in b.grid_model.keys] == [
         "s.png", "reg · d1.png", "reg · d2.png", "reg · d3.png", "reg · x.png"]
     labels = [b.folder_combo.itemText(i) for i in range(b.folder_combo.count())]
-    assert "  style — ×2 repeats, 1 images · caption_extension=.caption" in labels
+    assert "  style — ×2 repeats, 1 image · caption_extension=.caption" in labels
     b.show()
     qtbot.waitExposed(b)
     qtbot.waitUntil(lambda: len(b.grid_model.cache) >= 5, timeout=10000)

@@ -11,6 +11,7 @@ from .health import PROBLEMS, image_size
 from .reg_images import reg_repeats
 from .scan import ImageDataset, ImageItem
 from .session import CaptionSession
+from ..wording import plural
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,10 @@ def opened_message(dataset: ImageDataset, not_used: int, removed_temp: int,
               if not_used else "")
     leftovers = (f" Removed {removed_temp} leftover temp file(s) of an interrupted save."
                  if removed_temp else "")
-    regs = (f" Regularisation: {reg.images} images in {reg.root}, "
+    regs = (f" Regularisation: {plural(reg.images, 'image')} in {reg.root}, "
             f"{reg_samples(dataset, reg)} samples per epoch." if reg is not None else "")
     regs += f" {reg_problem}" if reg_problem else ""
-    return (f"{dataset.images} images in {dataset.root}, "
+    return (f"{plural(dataset.images, 'image')} in {dataset.root}, "
             f"{dataset.samples_per_epoch} samples per epoch.{regs}{skipped}{passed}{leftovers}")
 
 
@@ -106,7 +107,7 @@ def folder_choices(dataset: ImageDataset, reg: ImageDataset | None,
             label = f.name or "(top folder)"
             prefix = "  reg · " if is_reg else ("  " if reg is not None else "")
             note = (notes or {}).get(f.name)
-            out.append((f"{prefix}{label} — ×{f.repeats} repeats, {f.images} images"
+            out.append((f"{prefix}{label} — ×{f.repeats} repeats, {plural(f.images, 'image')}"
                         + (f" · {note}" if note else ""), (is_reg, f.name)))
     return out
 

@@ -15,6 +15,7 @@ from ...data.buckets import resize_and_crop
 from ...data.caption_options import captions_vary, prepare_caption
 from ...runs.events import event
 from ...runs.item_loss import dataset_root, item_key
+from ...wording import plural
 from ..core.family import Exported, RunContext
 from ..core.item_losses import ItemLossMeter
 from ..core.optim import TRAIN_UNTIL_STEP
@@ -233,7 +234,7 @@ def prepare(job: JobConfig, ctx: RunContext) -> ImageTrainee:
     reg = [im for im in image_set.images if im.is_reg]
     if reg:
         ctx.emit(event("log", level="info", message=(
-            f"Regularisation: {len(reg)} images, {sum(im.repeats for im in reg)} samples per "
+            f"Regularisation: {plural(len(reg), 'image')}, {sum(im.repeats for im in reg)} samples per "
             f"epoch beside {sum(im.repeats for im in image_set.images if not im.is_reg)} "
             f"training samples, loss weight {ds.prior_loss_weight:g}.")))
     elif ds.reg_path.strip():
