@@ -58,11 +58,13 @@ def summarize(name: str, values: Sequence[float], baselines: Sequence[float], *,
     return s
 
 
-def verdict(label: str, value: float, limit: float, unit: str = "") -> bool:
-    """Print whether `value` is within its target `limit` (an upper bound)."""
-    ok = value <= limit
+def verdict(label: str, value: float, limit: float, unit: str = "",
+            at_least: bool = False) -> bool:
+    """Print whether `value` is within its target `limit`: an upper bound, or with
+    `at_least` a lower one (a speed-up, images per second)."""
+    ok = value >= limit if at_least else value <= limit
     # A ratio (no unit) close to its target needs all three decimals to tell the sides apart.
     shown = (lambda x: f"{x:.3f}") if not unit else (lambda x: f"{figure(x)} {unit}")
-    print(f"{label}: {shown(value)} (target <= {shown(limit)}): {'OK' if ok else 'MISSED'}",
-          flush=True)
+    print(f"{label}: {shown(value)} (target {'>=' if at_least else '<='} {shown(limit)}): "
+          f"{'OK' if ok else 'MISSED'}", flush=True)
     return ok

@@ -34,7 +34,7 @@ from lora_studio.runs.caption_protocol import (caption_command, caption_env, dec
                                                request_for)
 from tests.tiny_captioners import tiny_tagger  # noqa: E402
 
-from benchmarks._stats import figure, summarize  # noqa: E402
+from benchmarks._stats import figure, summarize, verdict  # noqa: E402
 
 TARGET = 0.9
 
@@ -118,9 +118,7 @@ def main() -> int:
                         baseline="plain loop", unit="images/s")
     summarize("  the same from the model loaded to the end", steady, baselines,
               baseline="plain loop", unit="images/s", per_round=False)
-    ok = summary.ratio >= TARGET
-    print(f"process / plain loop images per second: {summary.ratio:.3f} (target >= {TARGET}): "
-          f"{'OK' if ok else 'MISSED'}", flush=True)
+    ok = verdict("process / plain loop images per second", summary.ratio, TARGET, at_least=True)
     return 0 if ok else 1
 
 

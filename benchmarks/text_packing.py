@@ -27,7 +27,7 @@ from lora_studio.engine import text  # noqa: E402
 from lora_studio.engine.core.trainer import train  # noqa: E402
 from lora_studio.runs.layout import RunDir  # noqa: E402
 
-from benchmarks._stats import summarize  # noqa: E402
+from benchmarks._stats import summarize, verdict  # noqa: E402
 
 WORDS = "the a ship sails over blue water while the crew sings of gold and wind".split()
 
@@ -86,8 +86,7 @@ def main() -> int:
     # Same tokens each epoch: padded time / packed time is packed tokens/s / padded tokens/s.
     s = summarize("second epoch, padded", seconds[False], seconds[True],
                   baseline="packed", unit="s")
-    print(f"packed tokens/s over padded: {s.ratio:.2f}x (target >= 1.5): "
-          f"{'OK' if s.ratio >= 1.5 else 'MISSED'}", flush=True)
+    verdict("packed tokens/s over padded", s.ratio, 1.5, at_least=True)
     return 0
 
 

@@ -74,6 +74,13 @@ def test_verdict_is_ok_at_the_limit_and_missed_just_past_it(capsys):
                    "grid: 1.01 s (target <= 1.00 s): MISSED"]
 
 
+def test_a_lower_bound_verdict_is_ok_at_the_limit_and_missed_just_under_it(capsys):
+    assert verdict("speed-up", 0.9, 0.9, at_least=True) is True
+    assert verdict("speed-up", 0.899, 0.9, at_least=True) is False
+    assert capsys.readouterr().out.splitlines() == ["speed-up: 0.900 (target >= 0.900): OK",
+                                                    "speed-up: 0.899 (target >= 0.900): MISSED"]
+
+
 def test_every_benchmark_is_found():
     names = {p.name for p in BENCHMARKS}
     assert {"sd_epoch.py", "engine_overhead.py", "ui_start.py", "dataset_open.py",
