@@ -376,6 +376,8 @@ def is_record_file(name: str) -> bool:
 
 
 def _dataset_files(path: Path, problems: list[Skipped]) -> list[Path]:
+    """The record files a dataset path stands for: the file itself, or every regular
+    .jsonl / .json / .txt file under a folder (hidden ones left out), in name order."""
     if path.is_dir():
         return sorted(files_under(path, is_record_file, problems),
                       key=lambda p: str(p.relative_to(path)).lower())
@@ -383,12 +385,6 @@ def _dataset_files(path: Path, problems: list[Skipped]) -> list[Path]:
         return [path]
     raise TextDataError(f"{path}: no such file or folder. Set dataset.path to a .jsonl / .json / "
                         ".txt file or a folder of them.")
-
-
-def dataset_files(path: str | Path) -> list[Path]:
-    """The record files a dataset path stands for: the file itself, or every regular
-    .jsonl / .json / .txt file under a folder (hidden ones left out), in name order."""
-    return _dataset_files(Path(path), [])
 
 
 def _skipped_problem(skipped: Skipped) -> RecordProblem:
