@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from lora_studio.config.optimizers import BITSANDBYTES_OPTIMIZERS
 from lora_studio.config.parse import parse_job
 from lora_studio.config.schema import OptimizerConfig
 from lora_studio.engine import image, text
 from lora_studio.engine.core import trainer
 from lora_studio.engine.core.control import StopRequest
 from lora_studio.engine.core.loop import make_accelerator, plain_torch_step
-from lora_studio.engine.core.optim import BNB_OPTIMIZERS, build_optimizer
+from lora_studio.engine.core.optim import build_optimizer
 from lora_studio.engine.run import run
 from lora_studio.engine.text.export import ADAPTER_WEIGHTS
 from lora_studio.runs.layout import RunDir, new_run_dir
@@ -88,7 +89,7 @@ def test_a_quantised_base_loads_and_trains(tmp_path, bits):
     assert (Path(events[-1]["final"]) / ADAPTER_WEIGHTS).is_file()
 
 
-@pytest.mark.parametrize("name", list(BNB_OPTIMIZERS))
+@pytest.mark.parametrize("name", list(BITSANDBYTES_OPTIMIZERS))
 def test_an_8bit_optimizer_steps_with_8bit_state(name):
     torch.manual_seed(0)
     # bitsandbytes keeps 32-bit state for tensors under 4096 elements: this one is over.
@@ -107,7 +108,7 @@ def test_an_8bit_optimizer_steps_with_8bit_state(name):
         {k: getattr(t, "dtype", t) for k, t in state.items()}
 
 
-@pytest.mark.parametrize("name", list(BNB_OPTIMIZERS))
+@pytest.mark.parametrize("name", list(BITSANDBYTES_OPTIMIZERS))
 def test_the_engine_trains_with_an_8bit_optimizer(tmp_path, name):
     result, events = train(text_job(optimizer={"optimizer": name, "learning_rate": 3e-3}), tmp_path)
     completed_with_finite_losses(result, events)

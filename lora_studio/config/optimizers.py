@@ -16,6 +16,8 @@ OPTIONAL_OPTIMIZERS: dict[str, tuple[str, str]] = {
     "AdamWScheduleFree": ("schedulefree", "AdamWScheduleFree"),
 }
 INSTALL_OPTIMIZERS = 'pip install "lora-studio[optimizers]"'
+# bitsandbytes' 8-bit optimizers, by their class name in bitsandbytes.optim (CUDA only).
+BITSANDBYTES_OPTIMIZERS = ("AdamW8bit", "PagedAdamW8bit", "Lion8bit")
 
 # They estimate the step size themselves; the learning rate multiplies it (1.0 is their default).
 ADAPTIVE = ("Prodigy", "DAdaptAdam")

@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..config.optimizers import BITSANDBYTES_OPTIMIZERS
 from ..config.schema import JobConfig
 
 BITSANDBYTES = "bitsandbytes"
@@ -32,7 +33,6 @@ NEVER_USED = {
 # The libraries that look for those when imported: once one of them is in, hiding them
 # changes nothing, or makes this process disagree with itself.
 THEIR_USERS = ("transformers", "peft", "diffusers", "accelerate")
-EIGHT_BIT_OPTIMIZERS = ("AdamW8bit", "PagedAdamW8bit", "Lion8bit")
 
 
 def quantised_model(path: str) -> bool:
@@ -57,7 +57,7 @@ def quantised_model(path: str) -> bool:
 
 def needs_bitsandbytes(job: JobConfig) -> bool:
     m = job.model
-    return (m.load_in_4bit or m.load_in_8bit or job.optimizer.optimizer in EIGHT_BIT_OPTIMIZERS
+    return (m.load_in_4bit or m.load_in_8bit or job.optimizer.optimizer in BITSANDBYTES_OPTIMIZERS
             or quantised_model(m.path))
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_studio.config.gpu import GpuFacts
+from lora_studio.config.optimizers import BITSANDBYTES_OPTIMIZERS
 from lora_studio.config.model_info import (
     ALL_LINEAR,
     ATTENTION_CANDIDATES,
@@ -346,7 +347,7 @@ def optimizer_state_bytes(optimizer: str, shapes: Iterable[tuple[int, ...]]) -> 
     """Bytes of optimizer state for fp32 trainable tensors of these shapes (the
     per-tensor scalar ``step`` counters, kept on the CPU, are left out)."""
     total = 0
-    eight_bit = optimizer in ("AdamW8bit", "PagedAdamW8bit", "Lion8bit")
+    eight_bit = optimizer in BITSANDBYTES_OPTIMIZERS
     states = 1 if optimizer == "Lion8bit" else 2
     for shape in shapes:
         n = numel(shape)

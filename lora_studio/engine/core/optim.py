@@ -9,13 +9,11 @@ from contextlib import contextmanager, redirect_stdout
 
 import torch
 
-from ...config.optimizers import (INSTALL_OPTIMIZERS, OPTIONAL_OPTIMIZERS, SCHEDULE_FREE,
-                                  optimizer_options)
+from ...config.optimizers import (BITSANDBYTES_OPTIMIZERS, INSTALL_OPTIMIZERS,
+                                  OPTIONAL_OPTIMIZERS, SCHEDULE_FREE, optimizer_options)
 from ...config.schema import OptimizerConfig
 from .control import EngineError
 
-BNB_OPTIMIZERS = {"AdamW8bit": "AdamW8bit", "PagedAdamW8bit": "PagedAdamW8bit",
-                  "Lion8bit": "Lion8bit"}
 # A param group's last optimizer step: after it the group's weights are frozen (requires_grad
 # off, so no gradient and no update). Kept in the optimizer's state, so a resume knows it.
 TRAIN_UNTIL_STEP = "train_until_step"
@@ -50,13 +48,13 @@ def build_optimizer(param_groups: list[dict], cfg: OptimizerConfig,
     own ``"lr"``); groups without one use ``cfg.learning_rate``."""
     name, lr, wd = cfg.optimizer, cfg.learning_rate, cfg.weight_decay
     options = optimizer_options(cfg)
-    if name in BNB_OPTIMIZERS:
+    if name in BITSANDBYTES_OPTIMIZERS:
         if not on_cuda:
             raise EngineError("config", f"The {name} optimizer needs an NVIDIA GPU (bitsandbytes).",
                               "Choose optimizer.optimizer = AdamW (or Adafactor) to train on this "
                               "machine.")
-        return getattr(_bitsandbytes().optim, BNB_OPTIMIZERS[name])(param_groups, lr=lr,
-                                                                     weight_decay=wd, **options)
+        return getattr(_bitsandbytes().optim, name)(param_groups, lr=lr, weight_decay=wd,
+                                                    **options)
     if name == "Adafactor":
         from transformers.optimization import Adafactor
         if cfg.adafactor_relative_step:
